@@ -1,0 +1,651 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * ebpfh kernel half: pH (Somayaji's Process Homeostasis) on system calls.
+ *
+ * Every traced task keeps a window of its last 9 calls; every executable
+ * keeps a profile of lookahead pairs. A call whose pairs the profile has
+ * never seen is learned (training) or reported (normal). The algorithm and
+ * its order of steps follow shared/spec/ph-semantics.md §5-§8; comments
+ * here say why the code is shaped as it is.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "ebpfh.h"
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_rt_sigreturn 15
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_rt_sigreturn 139
+#else
+#error "ebpfh knows rt_sigreturn only for x86 and arm64"
+#endif
+
+#define PF_KTHREAD 0x00200000
+#define SIG_DFL_HANDLER 0
+#define SIG_IGN_HANDLER 1
+/* Four EMPTY symbols packed in one word, to wipe a frame's ring fast. */
+#define EMPTY4 (((__u64)SYM_EMPTY << 48) | ((__u64)SYM_EMPTY << 32) | \
+		((__u64)SYM_EMPTY << 16) | (__u64)SYM_EMPTY)
+
+/* Capacities, fixed by the monitor before load (they size the maps). */
+const volatile __u32 max_profiles = 4096;
+const volatile __u32 max_rows = 65536;
+
+/* The settings map: one record the monitor rewrites at run time. */
+struct settings settings SEC(".data.settings") = {
+	.normal_wait_ns = 7ULL * 24 * 3600 * 1000000000ULL,
+	.normal_factor = 128,
+	.normal_factor_den = 32,
+	.anomaly_limit = 30,
+	.tolerize_limit = 12,
+	.monitoring = 1,
+};
+
+/* Allocation cursors (slot 0 / row 0 mean "none") and loss counters. */
+__u32 next_profile = 1;
+__u32 next_row = 1;
+__u64 stats[STAT_MAX];
+__u64 lost[EV_KIND_MAX];
+
+/* Make the event records reach BTF, hence the Rust skeleton. */
+struct ev_profile_created _ev_profile_created = {};
+struct ev_anomaly _ev_anomaly = {};
+struct ev_state _ev_state = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct profile);
+} profiles SEC(".maps");
+
+/* Only consulted at exec and start-up, never per call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct profile_key);
+	__type(value, __u32);
+} profile_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct row);
+} rows SEC(".maps");
+
+/* Tied to the task struct, so a recycled pid never inherits state (B10). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_state);
+} tasks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+static __always_inline void count_stat(__u32 i)
+{
+	if (i < STAT_MAX)
+		__sync_fetch_and_add(&stats[i], 1);
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+static __always_inline void *event_reserve(__u32 kind, __u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!e && kind < EV_KIND_MAX)
+		__sync_fetch_and_add(&lost[kind], 1);
+	return e;
+}
+
+static __always_inline void event_header(struct ev_header *h, __u32 kind,
+					 struct task_struct *task, __u32 slot)
+{
+	h->kind = kind;
+	h->tgid = BPF_CORE_READ(task, tgid);
+	h->tid = BPF_CORE_READ(task, pid);
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = BPF_CORE_READ(task, cred, uid.val);
+	h->profile = slot;
+	h->time = bpf_ktime_get_tai_ns();
+	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
+}
+
+/* Copy the current frame's window, oldest first. */
+static __always_inline void window_out(__u16 *out, const struct frame *f)
+{
+	__u32 pos = f->pos;
+
+#pragma unroll
+	for (int i = 0; i < WINDOW; i++)
+		out[i] = f->win[(pos - (WINDOW - 1) + i) & (RING - 1)];
+}
+
+static __always_inline void emit_state(__u32 kind, struct task_state *ts,
+				       struct profile *p, __u32 slot,
+				       __u32 reason, const struct frame *f)
+{
+	struct ev_state *e = event_reserve(kind, sizeof(*e));
+
+	if (!e)
+		return;
+	event_header(&e->h, kind, bpf_get_current_task_btf(), slot);
+	e->count = p->count;
+	e->train_count = p->train_count;
+	e->last_mod_count = p->last_mod_count;
+	e->sequences = p->sequences;
+	e->anomalies = p->anomalies;
+	e->reason = reason;
+	e->lfc = ts ? ts->lfc : 0;
+	if (f)
+		window_out(e->window, f);
+	else
+		__builtin_memset(e->window, 0, sizeof(e->window));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* ---- rows ------------------------------------------------------------- */
+
+static __always_inline struct row *row_get(__u32 r)
+{
+	return r ? bpf_map_lookup_elem(&rows, &r) : NULL;
+}
+
+/*
+ * Give symbol c a row in one of the profile's tables. Rows are never freed
+ * (a reset zeroes them in place), so a plain bump allocator suffices. If two
+ * tasks race, the loser's row leaks; the CAS keeps the table consistent.
+ */
+static __always_inline struct row *row_alloc(__u32 *slot_row)
+{
+	__u32 r = __sync_fetch_and_add(&next_row, 1);
+	__u32 old;
+
+	if (r >= max_rows) {
+		count_stat(STAT_ROWS_FULL);
+		return NULL;
+	}
+	old = __sync_val_compare_and_swap(slot_row, 0, r);
+	if (old)
+		r = old;
+	return bpf_map_lookup_elem(&rows, &r);
+}
+
+static __always_inline __u8 row_byte(const struct row *row, __u32 p)
+{
+	return ((const __u8 *)row->w)[p & (NSYMBOLS - 1)];
+}
+
+/*
+ * Bitmask of distances (bit i-1 = distance i) whose pair is absent from
+ * row. prev[i-1] is the symbol i calls back. A missing row misses all.
+ */
+static __always_inline __u32 row_misses(const struct row *row, const __u16 *prev)
+{
+	__u32 miss = 0;
+
+	if (!row)
+		return (1u << DISTANCES) - 1;
+#pragma unroll
+	for (int i = 0; i < DISTANCES; i++)
+		if (!(row_byte(row, prev[i]) & (1u << i)))
+			miss |= 1u << i;
+	return miss;
+}
+
+/* Set the missing bits with atomic ORs on whole words (B5). */
+static __always_inline void row_learn(struct row *row, const __u16 *prev, __u32 miss)
+{
+#pragma unroll
+	for (int i = 0; i < DISTANCES; i++) {
+		__u32 p = prev[i] & (NSYMBOLS - 1);
+
+		if (miss & (1u << i))
+			__sync_fetch_and_or(&row->w[p >> 3],
+					    1ULL << (((p & 7) << 3) + i));
+	}
+}
+
+/* ---- table-wide operations (bpf_loop over the 512 symbols) ------------ */
+
+struct table_op {
+	__u32 slot;
+	__u32 op;
+};
+
+enum { OP_COPY_TO_TEST, OP_ZERO_TRAIN, OP_ZERO_BOTH };
+
+static long table_op_cb(__u64 i, void *ctx)
+{
+	struct table_op *t = ctx;
+	__u32 c = i & (NSYMBOLS - 1);
+	struct profile *p = bpf_map_lookup_elem(&profiles, &t->slot);
+	struct row *src, *dst;
+
+	if (!p)
+		return 1;
+	src = row_get(p->train_row[c]);
+	if (t->op == OP_COPY_TO_TEST) {
+		dst = row_get(p->test_row[c]);
+		if (!src) {
+			if (dst)
+				__builtin_memset(dst, 0, sizeof(*dst));
+			return 0;
+		}
+		if (!dst)
+			dst = row_alloc(&p->test_row[c]);
+		if (dst)
+			__builtin_memcpy(dst, src, sizeof(*dst));
+		return 0;
+	}
+	if (src)
+		__builtin_memset(src, 0, sizeof(*src));
+	if (t->op == OP_ZERO_BOTH) {
+		dst = row_get(p->test_row[c]);
+		if (dst)
+			__builtin_memset(dst, 0, sizeof(*dst));
+	}
+	return 0;
+}
+
+static __always_inline void table_op(__u32 slot, __u32 op)
+{
+	struct table_op t = { .slot = slot, .op = op };
+
+	bpf_loop(NSYMBOLS, table_op_cb, &t, 0);
+}
+
+/* ---- locality frame (§8) ---------------------------------------------- */
+
+static __always_inline void lf_reset(struct task_state *ts)
+{
+	ts->lf[0] = 0;
+	ts->lf[1] = 0;
+	ts->lfc = 0;
+	ts->lfc_max = 0;
+	ts->lf_pos = LOCALITY - 1; /* next write lands on cell 0, as in pH */
+	ts->tolerized = 0;
+}
+
+static __always_inline void lf_feed(struct task_state *ts, __u32 anomalous)
+{
+	__u32 pos = (ts->lf_pos + 1) & (LOCALITY - 1);
+	__u64 bit = 1ULL << (pos & 63);
+	__u64 *w = &ts->lf[pos >> 6];
+
+	ts->lf_pos = pos;
+	if (anomalous) {
+		if (!(*w & bit)) {
+			*w |= bit;
+			ts->lfc++;
+			if (ts->lfc > ts->lfc_max)
+				ts->lfc_max = ts->lfc;
+		}
+	} else if (*w & bit) {
+		*w &= ~bit;
+		ts->lfc--;
+	}
+}
+
+/* ---- task state ------------------------------------------------------- */
+
+static __always_inline void frame_empty(struct frame *f)
+{
+	__u64 *w = (__u64 *)f->win;
+
+	w[0] = EMPTY4;
+	w[1] = EMPTY4;
+	w[2] = EMPTY4;
+	w[3] = EMPTY4;
+	f->pos = 0;
+}
+
+/* A new image, or a task found at start-up: one empty frame, fresh LF. */
+static __always_inline void task_fresh(struct task_state *ts, __u32 slot)
+{
+	ts->profile = slot;
+	ts->depth = 0;
+	ts->overflow = 0;
+	ts->count = 0;
+	frame_empty(&ts->frames[0]);
+	lf_reset(ts);
+}
+
+/* ---- profiles --------------------------------------------------------- */
+
+static __always_inline __u32 profile_for_file(struct file *file,
+					      struct task_struct *task,
+					      const char *filename)
+{
+	struct profile_key key = {};
+	struct ev_profile_created *e;
+	struct profile *p;
+	__u32 *found, slot;
+
+	if (!file)
+		return 0;
+	key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+	key.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	found = bpf_map_lookup_elem(&profile_index, &key);
+	if (found)
+		return *found;
+
+	slot = __sync_fetch_and_add(&next_profile, 1);
+	if (slot >= max_profiles) {
+		count_stat(STAT_PROFILES_FULL);
+		return 0;
+	}
+	p = bpf_map_lookup_elem(&profiles, &slot);
+	if (!p)
+		return 0;
+	if (bpf_map_update_elem(&profile_index, &key, &slot, BPF_NOEXIST)) {
+		/* Another task created it first (or the index is full). */
+		count_stat(STAT_INDEX_RACE);
+		found = bpf_map_lookup_elem(&profile_index, &key);
+		return found ? *found : 0;
+	}
+	p->key = key;
+	p->normal_time = bpf_ktime_get_tai_ns() + settings.normal_wait_ns;
+
+	e = event_reserve(EV_PROFILE_CREATED, sizeof(*e));
+	if (e) {
+		event_header(&e->h, EV_PROFILE_CREATED, task, slot);
+		e->key = key;
+		e->filename[0] = 0;
+		if (filename)
+			bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return slot;
+}
+
+/* ---- the profile state machine (§6, §7) ------------------------------- */
+
+static __always_inline void start_normal(struct task_state *ts, struct profile *p,
+					 __u32 slot, __u32 state)
+{
+	/* One task wins the right to copy; the others keep going. */
+	if (__sync_val_compare_and_swap(&p->state, state, state | PS_PROMOTING) != state)
+		return;
+	emit_state(EV_NORMAL_STARTED, ts, p, slot, 0, NULL);
+	table_op(slot, OP_COPY_TO_TEST);
+	p->anomalies = 0;
+	p->train_count = 0;
+	p->last_mod_count = 0;
+	p->state = (state & ~(PS_FROZEN | PS_PROMOTING)) | PS_NORMAL;
+	lf_reset(ts);
+}
+
+static __always_inline void maybe_freeze(struct profile *p)
+{
+	__u64 train = p->train_count;
+	__u64 normal = train - p->last_mod_count;
+
+	if (normal > 0 && train * settings.normal_factor_den > normal * settings.normal_factor) {
+		p->normal_time = bpf_ktime_get_tai_ns() + settings.normal_wait_ns;
+		__sync_fetch_and_or(&p->state, PS_FROZEN);
+	}
+}
+
+/* pH's training-data reset (tolerize limit; later the sensitize command). */
+static __always_inline void reset_training(struct profile *p, __u32 slot)
+{
+	if (p->sequences)
+		table_op(slot, OP_ZERO_TRAIN);
+	p->train_count = 0;
+	p->last_mod_count = 0;
+	p->sequences = 0;
+	p->anomalies = 0;
+}
+
+static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
+				       __u32 slot, __u32 c)
+{
+	__u32 d = ts->depth & (SIGSTACK - 1);
+	struct frame *f = &ts->frames[d];
+	__u32 pos = f->pos + 1;
+	__u32 miss, state, anomalous = 0, over_limit = 0;
+	__u16 prev[DISTANCES];
+	struct row *row;
+
+	f->pos = pos;
+	f->win[pos & (RING - 1)] = c;
+#pragma unroll
+	for (int i = 0; i < DISTANCES; i++)
+		prev[i] = f->win[(pos - 1 - i) & (RING - 1)];
+	p->count++;
+	ts->count++;
+
+	/* Train: test against the training data, learn what it lacks. */
+	row = row_get(p->train_row[c]);
+	miss = row_misses(row, prev);
+	p->train_count++;
+	if (miss) {
+		if (p->state & PS_FROZEN)
+			__sync_fetch_and_and(&p->state, ~PS_FROZEN);
+		if (!row)
+			row = row_alloc(&p->train_row[c]);
+		if (row)
+			row_learn(row, prev, miss);
+		p->sequences++;
+		p->last_mod_count = 0;
+		if (settings.log_sequences)
+			emit_state(EV_NEW_SEQUENCE, ts, p, slot, 0, f);
+	} else {
+		p->last_mod_count++;
+		if (!(p->state & PS_FROZEN))
+			maybe_freeze(p);
+	}
+
+	/* Promote a frozen profile whose wait is over. */
+	state = p->state;
+	if ((state & (PS_FROZEN | PS_PROMOTING)) == PS_FROZEN &&
+	    bpf_ktime_get_tai_ns() > p->normal_time)
+		start_normal(ts, p, slot, state);
+
+	/* Detect against the testing data. */
+	if (p->state & PS_NORMAL) {
+		anomalous = __builtin_popcount(row_misses(row_get(p->test_row[c]), prev));
+		if (anomalous && p->anomalies > settings.anomaly_limit) {
+			over_limit = 1;
+			__sync_fetch_and_and(&p->state, ~PS_NORMAL);
+			lf_reset(ts);
+		}
+	}
+	lf_feed(ts, anomalous);
+	if (anomalous) {
+		struct ev_anomaly *e;
+
+		p->anomalies++;
+		e = event_reserve(EV_ANOMALY, sizeof(*e));
+		if (e) {
+			event_header(&e->h, EV_ANOMALY, bpf_get_current_task_btf(), slot);
+			window_out(e->window, f);
+			e->misses = anomalous;
+			e->lfc = ts->lfc;
+			e->profile_anomalies = p->anomalies;
+			e->task_count = ts->count;
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	if (over_limit)
+		emit_state(EV_NORMAL_STOPPED, ts, p, slot, STOP_ANOMALY_LIMIT, NULL);
+
+	/* Tolerize limit: pH resets on every call above it; we report once. */
+	if (ts->lfc > settings.tolerize_limit) {
+		reset_training(p, slot);
+		if (!ts->tolerized) {
+			ts->tolerized = 1;
+			emit_state(EV_TOLERIZE_LIMIT, ts, p, slot, 0, NULL);
+		}
+	} else {
+		ts->tolerized = 0;
+	}
+}
+
+/* ---- hooks ------------------------------------------------------------ */
+
+/* TP_PROTO(struct pt_regs *regs, long id) */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
+{
+	struct task_state *ts;
+	struct profile *p;
+	__u32 slot, c;
+
+	ts = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
+	if (!ts || !settings.monitoring)
+		return 0;
+	slot = ts->profile;
+	p = bpf_map_lookup_elem(&profiles, &slot);
+	if (!p)
+		return 0;
+	if ((unsigned long)id < SYM_OTHER) {
+		c = id;
+	} else {
+		c = SYM_OTHER;
+		count_stat(STAT_OTHER_IDS);
+	}
+	on_syscall(ts, p, slot, c);
+
+	/* rt_sigreturn ends the handler: it is its last call, then pop (B9). */
+	if (id == NR_rt_sigreturn) {
+		if (ts->overflow)
+			ts->overflow--;
+		else if (ts->depth)
+			ts->depth--;
+	}
+	return 0;
+}
+
+/* TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
+	     struct linux_binprm *bprm)
+{
+	struct task_state *ts;
+	__u32 slot;
+
+	if (task->tgid == settings.monitor_tgid)
+		return 0;
+	/*
+	 * Runs only after a successful exec (B8). For a #! script bprm->file
+	 * is already the interpreter: scripts share their interpreter's
+	 * profile, which is what the running image is.
+	 */
+	slot = profile_for_file(bprm->file, task, bprm->filename);
+	if (!slot)
+		return 0;
+	ts = bpf_task_storage_get(&tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ts) {
+		count_stat(STAT_TASKS_FAILED);
+		return 0;
+	}
+	task_fresh(ts, slot);
+	return 0;
+}
+
+/* TP_PROTO(struct task_struct *parent, struct task_struct *child) */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct task_state *pts, *cts;
+	struct frame *f;
+
+	pts = bpf_task_storage_get(&tasks, parent, 0, 0);
+	if (!pts || child->tgid == settings.monitor_tgid)
+		return 0;
+	cts = bpf_task_storage_get(&tasks, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cts) {
+		count_stat(STAT_TASKS_FAILED);
+		return 0;
+	}
+	/*
+	 * The child (process or thread) continues the parent's current
+	 * sequence, so forking cannot be used to break a sequence; its
+	 * locality frame starts fresh.
+	 */
+	f = &pts->frames[pts->depth & (SIGSTACK - 1)];
+	cts->frames[0] = *f;
+	cts->profile = pts->profile;
+	cts->depth = 0;
+	cts->overflow = 0;
+	cts->count = 0;
+	lf_reset(cts);
+	return 0;
+}
+
+/* TP_PROTO(struct task_struct *p) — runs in the exiting task. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_process_exit, struct task_struct *task)
+{
+	bpf_task_storage_delete(&tasks, task);
+	return 0;
+}
+
+/* TP_PROTO(int sig, struct kernel_siginfo *info, struct k_sigaction *ka) */
+SEC("tp_btf/signal_deliver")
+int BPF_PROG(signal_deliver, int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
+{
+	unsigned long handler = (unsigned long)BPF_CORE_READ(ka, sa.sa_handler);
+	struct task_state *ts;
+	__u32 d;
+
+	if (handler == SIG_DFL_HANDLER || handler == SIG_IGN_HANDLER)
+		return 0;
+	ts = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
+	if (!ts)
+		return 0;
+	/* A handler's calls get their own frame; rt_sigreturn pops it. */
+	d = ts->depth + 1;
+	if (d >= SIGSTACK || ts->overflow) {
+		ts->overflow++;
+		count_stat(STAT_SIGSTACK_OVERFLOW);
+		return 0;
+	}
+	ts->depth = d;
+	frame_empty(&ts->frames[d & (SIGSTACK - 1)]);
+	return 0;
+}
+
+/*
+ * Start-up sweep: give every process that already runs a profile (from its
+ * mm->exe_file, computed here like at exec) and a fresh window, so the
+ * system is watched at once, not only from the next exec. All threads, not
+ * just leaders, and never the monitor or kernel threads.
+ */
+SEC("iter/task")
+int adopt_tasks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct task_state *ts;
+	struct file *exe;
+	__u32 slot;
+
+	if (!task || (task->flags & PF_KTHREAD) || task->tgid == settings.monitor_tgid)
+		return 0;
+	ts = bpf_task_storage_get(&tasks, task, 0, 0);
+	if (ts)
+		return 0;
+	exe = BPF_CORE_READ(task, mm, exe_file);
+	slot = profile_for_file(exe, task, NULL);
+	if (!slot)
+		return 0;
+	ts = bpf_task_storage_get(&tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ts) {
+		count_stat(STAT_TASKS_FAILED);
+		return 0;
+	}
+	task_fresh(ts, slot);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

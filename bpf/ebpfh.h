@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Types and constants shared by the kernel program and the Rust monitor.
+ * Rust reads them from the generated skeleton's `types` module, so this is
+ * the one definition of every record that crosses the kernel boundary.
+ * Event kinds and stat indices are part of the on-wire contract: add new
+ * values at the end, never renumber or reuse one.
+ */
+#ifndef EBPFH_H
+#define EBPFH_H
+
+/* pH's sequence window: the current call and the 8 calls before it. */
+#define WINDOW 9
+#define DISTANCES (WINDOW - 1)
+
+/*
+ * The alphabet. Native syscall numbers below SYM_OTHER are themselves;
+ * anything else (x32 bit, bogus numbers) collapses into SYM_OTHER, so no
+ * foreign id ever aliases a real call. EMPTY is a real symbol (pH): a fresh
+ * window is all EMPTY and pairs with EMPTY are learned and tested.
+ */
+#define NSYMBOLS 512
+#define SYM_OTHER 510
+#define SYM_EMPTY 511
+
+/* Window slots kept per frame; a power of two so indices wrap with a mask. */
+#define RING 16
+/* Signal-handler frames per task (frame 0 is the interrupted program). */
+#define SIGSTACK 8
+/* Locality frame length in calls. */
+#define LOCALITY 128
+
+#define COMM_LEN 16
+#define PATH_LEN 256
+
+/* Profile state bits. pH keeps frozen and normal as independent flags. */
+#define PS_FROZEN 1
+#define PS_NORMAL 2
+/* Set while one task copies training data to testing data. */
+#define PS_PROMOTING 4
+
+/* Tunables; the monitor writes them while the programs run. */
+struct settings {
+	__u64 normal_wait_ns;
+	__u32 normal_factor;
+	__u32 normal_factor_den;
+	__u32 anomaly_limit;
+	__u32 tolerize_limit;
+	__u32 monitor_tgid;
+	__u32 monitoring;
+	__u32 log_sequences;
+	__u32 _pad;
+};
+
+/* Identity of an executable as the kernel sees it (raw s_dev, i_ino). */
+struct profile_key {
+	__u64 dev;
+	__u64 ino;
+};
+
+/*
+ * One profile, stored in an ARRAY slot so the hot path never hashes.
+ * Lookahead data lives in 512-byte rows (one byte per earlier symbol, bit
+ * i-1 = distance i) in the shared `rows` pool; train_row[c] / test_row[c]
+ * name the row for current symbol c, 0 meaning "no row yet" (all clear).
+ */
+struct profile {
+	struct profile_key key;
+	__u64 count;
+	__u64 train_count;
+	__u64 last_mod_count;
+	__u64 sequences;
+	__u64 anomalies;
+	__u64 normal_time; /* TAI ns after which a frozen profile turns normal */
+	__u32 state;
+	__u32 _pad;
+	__u32 train_row[NSYMBOLS];
+	__u32 test_row[NSYMBOLS];
+};
+
+struct row {
+	__u64 w[NSYMBOLS / 8];
+};
+
+/* One sequence frame: a ring of the latest symbols, newest at pos. */
+struct frame {
+	__u16 win[RING];
+	__u32 pos;
+	__u32 _pad;
+};
+
+struct task_state {
+	__u32 profile; /* slot in `profiles`; 0 = untraced */
+	__u32 depth;   /* index of the current frame */
+	__u32 overflow; /* handler entries beyond SIGSTACK, still to pop */
+	__u32 lf_pos;
+	__u32 lfc;
+	__u32 lfc_max;
+	__u32 tolerized; /* LFC is above tolerize_limit; event already sent */
+	__u32 _pad;
+	__u64 count;
+	__u64 lf[LOCALITY / 64];
+	struct frame frames[SIGSTACK];
+};
+
+enum event_kind {
+	EV_PROFILE_CREATED = 1,
+	EV_ANOMALY = 2,
+	EV_NORMAL_STARTED = 3,
+	EV_NORMAL_STOPPED = 4,
+	EV_TOLERIZE_LIMIT = 5,
+	EV_NEW_SEQUENCE = 6,
+	EV_KIND_MAX = 7,
+};
+
+enum stop_reason {
+	STOP_ANOMALY_LIMIT = 1,
+	STOP_COMMAND = 2,
+};
+
+enum stat_index {
+	STAT_OTHER_IDS = 0,      /* calls whose id fell outside the table */
+	STAT_ROWS_FULL = 1,      /* row pool exhausted: pairs not learned */
+	STAT_PROFILES_FULL = 2,  /* profile table full: exec left untraced */
+	STAT_TASKS_FAILED = 3,   /* task storage could not be created */
+	STAT_SIGSTACK_OVERFLOW = 4,
+	STAT_INDEX_RACE = 5,     /* two tasks created one profile at once */
+	STAT_MAX = 8,
+};
+
+struct ev_header {
+	__u32 kind;
+	__u32 tgid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 profile; /* slot */
+	__u64 time;    /* CLOCK_TAI ns */
+	char comm[COMM_LEN];
+};
+
+struct ev_profile_created {
+	struct ev_header h;
+	struct profile_key key;
+	/* What exec was asked to run, as given (may be relative); empty for
+	 * processes found at start-up. */
+	char filename[PATH_LEN];
+};
+
+struct ev_anomaly {
+	struct ev_header h;
+	__u16 window[WINDOW]; /* oldest first; window[WINDOW-1] is the call */
+	__u16 misses;
+	__u32 lfc;
+	__u32 _pad;
+	__u64 profile_anomalies;
+	__u64 task_count;
+};
+
+/* normal_started / normal_stopped / tolerize_limit / new_sequence. */
+struct ev_state {
+	struct ev_header h;
+	__u64 count;
+	__u64 train_count;
+	__u64 last_mod_count;
+	__u64 sequences;
+	__u64 anomalies;
+	__u32 reason;
+	__u32 lfc;
+	__u16 window[WINDOW]; /* new_sequence only; oldest first */
+	__u16 _pad[3];
+};
+
+#endif /* EBPFH_H */

@@ -1,0 +1,207 @@
+//! A profile as userspace holds it: identity, counters, state and two sparse lookahead tables.
+//!
+//! The same type is read out of the kernel, saved to and loaded from disk, and (later) produced by
+//! the pure model, so all three can be compared directly.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::syscalls::NSYMBOLS;
+
+/// Profile state bits, as in `bpf/ebpfh.h` (pH keeps frozen and normal independent).
+pub const PS_FROZEN: u32 = 1;
+pub const PS_NORMAL: u32 = 2;
+
+/// An executable's identity: the kernel's raw `s_dev` and the inode number, both full width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ProfileKey {
+    /// Device as the kernel encodes it (`MAJOR << 20 | MINOR`).
+    pub kdev: u64,
+    pub ino: u64,
+}
+
+impl ProfileKey {
+    /// The device number as `stat(2)` reports it (`st_dev`).
+    pub fn st_dev(&self) -> u64 {
+        let major = self.kdev >> 20;
+        let minor = self.kdev & 0xfffff;
+        nix::sys::stat::makedev(major, minor)
+    }
+
+    /// Key of the file `stat` describes (inverse of [`ProfileKey::st_dev`]).
+    pub fn from_stat(st_dev: u64, ino: u64) -> Self {
+        let major = nix::sys::stat::major(st_dev);
+        let minor = nix::sys::stat::minor(st_dev);
+        ProfileKey { kdev: (major << 20) | minor, ino }
+    }
+}
+
+/// Prints as `st_dev:ino`, the numbers `stat -c %d:%i` shows.
+impl fmt::Display for ProfileKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.st_dev(), self.ino)
+    }
+}
+
+impl std::str::FromStr for ProfileKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (dev, ino) = s.split_once(':').ok_or_else(|| format!("'{s}' is not a DEV:INODE key"))?;
+        let dev = dev.parse().map_err(|_| format!("'{dev}' is not a device number"))?;
+        let ino = ino.parse().map_err(|_| format!("'{ino}' is not an inode number"))?;
+        Ok(ProfileKey::from_stat(dev, ino))
+    }
+}
+
+/// Where a profile is in pH's state machine, for display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Training,
+    Frozen,
+    Normal,
+}
+
+impl State {
+    pub fn from_bits(bits: u32) -> State {
+        if bits & PS_NORMAL != 0 {
+            State::Normal
+        } else if bits & PS_FROZEN != 0 {
+            State::Frozen
+        } else {
+            State::Training
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Training => "training",
+            State::Frozen => "frozen",
+            State::Normal => "normal",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row: for a current symbol, a byte per earlier symbol; bit `i-1` means distance `i`.
+pub type Row = [u8; NSYMBOLS];
+
+/// A sparse lookahead table: rows exist only for symbols that were ever the current call.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    pub rows: BTreeMap<u16, Box<Row>>,
+}
+
+impl Table {
+    /// Flag byte for (current, previous).
+    pub fn get(&self, current: u16, previous: u16) -> u8 {
+        self.rows.get(&current).map_or(0, |r| r[usize::from(previous)])
+    }
+
+    /// Number of lookahead pairs (set bits).
+    pub fn pairs(&self) -> u64 {
+        self.rows
+            .values()
+            .flat_map(|r| r.iter())
+            .map(|b| u64::from(b.count_ones()))
+            .sum()
+    }
+
+    /// Rows that carry at least one pair.
+    pub fn nonempty_rows(&self) -> usize {
+        self.rows.values().filter(|r| r.iter().any(|&b| b != 0)).count()
+    }
+
+    /// Drop rows without any pair (a zeroed row means the same as a missing one).
+    pub fn compact(&mut self) {
+        self.rows.retain(|_, r| r.iter().any(|&b| b != 0));
+    }
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Table({} rows, {} pairs)", self.rows.len(), self.pairs())
+    }
+}
+
+/// A whole profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub key: ProfileKey,
+    /// Full path of the executable, as best known (empty if never learned).
+    pub exe: String,
+    pub state: u32,
+    pub count: u64,
+    pub train_count: u64,
+    pub last_mod_count: u64,
+    pub sequences: u64,
+    pub anomalies: u64,
+    /// CLOCK_TAI nanoseconds after which a frozen profile becomes normal.
+    pub normal_time: u64,
+    pub train: Table,
+    pub test: Table,
+}
+
+impl Profile {
+    pub fn state(&self) -> State {
+        State::from_bits(self.state)
+    }
+
+    /// Kernel memory this profile occupies: its slot plus one 512-byte row per table row.
+    pub fn kernel_bytes(&self) -> usize {
+        const SLOT: usize = 72 + 2 * 4 * NSYMBOLS;
+        SLOT + (self.train.rows.len() + self.test.rows.len()) * NSYMBOLS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prints_like_stat_and_parses_back() {
+        // /dev/vda1 style: major 254, minor 1; nvme: major 259, minor 3.
+        let key = ProfileKey { kdev: (259 << 20) | 3, ino: 32381778 };
+        assert_eq!(key.st_dev(), 66307);
+        assert_eq!(key.to_string(), "66307:32381778");
+        assert_eq!("66307:32381778".parse::<ProfileKey>(), Ok(key));
+        assert!("66307".parse::<ProfileKey>().is_err());
+        assert!("a:1".parse::<ProfileKey>().is_err());
+    }
+
+    #[test]
+    fn key_round_trips_large_numbers() {
+        let key = ProfileKey { kdev: (4095 << 20) | 0xfffff, ino: u64::MAX };
+        let back: ProfileKey = key.to_string().parse().unwrap();
+        assert_eq!(back, key);
+    }
+
+    #[test]
+    fn state_precedence_is_normal_then_frozen() {
+        assert_eq!(State::from_bits(0), State::Training);
+        assert_eq!(State::from_bits(PS_FROZEN), State::Frozen);
+        assert_eq!(State::from_bits(PS_NORMAL), State::Normal);
+        assert_eq!(State::from_bits(PS_NORMAL | PS_FROZEN), State::Normal);
+    }
+
+    #[test]
+    fn table_counts_pairs_and_compacts() {
+        let mut t = Table::default();
+        let mut row = Box::new([0u8; NSYMBOLS]);
+        row[3] = 0b1000_0001;
+        t.rows.insert(1, row);
+        t.rows.insert(2, Box::new([0u8; NSYMBOLS]));
+        assert_eq!(t.pairs(), 2);
+        assert_eq!(t.get(1, 3), 0b1000_0001);
+        assert_eq!(t.get(7, 3), 0);
+        assert_eq!(t.nonempty_rows(), 1);
+        t.compact();
+        assert_eq!(t.rows.len(), 1);
+    }
+}
