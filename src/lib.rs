@@ -2,5 +2,14 @@
 //!
 //! The binary in `main.rs` is a thin CLI over these modules; `tests/` uses them directly.
 
+pub mod bpf;
+pub mod clock;
+pub mod event;
+pub mod jsonl;
+pub mod monitor;
+pub mod preflight;
+pub mod procfs;
 pub mod profile;
+pub mod settings;
+pub mod store;
 pub mod syscalls;

@@ -1,1 +1,99 @@
-fn main() {}
+//! The `ebpfh` command line: parses arguments and turns errors into one sentence and an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ebpfh::bpf::Capacity;
+use ebpfh::monitor::{self, Options};
+use ebpfh::settings::{parse_duration, Settings};
+
+/// Host-based intrusion detection: learns each program's system calls and reports what is new.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Run the monitor without the dashboard (for services and scripts).
+    #[arg(long)]
+    headless: bool,
+    /// Write events as JSON lines to FILE ('-' for standard output; default with --headless).
+    #[arg(long, value_name = "FILE")]
+    log: Option<String>,
+    /// Where profiles are kept.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpfh")]
+    state_dir: PathBuf,
+    /// How long a profile stays frozen before it becomes normal (e.g. 3s, 10m, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    normal_wait: Duration,
+    /// Anomalous calls a normal profile tolerates before it stops being normal.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    anomaly_limit: u32,
+    /// A task whose recent anomalies (LFC, of the last 128 calls) exceed N resets its profile's training.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    tolerize_limit: u32,
+    /// pH's freeze rule: a profile freezes once train_count / (train_count - last_mod_count) < FACTOR/DEN.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    normal_factor: u32,
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    normal_factor_den: u32,
+    /// How often profiles are written to disk (they are also saved at exit).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    save_interval: Duration,
+    /// Emit a new_sequence event for every new lookahead pair set learned (verbose).
+    #[arg(long)]
+    log_sequences: bool,
+    /// Profiles the kernel can hold.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..))]
+    max_profiles: u32,
+    /// 512-byte lookahead rows the kernel can hold (shared by all profiles).
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..))]
+    max_rows: u32,
+    /// More detail on stderr, including libbpf's and the verifier's messages.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ebpfh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if !cli.headless {
+        anyhow::bail!(
+            "the dashboard (ebpfh top) is not available yet; run the monitor with --headless"
+        );
+    }
+    let settings = Settings {
+        normal_wait: cli.normal_wait,
+        normal_factor: cli.normal_factor,
+        normal_factor_den: cli.normal_factor_den,
+        anomaly_limit: cli.anomaly_limit,
+        tolerize_limit: cli.tolerize_limit,
+        log_sequences: cli.log_sequences,
+        monitoring: true,
+    };
+    let opts = Options {
+        state_dir: cli.state_dir,
+        log: Some(cli.log.unwrap_or_else(|| "-".into())),
+        settings,
+        save_interval: cli.save_interval,
+        capacity: Capacity {
+            profiles: cli.max_profiles,
+            rows: cli.max_rows,
+            ..Capacity::default()
+        },
+        verbose: cli.verbose,
+    };
+    monitor::run(&opts)
+}

@@ -32,7 +32,10 @@ impl ProfileKey {
     pub fn from_stat(st_dev: u64, ino: u64) -> Self {
         let major = nix::sys::stat::major(st_dev);
         let minor = nix::sys::stat::minor(st_dev);
-        ProfileKey { kdev: (major << 20) | minor, ino }
+        ProfileKey {
+            kdev: (major << 20) | minor,
+            ino,
+        }
     }
 }
 
@@ -47,9 +50,15 @@ impl std::str::FromStr for ProfileKey {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (dev, ino) = s.split_once(':').ok_or_else(|| format!("'{s}' is not a DEV:INODE key"))?;
-        let dev = dev.parse().map_err(|_| format!("'{dev}' is not a device number"))?;
-        let ino = ino.parse().map_err(|_| format!("'{ino}' is not an inode number"))?;
+        let (dev, ino) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}' is not a DEV:INODE key"))?;
+        let dev = dev
+            .parse()
+            .map_err(|_| format!("'{dev}' is not a device number"))?;
+        let ino = ino
+            .parse()
+            .map_err(|_| format!("'{ino}' is not an inode number"))?;
         Ok(ProfileKey::from_stat(dev, ino))
     }
 }
@@ -101,7 +110,9 @@ pub struct Table {
 impl Table {
     /// Flag byte for (current, previous).
     pub fn get(&self, current: u16, previous: u16) -> u8 {
-        self.rows.get(&current).map_or(0, |r| r[usize::from(previous)])
+        self.rows
+            .get(&current)
+            .map_or(0, |r| r[usize::from(previous)])
     }
 
     /// Number of lookahead pairs (set bits).
@@ -115,7 +126,10 @@ impl Table {
 
     /// Rows that carry at least one pair.
     pub fn nonempty_rows(&self) -> usize {
-        self.rows.values().filter(|r| r.iter().any(|&b| b != 0)).count()
+        self.rows
+            .values()
+            .filter(|r| r.iter().any(|&b| b != 0))
+            .count()
     }
 
     /// Drop rows without any pair (a zeroed row means the same as a missing one).
@@ -167,7 +181,10 @@ mod tests {
     #[test]
     fn key_prints_like_stat_and_parses_back() {
         // /dev/vda1 style: major 254, minor 1; nvme: major 259, minor 3.
-        let key = ProfileKey { kdev: (259 << 20) | 3, ino: 32381778 };
+        let key = ProfileKey {
+            kdev: (259 << 20) | 3,
+            ino: 32381778,
+        };
         assert_eq!(key.st_dev(), 66307);
         assert_eq!(key.to_string(), "66307:32381778");
         assert_eq!("66307:32381778".parse::<ProfileKey>(), Ok(key));
@@ -177,7 +194,10 @@ mod tests {
 
     #[test]
     fn key_round_trips_large_numbers() {
-        let key = ProfileKey { kdev: (4095 << 20) | 0xfffff, ino: u64::MAX };
+        let key = ProfileKey {
+            kdev: (4095 << 20) | 0xfffff,
+            ino: u64::MAX,
+        };
         let back: ProfileKey = key.to_string().parse().unwrap();
         assert_eq!(back, key);
     }

@@ -104,7 +104,10 @@ mod tests {
             assert_eq!(abi.name(SYM_EMPTY), Some("EMPTY"));
             assert_eq!(abi.number("EMPTY"), Some(SYM_EMPTY));
             assert_eq!(abi.number("OTHER"), Some(SYM_OTHER));
-            assert_eq!(abi.number("openat").and_then(|n| abi.name(n)), Some("openat"));
+            assert_eq!(
+                abi.number("openat").and_then(|n| abi.name(n)),
+                Some("openat")
+            );
         }
         assert_eq!(Abi::X86_64.number("no_such_call"), None);
     }

@@ -1,0 +1,48 @@
+# ebpfh — build, run, test. `sudo make run` and `sudo make test` work on a fresh Debian/Ubuntu.
+CARGO ?= cargo
+STATE_DIR ?= /var/lib/ebpfh
+LOG ?= -
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool
+
+.PHONY: all deps build release run test test-unit test-root lint fmt vmlinux clean
+
+all: build
+
+# Installs the system packages the build needs (Debian/Ubuntu), only when something is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust from rustup.rs or your distribution"; exit 1; }
+
+build: deps
+	$(CARGO) build --release
+
+release: build
+
+# Starts the monitor in the foreground; events go to stdout unless LOG=FILE.
+run: build
+	./target/release/ebpfh --headless --state-dir $(STATE_DIR) --log $(LOG)
+
+# Unit tests, then the BPF integration tests (root, real kernel; they fail without root).
+test: deps lint
+	$(CARGO) test --lib --bins
+	$(CARGO) test --test kernel -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Regenerates vmlinux/<arch>/vmlinux.h from the running kernel's BTF.
+vmlinux:
+	mkdir -p vmlinux/$(ARCH)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$(ARCH)/vmlinux.h
+
+clean:
+	$(CARGO) clean

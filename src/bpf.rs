@@ -1,0 +1,396 @@
+//! The kernel program: open, size, load, attach, and read or write its maps.
+//!
+//! This is the only module that touches libbpf-rs. Records are the skeleton's own types
+//! (generated from `bpf/ebpfh.h`), never hand-written mirrors.
+
+use std::io::Read;
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Iter, Link, MapCore, MapFlags, OpenObject};
+
+use crate::profile::{Profile, ProfileKey, Table};
+use crate::settings::Settings;
+use crate::syscalls::NSYMBOLS;
+
+#[allow(
+    clippy::all,
+    dead_code,
+    non_camel_case_types,
+    non_snake_case,
+    unsafe_op_in_unsafe_fn
+)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/ebpfh.skel.rs"));
+}
+
+pub use skel::types;
+use skel::{EbpfhSkel, EbpfhSkelBuilder};
+
+// SAFETY: these are plain C records (integers and arrays only); every bit pattern is valid.
+unsafe impl plain::Plain for types::ev_header {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::ev_profile_created {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::ev_anomaly {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::ev_state {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::profile {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::row {}
+
+/// How much the kernel side may hold; fixed at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    pub profiles: u32,
+    pub rows: u32,
+    pub ring_bytes: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        // 4096 profiles x 4 KiB index + 65536 rows x 512 B = 48 MiB of locked kernel memory.
+        Capacity {
+            profiles: 4096,
+            rows: 65536,
+            ring_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Counters the kernel keeps about what it could not do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub other_ids: u64,
+    pub rows_full: u64,
+    pub profiles_full: u64,
+    pub tasks_failed: u64,
+    pub sigstack_overflow: u64,
+    pub index_races: u64,
+    /// Ring-buffer reservations that failed, per event kind (index = `event_kind`).
+    pub events_lost: [u64; 7],
+    pub profiles_used: u32,
+    pub rows_used: u32,
+}
+
+impl Stats {
+    pub fn total_lost(&self) -> u64 {
+        self.events_lost.iter().sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the kernel refused to {what}: {source}")]
+    Kernel {
+        what: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("the profile table is full ({0} profiles); start with a larger --max-profiles")]
+    ProfilesFull(u32),
+    #[error("the lookahead row pool is full ({0} rows); start with a larger --max-rows")]
+    RowsFull(u32),
+}
+
+fn kernel(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> LoadError {
+    move |source| LoadError::Kernel { what, source }
+}
+
+pub struct Kernel<'obj> {
+    skel: EbpfhSkel<'obj>,
+    /// Interior mutability so the monitor can detach while it still reads the maps.
+    links: std::cell::RefCell<Vec<Link>>,
+    cap: Capacity,
+}
+
+impl<'obj> Kernel<'obj> {
+    /// Opens, sizes and loads the program (verifier runs here); nothing is attached yet.
+    pub fn load(
+        obj: &'obj mut MaybeUninit<OpenObject>,
+        cap: Capacity,
+        settings: &Settings,
+        monitor_tgid: u32,
+    ) -> Result<Self, LoadError> {
+        let mut open = EbpfhSkelBuilder::default()
+            .open(obj)
+            .map_err(kernel("open the BPF object"))?;
+        let maps = &mut open.maps;
+        maps.profiles
+            .set_max_entries(cap.profiles)
+            .map_err(kernel("size the profile table"))?;
+        maps.profile_index
+            .set_max_entries(cap.profiles)
+            .map_err(kernel("size the profile index"))?;
+        maps.rows
+            .set_max_entries(cap.rows)
+            .map_err(kernel("size the row pool"))?;
+        maps.events
+            .set_max_entries(cap.ring_bytes)
+            .map_err(kernel("size the ring buffer"))?;
+        if let Some(ro) = maps.rodata_data.as_deref_mut() {
+            ro.max_profiles = cap.profiles;
+            ro.max_rows = cap.rows;
+        }
+        if let Some(s) = maps.data_settings_data.as_deref_mut() {
+            write_settings(&mut s.settings, settings, monitor_tgid);
+        }
+        let skel = open.load().map_err(kernel("load the BPF program"))?;
+        Ok(Kernel {
+            skel,
+            links: Default::default(),
+            cap,
+        })
+    }
+
+    /// Attaches the tracepoint programs; from here on, calls are processed.
+    pub fn attach(&self) -> Result<(), LoadError> {
+        let p = &self.skel.progs;
+        for prog in [
+            &p.sched_process_fork,
+            &p.sched_process_exec,
+            &p.sched_process_exit,
+            &p.signal_deliver,
+            &p.sys_enter,
+        ] {
+            let link = prog
+                .attach()
+                .map_err(kernel("attach a tracepoint program"))?;
+            self.links.borrow_mut().push(link);
+        }
+        Ok(())
+    }
+
+    /// Stops processing: the maps stay readable, nothing changes them any more.
+    pub fn detach(&self) {
+        self.links.borrow_mut().clear();
+    }
+
+    /// Gives every running process a profile and a fresh window (the `iter/task` sweep).
+    pub fn adopt_running_tasks(&self) -> Result<(), LoadError> {
+        let link = self
+            .skel
+            .progs
+            .adopt_tasks
+            .attach()
+            .map_err(kernel("create the task iterator"))?;
+        let mut iter = Iter::new(&link).map_err(kernel("open the task iterator"))?;
+        let mut sink = Vec::new();
+        iter.read_to_end(&mut sink).map_err(|e| LoadError::Kernel {
+            what: "run the task iterator",
+            source: e.into(),
+        })?;
+        Ok(())
+    }
+
+    pub fn set_settings(&mut self, settings: &Settings, monitor_tgid: u32) {
+        if let Some(s) = self.skel.maps.data_settings_data.as_deref_mut() {
+            write_settings(&mut s.settings, settings, monitor_tgid);
+        }
+    }
+
+    pub fn settings(&self) -> types::settings {
+        self.skel
+            .maps
+            .data_settings_data
+            .as_deref()
+            .map(|d| d.settings)
+            .unwrap_or_default()
+    }
+
+    pub fn events_map(&self) -> &dyn MapCore {
+        &self.skel.maps.events
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut st = Stats::default();
+        if let Some(bss) = self.skel.maps.bss_data.as_deref() {
+            let s = &bss.stats;
+            st.other_ids = s[0];
+            st.rows_full = s[1];
+            st.profiles_full = s[2];
+            st.tasks_failed = s[3];
+            st.sigstack_overflow = s[4];
+            st.index_races = s[5];
+            st.events_lost = bss.lost;
+        }
+        if let Some(d) = self.skel.maps.data_data.as_deref() {
+            st.profiles_used = d.next_profile.saturating_sub(1).min(self.cap.profiles);
+            st.rows_used = d.next_row.saturating_sub(1).min(self.cap.rows);
+        }
+        st
+    }
+
+    fn raw_profile(&self, slot: u32) -> Option<types::profile> {
+        let bytes = self
+            .skel
+            .maps
+            .profiles
+            .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        let mut p = types::profile::default();
+        plain::copy_from_bytes(&mut p, &bytes).ok()?;
+        Some(p)
+    }
+
+    fn raw_row(&self, r: u32) -> Option<Box<[u8; NSYMBOLS]>> {
+        if r == 0 {
+            return None;
+        }
+        let bytes = self
+            .skel
+            .maps
+            .rows
+            .lookup(&r.to_ne_bytes(), MapFlags::ANY)
+            .ok()??;
+        let row: [u8; NSYMBOLS] = bytes.as_slice().try_into().ok()?;
+        Some(Box::new(row))
+    }
+
+    fn table(&self, index: &[u32; NSYMBOLS]) -> Table {
+        let mut t = Table::default();
+        for (sym, &r) in index.iter().enumerate() {
+            if let Some(row) = self.raw_row(r) {
+                if row.iter().any(|&b| b != 0) {
+                    t.rows.insert(sym as u16, row);
+                }
+            }
+        }
+        t
+    }
+
+    /// The state bits of one profile (cheaper than reading its tables).
+    pub fn profile_state(&self, slot: u32) -> Option<u32> {
+        self.raw_profile(slot).map(|p| p.state)
+    }
+
+    /// Reads one profile (exe left empty: the kernel does not know paths).
+    pub fn profile(&self, slot: u32) -> Option<Profile> {
+        let p = self.raw_profile(slot)?;
+        if p.key.dev == 0 && p.key.ino == 0 {
+            return None;
+        }
+        Some(Profile {
+            key: ProfileKey {
+                kdev: p.key.dev,
+                ino: p.key.ino,
+            },
+            exe: String::new(),
+            state: p.state,
+            count: p.count,
+            train_count: p.train_count,
+            last_mod_count: p.last_mod_count,
+            sequences: p.sequences,
+            anomalies: p.anomalies,
+            normal_time: p.normal_time,
+            train: self.table(&p.train_row),
+            test: self.table(&p.test_row),
+        })
+    }
+
+    /// Slot numbers of every profile in use.
+    pub fn slots(&self) -> std::ops::Range<u32> {
+        1..self.stats().profiles_used + 1
+    }
+
+    /// Writes saved profiles into the kernel before attaching; returns their slots in order.
+    pub fn load_profiles(&mut self, profiles: &[Profile]) -> Result<Vec<u32>, LoadError> {
+        let (mut next_slot, mut next_row) = match self.skel.maps.data_data.as_deref() {
+            Some(d) => (d.next_profile, d.next_row),
+            None => (1, 1),
+        };
+        let mut slots = Vec::with_capacity(profiles.len());
+        for prof in profiles {
+            if next_slot >= self.cap.profiles {
+                return Err(LoadError::ProfilesFull(self.cap.profiles));
+            }
+            let mut raw = types::profile {
+                key: types::profile_key {
+                    dev: prof.key.kdev,
+                    ino: prof.key.ino,
+                },
+                count: prof.count,
+                train_count: prof.train_count,
+                last_mod_count: prof.last_mod_count,
+                sequences: prof.sequences,
+                anomalies: prof.anomalies,
+                normal_time: prof.normal_time,
+                // A profile saved mid-promotion has no half-copied test data: PROMOTING is dropped.
+                state: prof.state & (crate::profile::PS_FROZEN | crate::profile::PS_NORMAL),
+                ..Default::default()
+            };
+            for (table, index) in [
+                (&prof.train, &mut raw.train_row),
+                (&prof.test, &mut raw.test_row),
+            ] {
+                for (&sym, row) in &table.rows {
+                    if next_row >= self.cap.rows {
+                        return Err(LoadError::RowsFull(self.cap.rows));
+                    }
+                    self.skel
+                        .maps
+                        .rows
+                        .update(&next_row.to_ne_bytes(), &row[..], MapFlags::ANY)
+                        .map_err(kernel("store a lookahead row"))?;
+                    index[usize::from(sym) % NSYMBOLS] = next_row;
+                    next_row += 1;
+                }
+            }
+            // SAFETY: `types::profile` is a plain repr(C) record; viewing it as bytes is sound.
+            let bytes = unsafe { plain::as_bytes(&raw) };
+            self.skel
+                .maps
+                .profiles
+                .update(&next_slot.to_ne_bytes(), bytes, MapFlags::ANY)
+                .map_err(kernel("store a profile"))?;
+            let key = types::profile_key {
+                dev: prof.key.kdev,
+                ino: prof.key.ino,
+            };
+            // SAFETY: as above.
+            let key_bytes = unsafe { plain::as_bytes(&key) };
+            self.skel
+                .maps
+                .profile_index
+                .update(key_bytes, &next_slot.to_ne_bytes(), MapFlags::NO_EXIST)
+                .map_err(kernel("index a profile"))?;
+            slots.push(next_slot);
+            next_slot += 1;
+        }
+        if let Some(d) = self.skel.maps.data_data.as_deref_mut() {
+            d.next_profile = next_slot;
+            d.next_row = next_row;
+        }
+        Ok(slots)
+    }
+}
+
+fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
+    dst.normal_wait_ns = u64::try_from(s.normal_wait.as_nanos()).unwrap_or(u64::MAX / 2);
+    dst.normal_factor = s.normal_factor;
+    dst.normal_factor_den = s.normal_factor_den;
+    dst.anomaly_limit = s.anomaly_limit;
+    dst.tolerize_limit = s.tolerize_limit;
+    dst.log_sequences = u32::from(s.log_sequences);
+    dst.monitoring = u32::from(s.monitoring);
+    dst.monitor_tgid = monitor_tgid;
+}
+
+fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
+    match level {
+        libbpf_rs::PrintLevel::Warn => log::warn!(target: "libbpf", "{}", msg.trim_end()),
+        libbpf_rs::PrintLevel::Info => log::info!(target: "libbpf", "{}", msg.trim_end()),
+        libbpf_rs::PrintLevel::Debug => log::debug!(target: "libbpf", "{}", msg.trim_end()),
+    }
+}
+
+/// Sends libbpf's own messages (verifier logs on failure) to our logger.
+pub fn route_libbpf_log(verbose: bool) {
+    let level = if verbose {
+        libbpf_rs::PrintLevel::Debug
+    } else {
+        libbpf_rs::PrintLevel::Warn
+    };
+    libbpf_rs::set_print(Some((level, libbpf_log)));
+}

@@ -1,0 +1,322 @@
+//! JSON lines: one event per line, the schema of design §3, flushed per line, reopened on SIGHUP.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::clock::rfc3339;
+use crate::profile::{ProfileKey, State};
+
+/// The process an event is about.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: String,
+}
+
+/// The profile an event is about.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProfileRef {
+    pub profile: String,
+    pub profile_state: State,
+}
+
+impl ProfileRef {
+    pub fn new(key: ProfileKey, state: State) -> Self {
+        ProfileRef {
+            profile: key.to_string(),
+            profile_state: state,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Syscall {
+    pub nr: u16,
+    pub name: String,
+}
+
+/// Every kind of line, with its own fields; common fields are added by [`Line`].
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Record {
+    Anomaly {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        syscall: Syscall,
+        misses: u16,
+        /// The window, oldest to newest; the last entry is `syscall`.
+        sequence: Vec<String>,
+        lfc: u32,
+        profile_anomalies: u64,
+    },
+    ProfileCreated {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+    },
+    NormalStarted {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        train_count: u64,
+        last_mod_count: u64,
+        sequences: u64,
+    },
+    NormalStopped {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        reason: String,
+        profile_anomalies: u64,
+    },
+    TolerizeLimit {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        lfc: u32,
+    },
+    NewSequence {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        sequence: Vec<String>,
+    },
+    EventsLost {
+        /// Lost since the previous `events_lost` line, by event name.
+        lost: std::collections::BTreeMap<String, u64>,
+        /// Failed kernel map inserts since the previous line, by what failed.
+        failed: std::collections::BTreeMap<String, u64>,
+    },
+    MonitorStarted {
+        version: String,
+        pid: u32,
+        profiles_loaded: usize,
+        profiles_set_aside: usize,
+        state_dir: String,
+    },
+    MonitorStopped {
+        pid: u32,
+        reason: String,
+        profiles_saved: usize,
+    },
+}
+
+/// Serialises one record as a single line (no trailing newline), common fields first:
+/// `time`, `event`, `host`, then the record's own fields in declaration order.
+pub fn to_line(time: DateTime<Utc>, host: &str, record: &Record) -> String {
+    let serde_json::Value::Object(fields) =
+        serde_json::to_value(record).expect("records are plain data")
+    else {
+        unreachable!("a tagged enum serialises to an object")
+    };
+    let mut line = serde_json::Map::with_capacity(fields.len() + 2);
+    line.insert("time".into(), rfc3339(time).into());
+    let mut fields = fields.into_iter();
+    if let Some((k, v)) = fields.next() {
+        line.insert(k, v); // the `event` tag comes first
+    }
+    line.insert("host".into(), host.into());
+    line.extend(fields);
+    serde_json::Value::Object(line).to_string()
+}
+
+/// Where lines go: a file (reopened on SIGHUP for logrotate) or standard output.
+pub struct Sink {
+    path: Option<PathBuf>,
+    out: Box<dyn Write + Send>,
+    host: String,
+    /// Lines that could not be written (e.g. disk full), reported once per failure streak.
+    pub failed: u64,
+}
+
+impl Sink {
+    /// `-` means standard output.
+    pub fn open(target: &str, host: String) -> io::Result<Sink> {
+        if target == "-" {
+            return Ok(Sink {
+                path: None,
+                out: Box::new(io::stdout()),
+                host,
+                failed: 0,
+            });
+        }
+        let path = PathBuf::from(target);
+        let out = Box::new(Self::open_file(&path)?);
+        Ok(Sink {
+            path: Some(path),
+            out,
+            host,
+            failed: 0,
+        })
+    }
+
+    fn open_file(path: &PathBuf) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+    }
+
+    /// Reopens the file by name, so a rotated log is followed by a fresh one.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        if let Some(path) = &self.path {
+            self.out = Box::new(Self::open_file(path)?);
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, time: DateTime<Utc>, record: &Record) {
+        let mut line = to_line(time, &self.host, record);
+        line.push('\n');
+        let res = self
+            .out
+            .write_all(line.as_bytes())
+            .and_then(|_| self.out.flush());
+        match res {
+            Ok(()) if self.failed > 0 => {
+                log::warn!(
+                    "the event log is writable again after {} lost lines",
+                    self.failed
+                );
+                self.failed = 0;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if self.failed == 0 {
+                    let target = self
+                        .path
+                        .as_ref()
+                        .map_or("stdout".into(), |p| p.display().to_string());
+                    log::error!("cannot write to the event log '{target}': {e}; events are lost until it is writable");
+                }
+                self.failed += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn process() -> Process {
+        Process {
+            pid: 1417900,
+            tid: 1417900,
+            ppid: 1417850,
+            uid: 1000,
+            comm: "anomaly".into(),
+            exe: "/home/u/anomaly".into(),
+        }
+    }
+
+    #[test]
+    fn anomaly_line_has_the_design_schema() {
+        let rec = Record::Anomaly {
+            process: process(),
+            profile: ProfileRef::new(ProfileKey::from_stat(66307, 32381778), State::Normal),
+            syscall: Syscall {
+                nr: 1,
+                name: "write".into(),
+            },
+            misses: 5,
+            sequence: [
+                "fstat", "brk", "brk", "write", "write", "write", "write", "write", "write",
+            ]
+            .map(String::from)
+            .to_vec(),
+            lfc: 1,
+            profile_anomalies: 1,
+        };
+        let t = DateTime::from_timestamp_nanos(1_795_381_637_123_456_789);
+        let line = to_line(t, "web1", &rec);
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["time"], "2026-11-23T21:07:17.123456789Z");
+        assert_eq!(v["event"], "anomaly");
+        assert_eq!(v["host"], "web1");
+        assert_eq!(v["pid"], 1417900);
+        assert_eq!(v["ppid"], 1417850);
+        assert_eq!(v["uid"], 1000);
+        assert_eq!(v["comm"], "anomaly");
+        assert_eq!(v["exe"], "/home/u/anomaly");
+        assert_eq!(v["profile"], "66307:32381778");
+        assert_eq!(v["profile_state"], "normal");
+        assert_eq!(v["syscall"]["nr"], 1);
+        assert_eq!(v["syscall"]["name"], "write");
+        assert_eq!(v["misses"], 5);
+        assert_eq!(v["sequence"].as_array().unwrap().len(), 9);
+        assert_eq!(v["sequence"][0], "fstat");
+        assert_eq!(v["lfc"], 1);
+        assert_eq!(v["profile_anomalies"], 1);
+        // time leads the line so sorted logs read in order; then event and host.
+        assert!(line.starts_with("{\"time\":\"2026-11-23T21:07:17.123456789Z\",\"event\":\"anomaly\",\"host\":\"web1\",\"pid\""), "{line}");
+    }
+
+    #[test]
+    fn lifecycle_lines_carry_their_fields() {
+        let t = DateTime::from_timestamp_nanos(0);
+        let rec = Record::MonitorStopped {
+            pid: 5,
+            reason: "SIGTERM".into(),
+            profiles_saved: 3,
+        };
+        let v: Value = serde_json::from_str(&to_line(t, "h", &rec)).unwrap();
+        assert_eq!(v["event"], "monitor_stopped");
+        assert_eq!(v["reason"], "SIGTERM");
+        assert_eq!(v["profiles_saved"], 3);
+        let rec = Record::NormalStopped {
+            process: process(),
+            profile: ProfileRef::new(ProfileKey::default(), State::Training),
+            reason: "anomaly_limit".into(),
+            profile_anomalies: 31,
+        };
+        let v: Value = serde_json::from_str(&to_line(t, "h", &rec)).unwrap();
+        assert_eq!(v["event"], "normal_stopped");
+        assert_eq!(v["profile_state"], "training");
+        assert_eq!(v["reason"], "anomaly_limit");
+    }
+
+    #[test]
+    fn sink_appends_lines_and_follows_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut sink = Sink::open(path.to_str().unwrap(), "h".into()).unwrap();
+        let rec = Record::MonitorStopped {
+            pid: 1,
+            reason: "test".into(),
+            profiles_saved: 0,
+        };
+        let t = DateTime::from_timestamp_nanos(0);
+        sink.write(t, &rec);
+        std::fs::rename(&path, dir.path().join("events.jsonl.1")).unwrap();
+        sink.reopen().unwrap();
+        sink.write(t, &rec);
+        sink.write(t, &rec);
+        let old = std::fs::read_to_string(dir.path().join("events.jsonl.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(old.lines().count(), 1);
+        assert_eq!(new.lines().count(), 2);
+        for l in new.lines() {
+            serde_json::from_str::<Value>(l).unwrap();
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The monitor: loads and attaches the kernel program, turns its events into JSON lines, keeps
+//! profiles on disk, and detaches cleanly on SIGINT/SIGTERM.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use libbpf_rs::RingBufferBuilder;
+
+use crate::bpf::{Capacity, Kernel, Stats};
+use crate::clock::TaiClock;
+use crate::event::{self, Event, Origin};
+use crate::jsonl::{self, ProfileRef, Record, Sink};
+use crate::profile::{Profile, ProfileKey, State};
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::{preflight, procfs, syscalls};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    /// JSON-lines destination; `-` is standard output, `None` writes no events.
+    pub log: Option<String>,
+    pub settings: Settings,
+    pub save_interval: Duration,
+    pub capacity: Capacity,
+    pub verbose: bool,
+}
+
+/// What userspace knows about a kernel profile slot that the kernel does not: its path.
+#[derive(Clone, Debug)]
+struct Known {
+    key: ProfileKey,
+    exe: String,
+}
+
+struct Monitor<'k, 'obj> {
+    kernel: &'k Kernel<'obj>,
+    store: &'k Store,
+    sink: Option<Sink>,
+    known: HashMap<u32, Known>,
+    clock: TaiClock,
+    last_stats: Stats,
+}
+
+const EVENT_NAMES: [&str; 7] = [
+    "",
+    "profile_created",
+    "anomaly",
+    "normal_started",
+    "normal_stopped",
+    "tolerize_limit",
+    "new_sequence",
+];
+
+impl Monitor<'_, '_> {
+    fn emit(&mut self, time_tai: u64, rec: &Record) {
+        if let Some(sink) = &mut self.sink {
+            sink.write(self.clock.to_utc(time_tai), rec);
+        }
+    }
+
+    fn emit_now(&mut self, rec: &Record) {
+        self.emit(crate::clock::tai_now(), rec);
+    }
+
+    /// Path and key of a slot, learning them from the kernel and /proc the first time.
+    fn known(&mut self, slot: u32, tgid: u32, filename: &str) -> Known {
+        if let Some(k) = self.known.get(&slot) {
+            if !k.exe.is_empty() || filename.is_empty() {
+                return k.clone();
+            }
+        }
+        let key = self.kernel.profile(slot).map(|p| p.key).unwrap_or_default();
+        let k = Known {
+            key,
+            exe: procfs::exe_path(tgid, key, filename),
+        };
+        self.known.insert(slot, k.clone());
+        k
+    }
+
+    fn state(&self, slot: u32) -> State {
+        self.kernel
+            .profile_state(slot)
+            .map(State::from_bits)
+            .unwrap_or(State::Training)
+    }
+
+    fn parts(&mut self, o: &Origin, filename: &str) -> (jsonl::Process, ProfileRef) {
+        let k = self.known(o.slot, o.tgid, filename);
+        let process = jsonl::Process {
+            pid: o.tgid,
+            tid: o.tid,
+            ppid: o.ppid,
+            uid: o.uid,
+            comm: o.comm.clone(),
+            exe: k.exe,
+        };
+        (process, ProfileRef::new(k.key, self.state(o.slot)))
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let o = ev.origin().clone();
+        let filename = match &ev {
+            Event::ProfileCreated { filename, .. } => filename.as_str(),
+            _ => "",
+        };
+        let (process, profile) = self.parts(&o, filename);
+        let rec = match ev {
+            Event::ProfileCreated { .. } => {
+                log::debug!("new profile {} for {}", profile.profile, process.exe);
+                Record::ProfileCreated { process, profile }
+            }
+            Event::Anomaly {
+                window,
+                misses,
+                lfc,
+                profile_anomalies,
+                ..
+            } => {
+                let call = window[8];
+                log::warn!(
+                    "anomaly: {} in pid {} ({}), {} misses, LFC {}",
+                    syscalls::name(call),
+                    process.pid,
+                    process.exe,
+                    misses,
+                    lfc
+                );
+                Record::Anomaly {
+                    process,
+                    profile,
+                    syscall: jsonl::Syscall {
+                        nr: call,
+                        name: syscalls::name(call),
+                    },
+                    misses,
+                    sequence: window.iter().map(|&s| syscalls::name(s)).collect(),
+                    lfc,
+                    profile_anomalies,
+                }
+            }
+            Event::NormalStarted { before, .. } => {
+                log::info!(
+                    "{} is now normal ({} sequences learned)",
+                    process.exe,
+                    before.sequences
+                );
+                Record::NormalStarted {
+                    process,
+                    profile,
+                    train_count: before.train_count,
+                    last_mod_count: before.last_mod_count,
+                    sequences: before.sequences,
+                }
+            }
+            Event::NormalStopped {
+                counters, reason, ..
+            } => {
+                log::warn!("{} is no longer normal ({})", process.exe, reason.as_str());
+                Record::NormalStopped {
+                    process,
+                    profile,
+                    reason: reason.as_str().into(),
+                    profile_anomalies: counters.anomalies,
+                }
+            }
+            Event::TolerizeLimit { lfc, .. } => {
+                log::warn!(
+                    "pid {} ({}) passed the tolerize limit (LFC {}): training data reset",
+                    process.pid,
+                    process.exe,
+                    lfc
+                );
+                Record::TolerizeLimit {
+                    process,
+                    profile,
+                    lfc,
+                }
+            }
+            Event::NewSequence { window, .. } => Record::NewSequence {
+                process,
+                profile,
+                sequence: window.iter().map(|&s| syscalls::name(s)).collect(),
+            },
+        };
+        self.emit(o.time, &rec);
+    }
+
+    /// Reports what the kernel dropped since the last check (design: every loss is shown).
+    fn check_losses(&mut self) {
+        let now = self.kernel.stats();
+        let before = std::mem::replace(&mut self.last_stats, now);
+        let mut lost = BTreeMap::new();
+        for (i, name) in EVENT_NAMES.iter().enumerate().skip(1) {
+            let d = now.events_lost[i] - before.events_lost[i];
+            if d > 0 {
+                lost.insert(name.to_string(), d);
+            }
+        }
+        let mut failed = BTreeMap::new();
+        for (name, d) in [
+            ("rows_full", now.rows_full - before.rows_full),
+            ("profiles_full", now.profiles_full - before.profiles_full),
+            ("tasks_failed", now.tasks_failed - before.tasks_failed),
+        ] {
+            if d > 0 {
+                failed.insert(name.to_string(), d);
+            }
+        }
+        if lost.is_empty() && failed.is_empty() {
+            return;
+        }
+        log::warn!("the kernel dropped events {lost:?} and failed inserts {failed:?}; see the events_lost line");
+        self.emit_now(&Record::EventsLost { lost, failed });
+    }
+
+    /// Every profile the kernel holds, with its path.
+    fn snapshot(&mut self) -> Vec<Profile> {
+        let mut out = Vec::new();
+        for slot in self.kernel.slots() {
+            if let Some(mut p) = self.kernel.profile(slot) {
+                p.exe = self
+                    .known
+                    .get(&slot)
+                    .map(|k| k.exe.clone())
+                    .unwrap_or_default();
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn save(&mut self) -> usize {
+        let profiles = self.snapshot();
+        let report = self.store.save_all(&profiles);
+        for (path, why) in &report.failed {
+            log::error!("could not save profile '{}': {why}", path.display());
+        }
+        log::debug!(
+            "saved {} changed profiles of {}",
+            report.saved,
+            profiles.len()
+        );
+        profiles.len() - report.failed.len()
+    }
+}
+
+fn signal_flags() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>, Arc<AtomicBool>)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let int = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGINT, int.clone()).context("cannot handle SIGINT")?;
+    signal_hook::flag::register(SIGTERM, term.clone()).context("cannot handle SIGTERM")?;
+    signal_hook::flag::register(SIGHUP, hup.clone()).context("cannot handle SIGHUP")?;
+    Ok((int, term, hup))
+}
+
+/// Runs the monitor until SIGINT or SIGTERM.
+pub fn run(opts: &Options) -> Result<()> {
+    preflight::check()?;
+    let store = Store::open(&opts.state_dir)?;
+    let _lock = store.lock()?;
+    let loaded = store.load_all();
+    for (path, why) in &loaded.set_aside {
+        log::warn!("set aside profile file '{}': {why}", path.display());
+    }
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sink = match &opts.log {
+        Some(target) => Some(
+            Sink::open(target, host)
+                .with_context(|| format!("cannot open the event log '{target}'"))?,
+        ),
+        None => None,
+    };
+    let (int, term, hup) = signal_flags()?;
+
+    crate::bpf::route_libbpf_log(opts.verbose);
+    let pid = std::process::id();
+    let mut obj = MaybeUninit::uninit();
+    let mut kernel = Kernel::load(&mut obj, opts.capacity, &opts.settings, pid).map_err(refused)?;
+    let slots = kernel.load_profiles(&loaded.profiles)?;
+    let known = slots
+        .iter()
+        .zip(&loaded.profiles)
+        .map(|(&slot, p)| {
+            (
+                slot,
+                Known {
+                    key: p.key,
+                    exe: p.exe.clone(),
+                },
+            )
+        })
+        .collect();
+    kernel.attach().map_err(refused)?;
+    kernel.adopt_running_tasks().map_err(refused)?;
+    log::info!(
+        "monitoring: {} profiles loaded from '{}', {} set aside",
+        loaded.profiles.len(),
+        opts.state_dir.display(),
+        loaded.set_aside.len()
+    );
+
+    let mut m = Monitor {
+        kernel: &kernel,
+        store: &store,
+        sink,
+        known,
+        clock: TaiClock::new(),
+        last_stats: Stats::default(),
+    };
+    m.emit_now(&Record::MonitorStarted {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid,
+        profiles_loaded: loaded.profiles.len(),
+        profiles_set_aside: loaded.set_aside.len(),
+        state_dir: opts.state_dir.display().to_string(),
+    });
+
+    let queue = RefCell::new(Vec::new());
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(kernel.events_map(), |data: &[u8]| {
+            match event::decode(data) {
+                Ok(ev) => queue.borrow_mut().push(ev),
+                Err(e) => log::warn!("skipped a kernel event: {e}"),
+            }
+            0
+        })
+        .context("cannot read the kernel's ring buffer")?;
+    let ring = builder
+        .build()
+        .context("cannot read the kernel's ring buffer")?;
+
+    let mut next_save = Instant::now() + opts.save_interval;
+    let mut next_check = Instant::now() + Duration::from_secs(1);
+    let reason = loop {
+        // EINTR from a signal is expected; the flags below say which.
+        let _ = ring.poll(Duration::from_millis(200));
+        let batch = std::mem::take(&mut *queue.borrow_mut());
+        for ev in batch {
+            m.handle(ev);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            if let Some(sink) = &mut m.sink {
+                match sink.reopen() {
+                    Ok(()) => log::info!("reopened the event log"),
+                    Err(e) => log::error!("cannot reopen the event log: {e}"),
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_check {
+            m.check_losses();
+            next_check = now + Duration::from_secs(1);
+        }
+        if now >= next_save {
+            m.save();
+            next_save = now + opts.save_interval;
+        }
+        if int.load(Ordering::Relaxed) {
+            break "SIGINT";
+        }
+        if term.load(Ordering::Relaxed) {
+            break "SIGTERM";
+        }
+    };
+
+    // Drain what is already in the ring, then save what the kernel learned.
+    let _ = ring.consume();
+    for ev in std::mem::take(&mut *queue.borrow_mut()) {
+        m.handle(ev);
+    }
+    m.check_losses();
+    kernel.detach();
+    let saved = m.save();
+    log::info!(
+        "stopping ({reason}): saved {saved} profiles to '{}'",
+        opts.state_dir.display()
+    );
+    m.emit_now(&Record::MonitorStopped {
+        pid,
+        reason: reason.into(),
+        profiles_saved: saved,
+    });
+    Ok(())
+}
+
+fn refused(e: crate::bpf::LoadError) -> anyhow::Error {
+    anyhow::Error::new(e).context(
+        "the kernel refused ebpfh's BPF program (run with -v to see the verifier log; kernel lockdown or a \
+         BPF-restricting security module can cause this)",
+    )
+}

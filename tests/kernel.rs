@@ -1,0 +1,262 @@
+//! Root integration tests: the real `ebpfh` binary loads and attaches the real BPF program, real
+//! programs run, and the JSON lines it writes are checked. They never skip: without root, or if
+//! the kernel refuses the program, they fail and say why.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn names(seq: &Value) -> Vec<String> {
+    seq.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The seed thesis's demonstration: train a program to normal, run its hidden backdoor, see it.
+#[test]
+fn root_backdoor_is_detected_and_normal_runs_stay_quiet() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "anomaly");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+
+    let created = mon.wait_for(
+        "profile_created",
+        |e| e["profile"] == key,
+        Duration::from_secs(1),
+    );
+    let started = mon.train_to_normal(&prog, &[]);
+    assert_eq!(started["exe"], prog.to_str().unwrap());
+    let created = created.or_else(|| {
+        mon.events_of("profile_created")
+            .into_iter()
+            .find(|e| e["profile"] == key)
+    });
+    let created = created.expect("a profile_created event for the test program");
+    assert_eq!(created["exe"], prog.to_str().unwrap());
+
+    let backdoor = run(&prog, &["backdoor"]);
+    let quiet: Vec<u32> = (0..5).map(|_| run(&prog, &[])).collect();
+    // The last run's exit_group is processed before the process is reaped; give the ring a moment.
+    mon.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(5));
+    mon.stop();
+
+    let events = mon.events();
+    let found = anomalies_of(&events, &[backdoor]);
+    assert!(
+        !found.is_empty(),
+        "no anomaly for the backdoor run; events:\n{events:#?}"
+    );
+    for a in &found {
+        assert_eq!(a["exe"], prog.to_str().unwrap());
+        assert_eq!(a["profile"], key, "profile key must equal stat's dev:ino");
+        assert_eq!(a["comm"], "anomaly");
+        assert_eq!(a["tid"], a["pid"]);
+        let seq = names(&a["sequence"]);
+        assert_eq!(seq.len(), 9);
+        assert_eq!(
+            seq[8],
+            a["syscall"]["name"].as_str().unwrap(),
+            "the window ends with the call"
+        );
+        let misses = a["misses"].as_u64().unwrap();
+        assert!((1..=8).contains(&misses));
+    }
+    assert!(
+        found.iter().any(|a| a["syscall"]["name"] == "write"),
+        "write is among the anomalous calls"
+    );
+    // The locality frame counts them up: the LFC of successive anomalies never drops here.
+    let lfcs: Vec<u64> = found.iter().map(|a| a["lfc"].as_u64().unwrap()).collect();
+    assert!(
+        lfcs.windows(2).all(|w| w[1] >= w[0]),
+        "LFC sequence {lfcs:?}"
+    );
+
+    let false_alarms = anomalies_of(&events, &quiet);
+    assert!(
+        false_alarms.is_empty(),
+        "normal runs raised anomalies: {false_alarms:#?}"
+    );
+}
+
+/// A normal profile stays normal across a restart and keeps detecting without retraining.
+#[test]
+fn root_profiles_survive_a_restart() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let prog = build_fixture(dir.path(), "anomaly");
+    let key = stat_key(&prog);
+
+    let mut first = Monitor::start(dir.path(), &state, &[]);
+    first.train_to_normal(&prog, &[]);
+    first.stop();
+    let stopped = first.events_of("monitor_stopped");
+    assert_eq!(stopped.len(), 1);
+    assert!(stopped[0]["profiles_saved"].as_u64().unwrap() >= 1);
+    let files: Vec<_> = fs::read_dir(state.join("profiles")).unwrap().collect();
+    assert!(!files.is_empty(), "no profile files were written");
+
+    let second_dir = dir.path().join("second");
+    fs::create_dir(&second_dir).unwrap();
+    let mut second = Monitor::start(&second_dir, &state, &[]);
+    let started = second.events_of("monitor_started");
+    assert!(started[0]["profiles_loaded"].as_u64().unwrap() >= 1);
+    let backdoor = run(&prog, &["backdoor"]);
+    let hit = second.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(10));
+    second.stop();
+    let hit = hit.expect("the reloaded normal profile detects the backdoor");
+    assert_eq!(hit["profile"], key);
+    assert_eq!(hit["profile_state"], "normal");
+    assert_eq!(
+        hit["exe"],
+        prog.to_str().unwrap(),
+        "the exe path is kept with the profile"
+    );
+    assert!(
+        second
+            .events_of("normal_started")
+            .iter()
+            .all(|e| e["profile"] != key),
+        "a reloaded normal profile must not need to become normal again"
+    );
+}
+
+/// A forked child (no exec) carries its parent's profile: its anomalies are reported under it.
+#[test]
+fn root_fork_children_inherit_the_profile() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "forker");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    mon.train_to_normal(&prog, &[]);
+
+    let parent = run(&prog, &["backdoor"]);
+    let hit = mon.wait_for("anomaly", |e| e["ppid"] == parent, Duration::from_secs(10));
+    mon.stop();
+    let hit = hit.unwrap_or_else(|| {
+        panic!(
+            "no anomaly from forker's child; events:\n{:#?}",
+            mon.events()
+        )
+    });
+    assert_ne!(hit["pid"], parent, "the anomaly is the child's");
+    assert_eq!(hit["profile"], key);
+    assert_eq!(hit["exe"], prog.to_str().unwrap());
+    assert!(
+        anomalies_of(&mon.events(), &[parent]).is_empty(),
+        "the parent did nothing new"
+    );
+}
+
+/// exec switches a process to the new image's profile (same pid, new profile).
+#[test]
+fn root_exec_switches_the_profile() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "anomaly");
+    let execer = build_fixture(dir.path(), "execer");
+    let prog_key = stat_key(&prog);
+    let execer_key = stat_key(&execer);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    mon.train_to_normal(&prog, &[]);
+
+    let pid = run(&execer, &[prog.to_str().unwrap(), "backdoor"]);
+    let hit = mon.wait_for("anomaly", |e| e["pid"] == pid, Duration::from_secs(10));
+    mon.stop();
+    let hit = hit.expect("the exec'd backdoor is detected in the same pid");
+    assert_eq!(hit["profile"], prog_key);
+    assert_eq!(hit["exe"], prog.to_str().unwrap());
+    let execer_created = mon
+        .events_of("profile_created")
+        .into_iter()
+        .find(|e| e["profile"] == execer_key);
+    let execer_created = execer_created.expect("execer got its own profile first");
+    assert_eq!(execer_created["pid"], pid);
+    assert_eq!(execer_created["exe"], execer.to_str().unwrap());
+}
+
+/// Signal handlers run in their own frame: their calls never share a window with the calls of
+/// the code they interrupted, wherever the signal lands.
+#[test]
+fn root_signal_handlers_get_their_own_frame() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "sighandler");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &["--log-sequences"]);
+    for _ in 0..5 {
+        run(&prog, &[]);
+    }
+    mon.wait_for(
+        "new_sequence",
+        |e| e["profile"] == key,
+        Duration::from_secs(5),
+    );
+    mon.stop();
+
+    let handler = ["getppid", "getuid", "rt_sigreturn"];
+    let main_loop = ["getpid", "getpgrp", "getegid"];
+    let seqs: Vec<Vec<String>> = mon
+        .events_of("new_sequence")
+        .into_iter()
+        .filter(|e| e["profile"] == key)
+        .map(|e| names(&e["sequence"]))
+        .collect();
+    assert!(
+        seqs.iter().any(|s| s.iter().any(|c| c == "getppid")),
+        "the handler ran: {seqs:#?}"
+    );
+    for s in &seqs {
+        let has_handler = s.iter().any(|c| handler.contains(&c.as_str()));
+        let has_loop = s.iter().any(|c| main_loop.contains(&c.as_str()));
+        assert!(
+            !(has_handler && has_loop),
+            "a window mixes handler and interrupted calls: {s:?}"
+        );
+        if s.iter().any(|c| c == "getppid") {
+            // A handler frame starts empty.
+            assert_eq!(s[0], "EMPTY", "{s:?}");
+        }
+    }
+}
+
+/// A corrupt profile file is set aside with a warning; the monitor runs on.
+#[test]
+fn root_corrupt_profile_is_set_aside() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let profiles = state.join("profiles");
+    fs::create_dir_all(&profiles).unwrap();
+    fs::write(
+        profiles.join("2049-12345.prof"),
+        b"EBPFHPRF\x01\x00\x00\x00truncated",
+    )
+    .unwrap();
+
+    let mut mon = Monitor::start(dir.path(), &state, &[]);
+    let started = mon.events_of("monitor_started");
+    mon.stop();
+    assert_eq!(started[0]["profiles_set_aside"], 1);
+    assert!(
+        !profiles.join("2049-12345.prof").exists(),
+        "the corrupt file was moved away"
+    );
+    let quarantine: Vec<_> = fs::read_dir(state.join("quarantine")).unwrap().collect();
+    assert_eq!(quarantine.len(), 1);
+    let stderr = mon.stderr_text();
+    assert!(
+        stderr.contains("2049-12345.prof"),
+        "the warning names the file:\n{stderr}"
+    );
+}
