@@ -184,6 +184,20 @@ impl<'obj> Kernel<'obj> {
         Ok(())
     }
 
+    /// Publishes the current TAI time to the kernel's per-call clock (`clock_tai_ns` in the C
+    /// code). A map update, not a store through the mmap, so it works through a shared reference.
+    pub fn sync_clock(&self) {
+        let now = crate::clock::tai_now();
+        if let Err(e) =
+            self.skel
+                .maps
+                .data_clock
+                .update(&0u32.to_ne_bytes(), &now.to_ne_bytes(), MapFlags::ANY)
+        {
+            log::warn!("cannot update the kernel's clock: {e}");
+        }
+    }
+
     pub fn set_settings(&mut self, settings: &Settings, monitor_tgid: u32) {
         if let Some(s) = self.skel.maps.data_settings_data.as_deref_mut() {
             write_settings(&mut s.settings, settings, monitor_tgid);

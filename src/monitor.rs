@@ -347,6 +347,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let reason = loop {
         // EINTR from a signal is expected; the flags below say which.
         let _ = ring.poll(Duration::from_millis(200));
+        m.kernel.sync_clock();
         let batch = std::mem::take(&mut *queue.borrow_mut());
         for ev in batch {
             m.handle(ev);
