@@ -29,8 +29,7 @@ run: build
 
 # Unit tests, then the BPF integration tests (root, real kernel; they fail without root).
 test: deps lint
-	$(CARGO) test --lib --bins
-	$(CARGO) test --test kernel -- --test-threads=2
+	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -23,6 +23,10 @@
 #endif
 
 #define PF_KTHREAD 0x00200000
+#define ENOENT 2
+#define EBUSY 16
+#define EINVAL 22
+#define ENODATA 61
 #define SIG_DFL_HANDLER 0
 #define SIG_IGN_HANDLER 1
 /* Four EMPTY symbols packed in one word, to wipe a frame's ring fast. */
@@ -62,6 +66,8 @@ __u64 lost[EV_KIND_MAX];
 struct ev_profile_created _ev_profile_created = {};
 struct ev_anomaly _ev_anomaly = {};
 struct ev_state _ev_state = {};
+struct task_record _task_record = {};
+struct command_args _command_args = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -383,6 +389,19 @@ static __always_inline __u32 profile_for_file(struct file *file,
 
 /* ---- the profile state machine (§6, §7) ------------------------------- */
 
+/*
+ * pH's start_normal, minus what only the hot path does: training data becomes
+ * the testing data, and counting starts over. The caller holds PROMOTING.
+ */
+static __always_inline void promote(struct profile *p, __u32 slot, __u32 state)
+{
+	table_op(slot, OP_COPY_TO_TEST);
+	p->anomalies = 0;
+	p->train_count = 0;
+	p->last_mod_count = 0;
+	p->state = (state & ~(PS_FROZEN | PS_PROMOTING)) | PS_NORMAL;
+}
+
 static __always_inline void start_normal(struct task_state *ts, struct profile *p,
 					 __u32 slot, __u32 state)
 {
@@ -390,11 +409,7 @@ static __always_inline void start_normal(struct task_state *ts, struct profile *
 	if (__sync_val_compare_and_swap(&p->state, state, state | PS_PROMOTING) != state)
 		return;
 	emit_state(EV_NORMAL_STARTED, ts, p, slot, 0, NULL);
-	table_op(slot, OP_COPY_TO_TEST);
-	p->anomalies = 0;
-	p->train_count = 0;
-	p->last_mod_count = 0;
-	p->state = (state & ~(PS_FROZEN | PS_PROMOTING)) | PS_NORMAL;
+	promote(p, slot, state);
 	lf_reset(ts);
 }
 
@@ -659,6 +674,92 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 		return 0;
 	}
 	task_fresh(ts, slot);
+	return 0;
+}
+
+/*
+ * Operator commands (normalize, sensitize, tolerize, reset, freeze), run by
+ * the monitor with BPF_PROG_TEST_RUN so they share the kernel's own table
+ * code and run next to the hot path's atomics instead of racing it from
+ * userspace. Events for them are written by the monitor.
+ */
+SEC("syscall")
+int command(struct command_args *args)
+{
+	__u32 slot = args->slot, state;
+	struct profile *p;
+
+	p = slot ? bpf_map_lookup_elem(&profiles, &slot) : NULL;
+	if (!p || (!p->key.dev && !p->key.ino)) {
+		args->result = -ENOENT;
+		return 0;
+	}
+	state = p->state;
+	args->result = 0;
+	switch (args->op) {
+	case CMD_NORMALIZE:
+		/* An untrained profile would flag every call (B17). */
+		if (!p->sequences) {
+			args->result = -ENODATA;
+			break;
+		}
+		state &= ~PS_PROMOTING;
+		if (__sync_val_compare_and_swap(&p->state, state, state | PS_PROMOTING) != state) {
+			args->result = -EBUSY;
+			break;
+		}
+		promote(p, slot, state);
+		break;
+	case CMD_SENSITIZE:
+		reset_training(p, slot);
+		break;
+	case CMD_TOLERIZE:
+		__sync_fetch_and_and(&p->state, ~PS_NORMAL);
+		break;
+	case CMD_RESET:
+		table_op(slot, OP_ZERO_BOTH);
+		p->count = 0;
+		p->train_count = 0;
+		p->last_mod_count = 0;
+		p->sequences = 0;
+		p->anomalies = 0;
+		p->normal_time = now_tai() + settings.normal_wait_ns;
+		p->state = 0;
+		break;
+	case CMD_FREEZE:
+		p->normal_time = now_tai() + settings.normal_wait_ns;
+		__sync_fetch_and_or(&p->state, PS_FROZEN);
+		break;
+	default:
+		args->result = -EINVAL;
+	}
+	return 0;
+}
+
+/* `ebpfh ps`: one task_record per traced task, written to the iterator's file. */
+SEC("iter/task")
+int dump_tasks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct task_record r = {};
+	struct task_state *ts;
+
+	if (!task)
+		return 0;
+	ts = bpf_task_storage_get(&tasks, task, 0, 0);
+	if (!ts)
+		return 0;
+	r.tgid = task->tgid;
+	r.tid = task->pid;
+	r.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	r.uid = BPF_CORE_READ(task, cred, uid.val);
+	r.profile = ts->profile;
+	r.lfc = ts->lfc;
+	r.lfc_max = ts->lfc_max;
+	r.depth = ts->depth;
+	r.count = ts->count;
+	BPF_CORE_READ_STR_INTO(&r.comm, task, comm);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }
 

@@ -171,4 +171,34 @@ struct ev_state {
 	__u16 _pad[3];
 };
 
+/* Operator commands on one profile, run through the `command` program. */
+enum command_op {
+	CMD_NORMALIZE = 1, /* start normal monitoring now (copy training data) */
+	CMD_SENSITIZE = 2, /* forget the training data; normal status unchanged */
+	CMD_TOLERIZE = 3,  /* stop normal monitoring; keep the training data */
+	CMD_RESET = 4,     /* forget everything: tables, counters, state */
+	CMD_FREEZE = 5,    /* freeze now; normal after normal_wait */
+};
+
+struct command_args {
+	__u32 slot;
+	__u32 op;
+	__s32 result; /* 0, or a negative errno */
+	__u32 _pad;
+};
+
+/* One traced task, as the `dump_tasks` iterator writes it. */
+struct task_record {
+	__u32 tgid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 profile;
+	__u32 lfc;
+	__u32 lfc_max;
+	__u32 depth;
+	__u64 count;
+	char comm[COMM_LEN];
+};
+
 #endif /* EBPFH_H */

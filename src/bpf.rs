@@ -39,6 +39,51 @@ unsafe impl plain::Plain for types::ev_state {}
 unsafe impl plain::Plain for types::profile {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::row {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::task_record {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::command_args {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::profile_key {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::task_state {}
+
+/// An operator command on one profile (see `enum command_op` in `bpf/ebpfh.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Normalize = 1,
+    Sensitize = 2,
+    Tolerize = 3,
+    Reset = 4,
+    Freeze = 5,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("no such profile")]
+    NoProfile,
+    #[error("the profile has no training data yet, so it cannot be normalized")]
+    Untrained,
+    #[error("the profile is being normalized right now; try again")]
+    Busy,
+    #[error("the kernel could not run the command: {0}")]
+    Kernel(String),
+}
+
+/// A traced task as the `dump_tasks` iterator reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TaskInfo {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub slot: u32,
+    pub lfc: u32,
+    pub lfc_max: u32,
+    pub signal_depth: u32,
+    pub count: u64,
+}
 
 /// How much the kernel side may hold; fixed at load time.
 #[derive(Clone, Copy, Debug)]
@@ -137,11 +182,13 @@ impl<'obj> Kernel<'obj> {
             write_settings(&mut s.settings, settings, monitor_tgid);
         }
         let skel = open.load().map_err(kernel("load the BPF program"))?;
-        Ok(Kernel {
+        let k = Kernel {
             skel,
             links: Default::default(),
             cap,
-        })
+        };
+        k.sync_clock();
+        Ok(k)
     }
 
     /// Attaches the tracepoint programs; from here on, calls are processed.
@@ -274,6 +321,106 @@ impl<'obj> Kernel<'obj> {
         t
     }
 
+    /// Runs an operator command on the profile in `slot`, in the kernel.
+    pub fn command(&self, slot: u32, cmd: Command) -> Result<(), CommandError> {
+        let mut args = types::command_args {
+            slot,
+            op: cmd as u32,
+            ..Default::default()
+        };
+        // SAFETY: plain C record.
+        let ctx = unsafe { plain::as_mut_bytes(&mut args) };
+        let input = libbpf_rs::ProgramInput {
+            context_in: Some(ctx),
+            ..Default::default()
+        };
+        self.skel
+            .progs
+            .command
+            .test_run(input)
+            .map_err(|e| CommandError::Kernel(e.to_string()))?;
+        match -args.result {
+            0 => Ok(()),
+            2 => Err(CommandError::NoProfile),
+            61 => Err(CommandError::Untrained),
+            16 => Err(CommandError::Busy),
+            e => Err(CommandError::Kernel(
+                std::io::Error::from_raw_os_error(e).to_string(),
+            )),
+        }
+    }
+
+    /// Every traced task, from the `dump_tasks` iterator.
+    pub fn tasks(&self) -> Result<Vec<TaskInfo>, LoadError> {
+        let link = self
+            .skel
+            .progs
+            .dump_tasks
+            .attach()
+            .map_err(kernel("create the task iterator"))?;
+        let mut iter = Iter::new(&link).map_err(kernel("open the task iterator"))?;
+        let mut buf = Vec::new();
+        iter.read_to_end(&mut buf).map_err(|e| LoadError::Kernel {
+            what: "run the task iterator",
+            source: e.into(),
+        })?;
+        let size = std::mem::size_of::<types::task_record>();
+        Ok(buf
+            .chunks_exact(size)
+            .map(|chunk| {
+                let mut r = types::task_record::default();
+                plain::copy_from_bytes(&mut r, chunk).expect("chunk has the record's size");
+                let comm: Vec<u8> = r.comm.iter().map(|&c| c as u8).collect();
+                let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+                TaskInfo {
+                    pid: r.tgid,
+                    tid: r.tid,
+                    ppid: r.ppid,
+                    uid: r.uid,
+                    comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+                    slot: r.profile,
+                    lfc: r.lfc,
+                    lfc_max: r.lfc_max,
+                    signal_depth: r.depth,
+                    count: r.count,
+                }
+            })
+            .collect())
+    }
+
+    /// Slot of the profile with this key, if the kernel has one.
+    pub fn slot_of(&self, key: ProfileKey) -> Option<u32> {
+        let k = types::profile_key {
+            dev: key.kdev,
+            ino: key.ino,
+        };
+        // SAFETY: plain C record.
+        let bytes = unsafe { plain::as_bytes(&k) };
+        let v = self
+            .skel
+            .maps
+            .profile_index
+            .lookup(bytes, MapFlags::ANY)
+            .ok()??;
+        Some(u32::from_ne_bytes(v.as_slice().try_into().ok()?))
+    }
+
+    /// Slot of the profile task `tid` runs under, read through a pidfd (task storage's key).
+    pub fn slot_of_task(&self, tid: u32) -> Option<u32> {
+        let fd = pidfd_open(tid)?;
+        let v = self
+            .skel
+            .maps
+            .tasks
+            .lookup(&fd.to_ne_bytes(), MapFlags::ANY);
+        // SAFETY: `fd` was returned by pidfd_open above and is closed exactly once, here.
+        unsafe { libc_close(fd) };
+        let v = v.ok()??;
+        let mut ts = types::task_state::default();
+        plain::copy_from_bytes(&mut ts, &v).ok()?;
+        Some(ts.profile).filter(|&s| s != 0)
+    }
+
     /// The state bits of one profile (cheaper than reading its tables).
     pub fn profile_state(&self, slot: u32) -> Option<u32> {
         self.raw_profile(slot).map(|p| p.state)
@@ -378,6 +525,19 @@ impl<'obj> Kernel<'obj> {
         }
         Ok(slots)
     }
+}
+
+fn pidfd_open(pid: u32) -> Option<i32> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    (fd >= 0).then_some(fd as i32)
+}
+
+/// # Safety
+/// `fd` must be an open descriptor owned by the caller and not used afterwards.
+unsafe fn libc_close(fd: i32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { nix::libc::close(fd) };
 }
 
 fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
