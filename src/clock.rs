@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn rfc3339_has_nanoseconds_and_z() {
-        let t = DateTime::from_timestamp_nanos(1_795_000_037_123_456_789);
+        let t = DateTime::from_timestamp_nanos(1_794_981_637_123_456_789);
         assert_eq!(rfc3339(t), "2026-11-18T06:00:37.123456789Z");
     }
 }

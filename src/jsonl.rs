@@ -246,7 +246,7 @@ mod tests {
             lfc: 1,
             profile_anomalies: 1,
         };
-        let t = DateTime::from_timestamp_nanos(1_795_381_637_123_456_789);
+        let t = DateTime::from_timestamp_nanos(1_795_468_037_123_456_789);
         let line = to_line(t, "web1", &rec);
         assert!(!line.contains('\n'));
         let v: Value = serde_json::from_str(&line).unwrap();
