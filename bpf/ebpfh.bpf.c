@@ -23,6 +23,9 @@
 #endif
 
 #define PF_KTHREAD 0x00200000
+#ifndef unlikely
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#endif
 #define ENOENT 2
 #define EBUSY 16
 #define EINVAL 22
@@ -61,12 +64,15 @@ __u32 next_profile = 1;
 __u32 next_row = 1;
 __u64 stats[STAT_MAX];
 __u64 lost[EV_KIND_MAX];
+__u64 trace_lost;
 
 /* Make the event records reach BTF, hence the Rust skeleton. */
 struct ev_profile_created _ev_profile_created = {};
 struct ev_anomaly _ev_anomaly = {};
 struct ev_state _ev_state = {};
 struct task_record _task_record = {};
+struct trace_call _trace_call = {};
+struct trace_task _trace_task = {};
 struct command_args _command_args = {};
 
 struct {
@@ -104,6 +110,12 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+/* Only written while recording; the monitor sizes it up for `record`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 10);
+} trace SEC(".maps");
+
 static __always_inline __u64 now_tai(void)
 {
 	return clock_tai_ns;
@@ -113,6 +125,51 @@ static __always_inline void count_stat(__u32 i)
 {
 	if (i < STAT_MAX)
 		__sync_fetch_and_add(&stats[i], 1);
+}
+
+/* ---- recording --------------------------------------------------------- */
+
+static __always_inline int recording(const struct task_state *ts)
+{
+	return settings.record == RECORD_ALL ||
+	       (settings.record == RECORD_TREE && ts->recorded);
+}
+
+static __always_inline void trace_call(__u32 tid, __u16 kind, __u16 nr)
+{
+	struct trace_call *r = bpf_ringbuf_reserve(&trace, sizeof(*r), 0);
+
+	if (!r) {
+		__sync_fetch_and_add(&trace_lost, 1);
+		return;
+	}
+	r->time = clock_tai_ns;
+	r->tid = tid;
+	r->kind = kind;
+	r->nr = nr;
+	bpf_ringbuf_submit(r, 0);
+}
+
+static __always_inline void trace_task(struct task_struct *task, __u16 kind,
+				       __u32 other, const struct profile *p)
+{
+	struct trace_task *r = bpf_ringbuf_reserve(&trace, sizeof(*r), 0);
+
+	if (!r) {
+		__sync_fetch_and_add(&trace_lost, 1);
+		return;
+	}
+	r->time = clock_tai_ns;
+	r->tid = BPF_CORE_READ(task, pid);
+	r->kind = kind;
+	r->_pad = 0;
+	r->tgid = BPF_CORE_READ(task, tgid);
+	r->other = other;
+	if (p)
+		r->key = p->key;
+	else
+		__builtin_memset(&r->key, 0, sizeof(r->key));
+	bpf_ringbuf_submit(r, 0);
 }
 
 /* ---- events ----------------------------------------------------------- */
@@ -543,6 +600,8 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 		c = SYM_OTHER;
 		count_stat(STAT_OTHER_IDS);
 	}
+	if (unlikely(settings.record) && recording(ts))
+		trace_call(bpf_get_current_pid_tgid(), TR_CALL, c);
 	on_syscall(ts, p, slot, c);
 
 	/* rt_sigreturn ends the handler: it is its last call, then pop (B9). */
@@ -579,6 +638,12 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 		return 0;
 	}
 	task_fresh(ts, slot);
+	if (unlikely(settings.record)) {
+		if (settings.record == RECORD_TREE && task->tgid == settings.record_root)
+			ts->recorded = 1;
+		if (recording(ts))
+			trace_task(task, TR_EXEC, slot, bpf_map_lookup_elem(&profiles, &slot));
+	}
 	return 0;
 }
 
@@ -608,7 +673,10 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	cts->depth = 0;
 	cts->overflow = 0;
 	cts->count = 0;
+	cts->recorded = pts->recorded;
 	lf_reset(cts);
+	if (unlikely(settings.record) && recording(cts))
+		trace_task(child, TR_FORK, BPF_CORE_READ(parent, pid), NULL);
 	return 0;
 }
 
@@ -616,6 +684,13 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *task)
 {
+	struct task_state *ts;
+
+	if (unlikely(settings.record)) {
+		ts = bpf_task_storage_get(&tasks, task, 0, 0);
+		if (ts && recording(ts))
+			trace_call(BPF_CORE_READ(task, pid), TR_EXIT, 0);
+	}
 	bpf_task_storage_delete(&tasks, task);
 	return 0;
 }
@@ -633,6 +708,8 @@ int BPF_PROG(signal_deliver, int sig, struct kernel_siginfo *info, struct k_siga
 	ts = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
 	if (!ts)
 		return 0;
+	if (unlikely(settings.record) && recording(ts))
+		trace_call(bpf_get_current_pid_tgid(), TR_SIGNAL, 0);
 	/* A handler's calls get their own frame; rt_sigreturn pops it. */
 	d = ts->depth + 1;
 	if (d >= SIGSTACK || ts->overflow) {
@@ -674,6 +751,8 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 		return 0;
 	}
 	task_fresh(ts, slot);
+	if (settings.record == RECORD_ALL)
+		trace_task(task, TR_ADOPT, slot, bpf_map_lookup_elem(&profiles, &slot));
 	return 0;
 }
 

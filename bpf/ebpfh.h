@@ -49,7 +49,8 @@ struct settings {
 	__u32 monitor_tgid;
 	__u32 monitoring;
 	__u32 log_sequences;
-	__u32 _pad;
+	__u32 record;        /* enum record_mode */
+	__u32 record_root;   /* with RECORD_TREE: tgid whose exec starts the tree */
 };
 
 /* Identity of an executable as the kernel sees it (raw s_dev, i_ino). */
@@ -97,7 +98,7 @@ struct task_state {
 	__u32 lfc;
 	__u32 lfc_max;
 	__u32 tolerized; /* LFC is above tolerize_limit; event already sent */
-	__u32 _pad;
+	__u32 recorded;  /* part of the process tree being recorded */
 	__u64 count;
 	__u64 lf[LOCALITY / 64];
 	struct frame frames[SIGSTACK];
@@ -169,6 +170,44 @@ struct ev_state {
 	__u32 lfc;
 	__u16 window[WINDOW]; /* new_sequence only; oldest first */
 	__u16 _pad[3];
+};
+
+/* What the `trace` ring buffer receives: nothing, every traced task, or one process tree. */
+enum record_mode {
+	RECORD_OFF = 0,
+	RECORD_ALL = 1,
+	RECORD_TREE = 2,
+};
+
+/*
+ * Trace records: exactly the inputs of the per-call algorithm, in the order
+ * the kernel saw them per task, so a recording replays through the model.
+ * `time` is the TAI clock the algorithm itself used for that step.
+ */
+enum trace_kind {
+	TR_CALL = 1,   /* nr = the symbol (ids outside the table already OTHER) */
+	TR_EXIT = 2,
+	TR_SIGNAL = 3, /* a handler frame was pushed */
+	TR_EXEC = 4,   /* task_rec: new image, profile `slot`, `key` */
+	TR_FORK = 5,   /* task_rec: `tid` is the child, `other` the parent tid */
+	TR_ADOPT = 6,  /* task_rec: found running at start-up (like exec) */
+};
+
+struct trace_call {
+	__u64 time;
+	__u32 tid;
+	__u16 kind;
+	__u16 nr;
+};
+
+struct trace_task {
+	__u64 time;
+	__u32 tid;
+	__u16 kind;
+	__u16 _pad;
+	__u32 tgid;
+	__u32 other; /* slot (exec/adopt) or parent tid (fork) */
+	struct profile_key key;
 };
 
 /* Operator commands on one profile, run through the `command` program. */

@@ -47,6 +47,10 @@ unsafe impl plain::Plain for types::command_args {}
 unsafe impl plain::Plain for types::profile_key {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::task_state {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::trace_call {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::trace_task {}
 
 /// An operator command on one profile (see `enum command_op` in `bpf/ebpfh.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +95,8 @@ pub struct Capacity {
     pub profiles: u32,
     pub rows: u32,
     pub ring_bytes: u32,
+    /// The trace ring buffer; only used while recording.
+    pub trace_bytes: u32,
 }
 
 impl Default for Capacity {
@@ -100,6 +106,7 @@ impl Default for Capacity {
             profiles: 4096,
             rows: 65536,
             ring_bytes: 4 << 20,
+            trace_bytes: 64 << 10,
         }
     }
 }
@@ -117,6 +124,8 @@ pub struct Stats {
     pub events_lost: [u64; 7],
     pub profiles_used: u32,
     pub rows_used: u32,
+    /// Trace records dropped because the trace ring buffer was full.
+    pub trace_lost: u64,
 }
 
 impl Stats {
@@ -264,6 +273,11 @@ impl<'obj> Kernel<'obj> {
         &self.skel.maps.events
     }
 
+    /// The ring buffer of trace records (`struct trace_call` / `struct trace_task`).
+    pub fn trace_map(&self) -> &dyn MapCore {
+        &self.skel.maps.trace
+    }
+
     pub fn stats(&self) -> Stats {
         let mut st = Stats::default();
         if let Some(bss) = self.skel.maps.bss_data.as_deref() {
@@ -275,6 +289,7 @@ impl<'obj> Kernel<'obj> {
             st.sigstack_overflow = s[4];
             st.index_races = s[5];
             st.events_lost = bss.lost;
+            st.trace_lost = bss.trace_lost;
         }
         if let Some(d) = self.skel.maps.data_data.as_deref() {
             st.profiles_used = d.next_profile.saturating_sub(1).min(self.cap.profiles);
@@ -549,6 +564,11 @@ fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     dst.log_sequences = u32::from(s.log_sequences);
     dst.monitoring = u32::from(s.monitoring);
     dst.monitor_tgid = monitor_tgid;
+    (dst.record, dst.record_root) = match s.record {
+        crate::settings::RecordMode::Off => (0, 0),
+        crate::settings::RecordMode::All => (1, 0),
+        crate::settings::RecordMode::Tree { root } => (2, root),
+    };
 }
 
 fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {

@@ -16,6 +16,19 @@ pub struct Settings {
     pub log_sequences: bool,
     /// Process calls at all (off = paused).
     pub monitoring: bool,
+    /// Which tasks' inputs go to the `trace` ring buffer (for `ebpfh record`).
+    pub record: RecordMode,
+}
+
+/// What the kernel copies into its trace ring buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordMode {
+    #[default]
+    Off,
+    /// Every traced task.
+    All,
+    /// The process tree that starts when process `root` execs.
+    Tree { root: u32 },
 }
 
 impl Default for Settings {
@@ -28,6 +41,7 @@ impl Default for Settings {
             tolerize_limit: 12,
             log_sequences: false,
             monitoring: true,
+            record: RecordMode::Off,
         }
     }
 }

@@ -26,6 +26,7 @@ fn root_commands_drive_the_profile_state_machine() {
         profiles: 256,
         rows: 4096,
         ring_bytes: 1 << 20,
+        trace_bytes: 64 << 10,
     };
     let mut obj = MaybeUninit::uninit();
     let kernel = Kernel::load(&mut obj, cap, &Settings::default(), std::process::id())
@@ -98,6 +99,7 @@ fn root_tasks_are_listed_with_their_profiles() {
         profiles: 256,
         rows: 4096,
         ring_bytes: 1 << 20,
+        trace_bytes: 64 << 10,
     };
     let mut obj = MaybeUninit::uninit();
     let kernel = Kernel::load(&mut obj, cap, &Settings::default(), std::process::id()).unwrap();
