@@ -136,7 +136,7 @@ impl Stats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("the kernel refused to {what}: {source}")]
+    #[error("the kernel refused to {what}")]
     Kernel {
         what: &'static str,
         #[source]

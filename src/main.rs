@@ -82,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tolerize_limit: cli.tolerize_limit,
         log_sequences: cli.log_sequences,
         monitoring: true,
+        record: Default::default(),
     };
     let opts = Options {
         state_dir: cli.state_dir,

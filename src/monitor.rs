@@ -268,10 +268,8 @@ pub fn run(opts: &Options) -> Result<()> {
     preflight::check()?;
     let store = Store::open(&opts.state_dir)?;
     let _lock = store.lock()?;
+    // load_all warns about every file it sets aside, naming where it went.
     let loaded = store.load_all();
-    for (path, why) in &loaded.set_aside {
-        log::warn!("set aside profile file '{}': {why}", path.display());
-    }
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();

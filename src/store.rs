@@ -705,7 +705,10 @@ impl Store {
     fn write_if_changed(&self, p: &Profile) -> io::Result<Option<u64>> {
         let bytes = encode(p);
         let hash = self.hasher.hash_one(&bytes);
-        if self.on_disk.lock().unwrap().get(&p.key) == Some(&hash) {
+        // Unchanged bytes are skipped only while the file is still there: a profile file deleted
+        // by hand comes back at the next save, not at its next change.
+        let unchanged = self.on_disk.lock().unwrap().get(&p.key) == Some(&hash);
+        if unchanged && self.profiles.join(file_name(&p.key)).exists() {
             return Ok(None);
         }
         replace_file(&self.profiles, &file_name(&p.key), &bytes)?;
@@ -1243,6 +1246,29 @@ mod tests {
         let loaded = fresh.load_all().profiles;
         let report = fresh.save_all(&loaded);
         assert_eq!((report.saved, report.unchanged), (0, 2));
+    }
+
+    #[test]
+    fn a_deleted_file_is_rewritten_at_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let p = sample_for_rewrite();
+        assert_eq!(store.save_all(std::slice::from_ref(&p)).saved, 1);
+        fs::remove_file(store.path_of(&p.key)).unwrap();
+        let report = store.save_all(std::slice::from_ref(&p));
+        assert_eq!((report.saved, report.unchanged), (1, 0));
+        assert!(store.path_of(&p.key).exists());
+    }
+
+    fn sample_for_rewrite() -> Profile {
+        Profile {
+            key: ProfileKey {
+                kdev: 8 << 20,
+                ino: 77,
+            },
+            exe: "/bin/x".into(),
+            ..Profile::default()
+        }
     }
 
     #[test]
