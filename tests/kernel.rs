@@ -8,6 +8,7 @@ use std::fs;
 use std::time::Duration;
 
 use common::*;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 fn names(seq: &Value) -> Vec<String> {
@@ -98,9 +99,10 @@ fn root_profiles_survive_a_restart() {
 
     let mut first = Monitor::start(dir.path(), &state, &[]);
     first.train_to_normal(&prog, &[]);
-    first.stop();
+    first.stop_with(Signal::SIGTERM);
     let stopped = first.events_of("monitor_stopped");
     assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0]["reason"], "SIGTERM");
     assert!(stopped[0]["profiles_saved"].as_u64().unwrap() >= 1);
     let files: Vec<_> = fs::read_dir(state.join("profiles")).unwrap().collect();
     assert!(!files.is_empty(), "no profile files were written");
@@ -258,5 +260,43 @@ fn root_corrupt_profile_is_set_aside() {
     assert!(
         stderr.contains("2049-12345.prof"),
         "the warning names the file:\n{stderr}"
+    );
+}
+
+/// SIGHUP makes the monitor reopen its log by name, so logrotate can move the old one away.
+#[test]
+fn root_sighup_reopens_the_log() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "anomaly");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    let rotated = dir.path().join("events.jsonl.1");
+    fs::rename(&mon.log, &rotated).unwrap();
+    mon.signal(Signal::SIGHUP);
+    // The monitor answers SIGHUP within one loop turn; keep running the program until its
+    // profile_created line shows up in the new file.
+    let mut seen = None;
+    for _ in 0..50 {
+        run(&prog, &[]);
+        seen = mon.wait_for(
+            "profile_created",
+            |e| e["profile"] == key,
+            Duration::from_millis(200),
+        );
+        if seen.is_some() {
+            break;
+        }
+    }
+    mon.stop();
+    assert!(seen.is_some(), "no line reached the reopened log");
+    let old = fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("monitor_started"),
+        "the old file kept what was written before"
+    );
+    assert!(
+        mon.events_of("monitor_stopped").len() == 1,
+        "the new file gets later lines"
     );
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use serde_json::Value;
 
 /// Fails (never skips) when not root: CI runs these as root and must notice if it does not.
@@ -154,12 +156,19 @@ impl Monitor {
     /// SIGINT, then waits for a clean exit.
     #[track_caller]
     pub fn stop(&mut self) -> Output {
+        self.stop_with(Signal::SIGINT)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let child = self.child.as_ref().expect("monitor running");
+        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    }
+
+    /// Sends `sig`, then waits for a clean exit.
+    #[track_caller]
+    pub fn stop_with(&mut self, sig: Signal) -> Output {
+        self.signal(sig);
         let child = self.child.take().expect("monitor running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
