@@ -48,9 +48,29 @@ struct Cli {
     /// 512-byte lookahead rows the kernel can hold (shared by all profiles).
     #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..))]
     max_rows: u32,
+    /// Size of the kernel's event ring buffer in bytes (a power of two, at least one page).
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_bytes)]
+    ring_bytes: u32,
     /// More detail on stderr, including libbpf's and the verifier's messages.
     #[arg(short, long)]
     verbose: bool,
+}
+
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of bytes"))?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u32;
+    if n.is_power_of_two() && n >= page {
+        Ok(n)
+    } else {
+        Err(format!(
+            "'{s}' must be a power of two of at least {page} (e.g. 4194304)"
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         capacity: Capacity {
             profiles: cli.max_profiles,
             rows: cli.max_rows,
+            ring_bytes: cli.ring_bytes,
             ..Capacity::default()
         },
         verbose: cli.verbose,

@@ -300,3 +300,57 @@ fn root_sighup_reopens_the_log() {
         "the new file gets later lines"
     );
 }
+
+/// The overflow path on purpose: a one-page ring buffer and thousands of anomalies in a burst.
+/// Every anomalous call is either delivered as a line or counted as lost, exactly.
+#[test]
+fn root_an_anomaly_storm_counts_every_lost_event() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let prog = build_fixture(dir.path(), "anomaly");
+    let key = stat_key(&prog);
+    // Limits high enough that the storm neither ends normal monitoring nor resets the profile.
+    let args = [
+        "--ring-bytes",
+        "4096",
+        "--anomaly-limit",
+        "1000000",
+        "--tolerize-limit",
+        "1000",
+    ];
+    let mut mon = Monitor::start(dir.path(), &state, &args);
+    mon.train_to_normal(&prog, &[]);
+    let pid = run(&prog, &["20000"]);
+    mon.wait_for(
+        "events_lost",
+        |e| e["lost"]["anomaly"].as_u64() > Some(0),
+        Duration::from_secs(10),
+    );
+    mon.stop();
+
+    let events = mon.events();
+    let delivered = anomalies_of(&events, &[pid]).len() as u64;
+    let lost: u64 = mon
+        .events_of("events_lost")
+        .iter()
+        .filter_map(|e| e["lost"]["anomaly"].as_u64())
+        .sum();
+    assert!(lost > 0, "a 4 KiB ring cannot hold 20000 anomalies");
+    assert!(delivered > 0);
+    // The kernel's own count, from the profile file the monitor saved at exit.
+    let store = ebpfh::store::Store::open(&state).unwrap();
+    let saved = store
+        .load_all()
+        .profiles
+        .into_iter()
+        .find(|p| p.key.to_string() == key)
+        .unwrap();
+    let others = anomalies_of(&events, &[]).len(); // none: only the storm run was anomalous
+    assert_eq!(others, 0);
+    assert_eq!(
+        delivered + lost,
+        saved.anomalies,
+        "delivered {delivered} + lost {lost} != kernel count"
+    );
+}
