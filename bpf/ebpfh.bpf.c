@@ -591,7 +591,7 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	if (!ts || !settings.monitoring)
 		return 0;
 	slot = ts->profile;
-	p = bpf_map_lookup_elem(&profiles, &slot);
+	p = slot ? bpf_map_lookup_elem(&profiles, &slot) : NULL;
 	if (!p)
 		return 0;
 	if ((unsigned long)id < SYM_OTHER) {
@@ -630,8 +630,11 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	 * profile, which is what the running image is.
 	 */
 	slot = profile_for_file(bprm->file, task, bprm->filename);
-	if (!slot)
+	if (!slot) {
+		/* No profile for the new image: stop attributing it to the old one. */
+		bpf_task_storage_delete(&tasks, task);
 		return 0;
+	}
 	ts = bpf_task_storage_get(&tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!ts) {
 		count_stat(STAT_TASKS_FAILED);
