@@ -135,7 +135,7 @@ static __always_inline int recording(const struct task_state *ts)
 	       (settings.record == RECORD_TREE && ts->recorded);
 }
 
-static __always_inline void trace_call(__u32 tid, __u16 kind, __u16 nr)
+static __always_inline void trace_call(__u32 tid, __u16 kind, __u16 nr, __u64 now)
 {
 	struct trace_call *r = bpf_ringbuf_reserve(&trace, sizeof(*r), 0);
 
@@ -143,7 +143,7 @@ static __always_inline void trace_call(__u32 tid, __u16 kind, __u16 nr)
 		__sync_fetch_and_add(&trace_lost, 1);
 		return;
 	}
-	r->time = clock_tai_ns;
+	r->time = now;
 	r->tid = tid;
 	r->kind = kind;
 	r->nr = nr;
@@ -151,7 +151,7 @@ static __always_inline void trace_call(__u32 tid, __u16 kind, __u16 nr)
 }
 
 static __always_inline void trace_task(struct task_struct *task, __u16 kind,
-				       __u32 other, const struct profile *p)
+				       __u32 other, const struct profile *p, __u64 now)
 {
 	struct trace_task *r = bpf_ringbuf_reserve(&trace, sizeof(*r), 0);
 
@@ -159,7 +159,7 @@ static __always_inline void trace_task(struct task_struct *task, __u16 kind,
 		__sync_fetch_and_add(&trace_lost, 1);
 		return;
 	}
-	r->time = clock_tai_ns;
+	r->time = now;
 	r->tid = BPF_CORE_READ(task, pid);
 	r->kind = kind;
 	r->_pad = 0;
@@ -400,7 +400,7 @@ static __always_inline void task_fresh(struct task_state *ts, __u32 slot)
 
 static __always_inline __u32 profile_for_file(struct file *file,
 					      struct task_struct *task,
-					      const char *filename)
+					      const char *filename, __u64 now)
 {
 	struct profile_key key = {};
 	struct ev_profile_created *e;
@@ -430,7 +430,7 @@ static __always_inline __u32 profile_for_file(struct file *file,
 		return found ? *found : 0;
 	}
 	p->key = key;
-	p->normal_time = now_tai() + settings.normal_wait_ns;
+	p->normal_time = now + settings.normal_wait_ns;
 
 	e = event_reserve(EV_PROFILE_CREATED, sizeof(*e));
 	if (e) {
@@ -470,13 +470,13 @@ static __always_inline void start_normal(struct task_state *ts, struct profile *
 	lf_reset(ts);
 }
 
-static __always_inline void maybe_freeze(struct profile *p)
+static __always_inline void maybe_freeze(struct profile *p, __u64 now)
 {
 	__u64 train = p->train_count;
 	__u64 normal = train - p->last_mod_count;
 
 	if (normal > 0 && train * settings.normal_factor_den > normal * settings.normal_factor) {
-		p->normal_time = now_tai() + settings.normal_wait_ns;
+		p->normal_time = now + settings.normal_wait_ns;
 		__sync_fetch_and_or(&p->state, PS_FROZEN);
 	}
 }
@@ -492,8 +492,9 @@ static __always_inline void reset_training(struct profile *p, __u32 slot)
 	p->anomalies = 0;
 }
 
+/* `now` is read once per call, so a recording carries the time every step used. */
 static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
-				       __u32 slot, __u32 c)
+				       __u32 slot, __u32 c, __u64 now)
 {
 	__u32 d = ts->depth & (SIGSTACK - 1);
 	struct frame *f = &ts->frames[d];
@@ -528,13 +529,13 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 	} else {
 		p->last_mod_count++;
 		if (!(p->state & PS_FROZEN))
-			maybe_freeze(p);
+			maybe_freeze(p, now);
 	}
 
 	/* Promote a frozen profile whose wait is over. */
 	state = p->state;
 	if ((state & (PS_FROZEN | PS_PROMOTING)) == PS_FROZEN &&
-	    now_tai() > p->normal_time)
+	    now > p->normal_time)
 		start_normal(ts, p, slot, state);
 
 	/* Detect against the testing data. */
@@ -586,6 +587,7 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	struct task_state *ts;
 	struct profile *p;
 	__u32 slot, c;
+	__u64 now;
 
 	ts = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
 	if (!ts || !settings.monitoring)
@@ -600,9 +602,10 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 		c = SYM_OTHER;
 		count_stat(STAT_OTHER_IDS);
 	}
+	now = now_tai();
 	if (unlikely(settings.record) && recording(ts))
-		trace_call(bpf_get_current_pid_tgid(), TR_CALL, c);
-	on_syscall(ts, p, slot, c);
+		trace_call(bpf_get_current_pid_tgid(), TR_CALL, c, now);
+	on_syscall(ts, p, slot, c, now);
 
 	/* rt_sigreturn ends the handler: it is its last call, then pop (B9). */
 	if (id == NR_rt_sigreturn) {
@@ -629,7 +632,9 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	 * is already the interpreter: scripts share their interpreter's
 	 * profile, which is what the running image is.
 	 */
-	slot = profile_for_file(bprm->file, task, bprm->filename);
+	__u64 now = now_tai();
+
+	slot = profile_for_file(bprm->file, task, bprm->filename, now);
 	if (!slot) {
 		/* No profile for the new image: stop attributing it to the old one. */
 		bpf_task_storage_delete(&tasks, task);
@@ -645,7 +650,7 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 		if (settings.record == RECORD_TREE && task->tgid == settings.record_root)
 			ts->recorded = 1;
 		if (recording(ts))
-			trace_task(task, TR_EXEC, slot, bpf_map_lookup_elem(&profiles, &slot));
+			trace_task(task, TR_EXEC, slot, bpf_map_lookup_elem(&profiles, &slot), now);
 	}
 	return 0;
 }
@@ -679,7 +684,7 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	cts->recorded = pts->recorded;
 	lf_reset(cts);
 	if (unlikely(settings.record) && recording(cts))
-		trace_task(child, TR_FORK, BPF_CORE_READ(parent, pid), NULL);
+		trace_task(child, TR_FORK, BPF_CORE_READ(parent, pid), NULL, now_tai());
 	return 0;
 }
 
@@ -692,7 +697,7 @@ int BPF_PROG(sched_process_exit, struct task_struct *task)
 	if (unlikely(settings.record)) {
 		ts = bpf_task_storage_get(&tasks, task, 0, 0);
 		if (ts && recording(ts))
-			trace_call(BPF_CORE_READ(task, pid), TR_EXIT, 0);
+			trace_call(BPF_CORE_READ(task, pid), TR_EXIT, 0, now_tai());
 	}
 	bpf_task_storage_delete(&tasks, task);
 	return 0;
@@ -712,7 +717,7 @@ int BPF_PROG(signal_deliver, int sig, struct kernel_siginfo *info, struct k_siga
 	if (!ts)
 		return 0;
 	if (unlikely(settings.record) && recording(ts))
-		trace_call(bpf_get_current_pid_tgid(), TR_SIGNAL, 0);
+		trace_call(bpf_get_current_pid_tgid(), TR_SIGNAL, 0, now_tai());
 	/* A handler's calls get their own frame; rt_sigreturn pops it. */
 	d = ts->depth + 1;
 	if (d >= SIGSTACK || ts->overflow) {
@@ -738,6 +743,7 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 	struct task_state *ts;
 	struct file *exe;
 	__u32 slot;
+	__u64 now;
 
 	if (!task || (task->flags & PF_KTHREAD) || task->tgid == settings.monitor_tgid)
 		return 0;
@@ -745,7 +751,8 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 	if (ts)
 		return 0;
 	exe = BPF_CORE_READ(task, mm, exe_file);
-	slot = profile_for_file(exe, task, NULL);
+	now = now_tai();
+	slot = profile_for_file(exe, task, NULL, now);
 	if (!slot)
 		return 0;
 	ts = bpf_task_storage_get(&tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -755,7 +762,7 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 	}
 	task_fresh(ts, slot);
 	if (settings.record == RECORD_ALL)
-		trace_task(task, TR_ADOPT, slot, bpf_map_lookup_elem(&profiles, &slot));
+		trace_task(task, TR_ADOPT, slot, bpf_map_lookup_elem(&profiles, &slot), now);
 	return 0;
 }
 
