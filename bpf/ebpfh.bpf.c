@@ -647,7 +647,9 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	}
 	task_fresh(ts, slot);
 	if (unlikely(settings.record)) {
-		if (settings.record == RECORD_TREE && task->tgid == settings.record_root)
+		/* The recorder's own children start the recorded tree. */
+		if (settings.record == RECORD_TREE &&
+		    BPF_CORE_READ(task, real_parent, tgid) == settings.record_root)
 			ts->recorded = 1;
 		if (recording(ts))
 			trace_task(task, TR_EXEC, slot, bpf_map_lookup_elem(&profiles, &slot), now);

@@ -50,7 +50,7 @@ struct settings {
 	__u32 monitoring;
 	__u32 log_sequences;
 	__u32 record;        /* enum record_mode */
-	__u32 record_root;   /* with RECORD_TREE: tgid whose exec starts the tree */
+	__u32 record_root;   /* with RECORD_TREE: the recorder; its children's execs start the tree */
 };
 
 /* Identity of an executable as the kernel sees it (raw s_dev, i_ino). */

@@ -567,7 +567,7 @@ fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     (dst.record, dst.record_root) = match s.record {
         crate::settings::RecordMode::Off => (0, 0),
         crate::settings::RecordMode::All => (1, 0),
-        crate::settings::RecordMode::Tree { root } => (2, root),
+        crate::settings::RecordMode::Tree { recorder } => (2, recorder),
     };
 }
 

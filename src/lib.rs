@@ -10,6 +10,8 @@ pub mod monitor;
 pub mod preflight;
 pub mod procfs;
 pub mod profile;
+pub mod record;
 pub mod settings;
 pub mod store;
 pub mod syscalls;
+pub mod trace;

@@ -4,24 +4,33 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use ebpfh::bpf::Capacity;
-use ebpfh::monitor::{self, Options};
 use ebpfh::settings::{parse_duration, Settings};
+use ebpfh::{monitor, record};
 
 /// Host-based intrusion detection: learns each program's system calls and reports what is new.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Run the monitor without the dashboard (for services and scripts).
-    #[arg(long)]
-    headless: bool,
-    /// Write events as JSON lines to FILE ('-' for standard output; default with --headless).
-    #[arg(long, value_name = "FILE")]
-    log: Option<String>,
-    /// Where profiles are kept.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpfh")]
-    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    monitor: MonitorArgs,
+    /// More detail on stderr, including libbpf's and the verifier's messages.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Record what the kernel program processes into a trace file, for `ebpfh replay`.
+    Record(RecordArgs),
+}
+
+/// pH's tunables, shared by the monitor and `record`.
+#[derive(Args, Debug, Clone)]
+struct Tunables {
     /// How long a profile stays frozen before it becomes normal (e.g. 3s, 10m, 7d).
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     normal_wait: Duration,
@@ -36,9 +45,6 @@ struct Cli {
     normal_factor: u32,
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     normal_factor_den: u32,
-    /// How often profiles are written to disk (they are also saved at exit).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
-    save_interval: Duration,
     /// Emit a new_sequence event for every new lookahead pair set learned (verbose).
     #[arg(long)]
     log_sequences: bool,
@@ -48,12 +54,64 @@ struct Cli {
     /// 512-byte lookahead rows the kernel can hold (shared by all profiles).
     #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..))]
     max_rows: u32,
+}
+
+impl Tunables {
+    fn settings(&self) -> Settings {
+        Settings {
+            normal_wait: self.normal_wait,
+            normal_factor: self.normal_factor,
+            normal_factor_den: self.normal_factor_den,
+            anomaly_limit: self.anomaly_limit,
+            tolerize_limit: self.tolerize_limit,
+            log_sequences: self.log_sequences,
+            ..Settings::default()
+        }
+    }
+
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            profiles: self.max_profiles,
+            rows: self.max_rows,
+            ..Capacity::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct MonitorArgs {
+    /// Run the monitor without the dashboard (for services and scripts).
+    #[arg(long)]
+    headless: bool,
+    /// Write events as JSON lines to FILE ('-' for standard output; default with --headless).
+    #[arg(long, value_name = "FILE")]
+    log: Option<String>,
+    /// Where profiles are kept.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpfh")]
+    state_dir: PathBuf,
+    /// How often profiles are written to disk (they are also saved at exit).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    save_interval: Duration,
     /// Size of the kernel's event ring buffer in bytes (a power of two, at least one page).
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_bytes)]
     ring_bytes: u32,
-    /// More detail on stderr, including libbpf's and the verifier's messages.
-    #[arg(short, long)]
-    verbose: bool,
+    #[command(flatten)]
+    tunables: Tunables,
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// The trace file to write.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Size of the kernel's trace ring buffer in bytes (records that do not fit are counted).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = parse_ring_bytes)]
+    trace_bytes: u32,
+    #[command(flatten)]
+    tunables: Tunables,
+    /// The command to record, after `--`; without one, the whole system until Ctrl-C.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {
@@ -80,7 +138,7 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("ebpfh: {e:#}");
             ExitCode::FAILURE
@@ -88,34 +146,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    if !cli.headless {
-        anyhow::bail!(
-            "the dashboard (ebpfh top) is not available yet; run the monitor with --headless"
-        );
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Some(Cmd::Record(args)) => {
+            let opts = record::Options {
+                output: args.output,
+                command: args.command,
+                settings: args.tunables.settings(),
+                capacity: Capacity {
+                    trace_bytes: args.trace_bytes,
+                    ..args.tunables.capacity()
+                },
+                verbose: cli.verbose,
+            };
+            let code = record::run(&opts)?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        None => {
+            let m = cli.monitor;
+            if !m.headless {
+                anyhow::bail!("the dashboard (ebpfh top) is not available yet; run the monitor with --headless");
+            }
+            let opts = monitor::Options {
+                state_dir: m.state_dir,
+                log: Some(m.log.unwrap_or_else(|| "-".into())),
+                settings: m.tunables.settings(),
+                save_interval: m.save_interval,
+                capacity: Capacity {
+                    ring_bytes: m.ring_bytes,
+                    ..m.tunables.capacity()
+                },
+                verbose: cli.verbose,
+            };
+            monitor::run(&opts)?;
+            Ok(0)
+        }
     }
-    let settings = Settings {
-        normal_wait: cli.normal_wait,
-        normal_factor: cli.normal_factor,
-        normal_factor_den: cli.normal_factor_den,
-        anomaly_limit: cli.anomaly_limit,
-        tolerize_limit: cli.tolerize_limit,
-        log_sequences: cli.log_sequences,
-        monitoring: true,
-        record: Default::default(),
-    };
-    let opts = Options {
-        state_dir: cli.state_dir,
-        log: Some(cli.log.unwrap_or_else(|| "-".into())),
-        settings,
-        save_interval: cli.save_interval,
-        capacity: Capacity {
-            profiles: cli.max_profiles,
-            rows: cli.max_rows,
-            ring_bytes: cli.ring_bytes,
-            ..Capacity::default()
-        },
-        verbose: cli.verbose,
-    };
-    monitor::run(&opts)
 }

@@ -27,8 +27,8 @@ pub enum RecordMode {
     Off,
     /// Every traced task.
     All,
-    /// The process tree that starts when process `root` execs.
-    Tree { root: u32 },
+    /// The process trees started by process `recorder`'s children (from their exec on).
+    Tree { recorder: u32 },
 }
 
 impl Default for Settings {
