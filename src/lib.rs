@@ -6,6 +6,7 @@ pub mod bpf;
 pub mod clock;
 pub mod event;
 pub mod jsonl;
+pub mod model;
 pub mod monitor;
 pub mod preflight;
 pub mod procfs;

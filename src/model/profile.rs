@@ -1,0 +1,137 @@
+//! A profile inside the model: counters, state bits and the two tables in hot-path layout.
+
+use crate::event::Counters;
+use crate::profile::{Profile, ProfileKey, PS_FROZEN, PS_NORMAL};
+
+use super::table::Rows;
+use super::Settings;
+
+/// What `struct profile` holds, plus the executable's path so [`Profile`] round-trips.
+#[derive(Clone, Debug)]
+pub(super) struct ModelProfile {
+    pub key: ProfileKey,
+    pub exe: String,
+    pub state: u32,
+    pub count: u64,
+    pub train_count: u64,
+    pub last_mod_count: u64,
+    pub sequences: u64,
+    pub anomalies: u64,
+    pub normal_time: u64,
+    pub train: Rows,
+    pub test: Rows,
+}
+
+impl ModelProfile {
+    /// A profile as `profile_for_file` creates it: zeroed, training, normal_time = now + wait.
+    pub fn new(key: ProfileKey, settings: &Settings, now: u64) -> Self {
+        ModelProfile {
+            key,
+            exe: String::new(),
+            state: 0,
+            count: 0,
+            train_count: 0,
+            last_mod_count: 0,
+            sequences: 0,
+            anomalies: 0,
+            normal_time: now.wrapping_add(settings.normal_wait_ns),
+            train: Rows::default(),
+            test: Rows::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            count: self.count,
+            train_count: self.train_count,
+            last_mod_count: self.last_mod_count,
+            sequences: self.sequences,
+            anomalies: self.anomalies,
+        }
+    }
+
+    /// `maybe_freeze`, after a clean training call: freeze once the calls since the last new pair
+    /// outweigh the calls before it by normal_factor / normal_factor_den (with pH's 128/32, when
+    /// last_mod_count > 3/4 train_count). u64 arithmetic wraps as in C.
+    pub fn maybe_freeze(&mut self, settings: &Settings, now: u64) {
+        let train = self.train_count;
+        let normal = train.wrapping_sub(self.last_mod_count);
+        if normal > 0
+            && train.wrapping_mul(u64::from(settings.normal_factor_den))
+                > normal.wrapping_mul(u64::from(settings.normal_factor))
+        {
+            self.normal_time = now.wrapping_add(settings.normal_wait_ns);
+            self.state |= PS_FROZEN;
+        }
+    }
+
+    /// `promote`, the part of start_normal every caller shares: the training data becomes the
+    /// testing data and counting starts over. Training data and `sequences` stay (pH).
+    pub fn promote(&mut self) {
+        self.test.copy_from(&self.train);
+        self.anomalies = 0;
+        self.train_count = 0;
+        self.last_mod_count = 0;
+        self.state = (self.state & !PS_FROZEN) | PS_NORMAL;
+    }
+
+    /// `reset_training`: forget the training data (tolerize limit, sensitize). The kernel skips
+    /// the table pass when `sequences` is 0, trusting that nothing was learned since the last
+    /// reset; mirrored so a profile loaded with pairs but `sequences == 0` behaves alike.
+    pub fn reset_training(&mut self) {
+        if self.sequences != 0 {
+            self.train.zero();
+        }
+        self.train_count = 0;
+        self.last_mod_count = 0;
+        self.sequences = 0;
+        self.anomalies = 0;
+    }
+
+    /// The `reset` command: forget everything and start training again.
+    pub fn reset(&mut self, settings: &Settings, now: u64) {
+        self.train.zero();
+        self.test.zero();
+        self.count = 0;
+        self.train_count = 0;
+        self.last_mod_count = 0;
+        self.sequences = 0;
+        self.anomalies = 0;
+        self.normal_time = now.wrapping_add(settings.normal_wait_ns);
+        self.state = 0;
+    }
+
+    pub fn to_profile(&self) -> Profile {
+        Profile {
+            key: self.key,
+            exe: self.exe.clone(),
+            state: self.state,
+            count: self.count,
+            train_count: self.train_count,
+            last_mod_count: self.last_mod_count,
+            sequences: self.sequences,
+            anomalies: self.anomalies,
+            normal_time: self.normal_time,
+            train: self.train.to_table(),
+            test: self.test.to_table(),
+        }
+    }
+
+    /// From a saved or kernel-read profile. Unknown state bits are dropped, as the loader drops
+    /// PROMOTING: no copy can be half done here.
+    pub fn from_profile(p: &Profile) -> Self {
+        ModelProfile {
+            key: p.key,
+            exe: p.exe.clone(),
+            state: p.state & (PS_FROZEN | PS_NORMAL),
+            count: p.count,
+            train_count: p.train_count,
+            last_mod_count: p.last_mod_count,
+            sequences: p.sequences,
+            anomalies: p.anomalies,
+            normal_time: p.normal_time,
+            train: Rows::from_table(&p.train),
+            test: Rows::from_table(&p.test),
+        }
+    }
+}

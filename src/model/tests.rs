@@ -1,0 +1,715 @@
+//! Hand-computed cases: every expected value below was worked out from pH's rules (spec §5-§8,
+//! design §2), not read off the code. Comments show the arithmetic.
+
+use super::*;
+use crate::syscalls::{SYM_EMPTY, SYM_OTHER};
+
+const K: ProfileKey = ProfileKey { kdev: 8, ino: 42 };
+const K2: ProfileKey = ProfileKey { kdev: 8, ino: 43 };
+const E: u16 = SYM_EMPTY;
+/// getpid, write, read, open, close: stand-ins; only identity matters.
+const A: i64 = 39;
+const B: i64 = 1;
+const C: i64 = 0;
+const X: i64 = 2;
+const Y: i64 = 3;
+const Z: i64 = 4;
+const W: i64 = 5;
+/// nanosleep, as a signal handler's call.
+const H: i64 = 35;
+const SIGRET: i64 = NR_RT_SIGRETURN;
+const WAIT: u64 = 7 * 24 * 3600 * 1_000_000_000;
+const T0: u64 = 1_000_000;
+
+fn s(id: i64) -> u16 {
+    id as u16
+}
+
+fn model() -> Model {
+    Model::new(Settings::default())
+}
+
+/// A model that also reports every call that taught the profile a pair.
+fn logging() -> Model {
+    Model::new(Settings {
+        log_sequences: true,
+        ..Settings::default()
+    })
+}
+
+/// Runs `ids` as task `tid` at time `now`, returning every event in order.
+fn run(m: &mut Model, tid: u32, ids: &[i64], now: u64) -> Vec<Event> {
+    ids.iter().flat_map(|&id| m.syscall(tid, id, now)).collect()
+}
+
+fn new_sequences(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::NewSequence { .. }))
+        .count()
+}
+
+fn anomalies(events: &[Event]) -> Vec<u16> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Anomaly { misses, .. } => Some(*misses),
+            _ => None,
+        })
+        .collect()
+}
+
+fn counters(count: u64, train: u64, last_mod: u64, seq: u64, anomalies: u64) -> Counters {
+    Counters {
+        count,
+        train_count: train,
+        last_mod_count: last_mod,
+        sequences: seq,
+        anomalies,
+    }
+}
+
+/// Task 1 runs `A` 9 times (learning one new distance each time) and 28 clean times, which
+/// freezes the profile at T0 (see `freezing_needs_more_than_three_quarters_clean_calls`); one
+/// more call after the wait promotes it. Result: a normal profile whose only row is A, holding
+/// A[EMPTY] and A[A] at every distance, and task 1's window is A x 8.
+fn normal_on_a(m: &mut Model) {
+    m.exec(1, K, 0);
+    run(m, 1, &[A; 37], T0);
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    run(m, 1, &[A], T0 + WAIT + 1);
+    assert_eq!(m.state(K), Some(PS_NORMAL));
+}
+
+#[test]
+fn exec_creates_a_profile_once() {
+    let mut m = model();
+    assert_eq!(
+        m.exec(1, K, T0),
+        vec![Event::ProfileCreated { tid: 1, key: K }]
+    );
+    assert_eq!(m.exec(2, K, T0 + 5), vec![]);
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.normal_time, T0 + WAIT, "set when the profile was created");
+    assert_eq!((p.state, p.count), (0, 0));
+}
+
+#[test]
+fn first_call_after_exec_misses_all_eight_distances() {
+    let mut m = logging();
+    m.exec(1, K, 0);
+    // The window is EMPTY x 8 then A: eight pairs (A, EMPTY, 1..8), all new.
+    let ev = m.syscall(1, A, 0);
+    assert_eq!(
+        ev,
+        vec![Event::NewSequence {
+            tid: 1,
+            key: K,
+            lfc: 0,
+            window: [E, E, E, E, E, E, E, E, s(A)],
+            counters: counters(1, 1, 0, 1, 0),
+        }]
+    );
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.train.get(s(A), E), 0xff);
+    assert_eq!(p.train.pairs(), 8);
+    assert_eq!(p.test.pairs(), 0);
+}
+
+#[test]
+fn a_repeated_run_learns_nothing_new() {
+    let mut m = logging();
+    m.exec(1, K, 0);
+    // A  [E..]        new row A
+    // B  [A E..]      new row B
+    // A  [B A E..]    A[B]@1 new
+    // B  [A B A E..]  B[B]@2 new
+    let first = run(&mut m, 1, &[A, B, A, B], 0);
+    assert_eq!(new_sequences(&first), 4);
+    let pairs = m.profile(K).unwrap().train.pairs();
+    // A fresh image replays the same windows, so every pair is known.
+    m.exec(1, K, 0);
+    assert_eq!(run(&mut m, 1, &[A, B, A, B], 0), vec![]);
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.train.pairs(), pairs);
+    assert_eq!((p.sequences, p.train_count, p.last_mod_count), (4, 8, 4));
+    // 8 training calls, 4 since the last change: 8*32 = 256 is not > (8-4)*128 = 512.
+    assert_eq!(p.state, 0);
+}
+
+#[test]
+fn freezing_needs_more_than_three_quarters_clean_calls() {
+    let mut m = logging();
+    m.exec(1, K, 0);
+    // Call k (k = 1..9) of A A A ... is new at distance k-1 (k=1: all, from EMPTY): 9 learning
+    // calls. After 9 + n calls, train = 9 + n and normal = train - last_mod = 9, so with 128/32
+    // freezing needs (9+n)*32 > 9*128, i.e. n > 27: the 28th clean call freezes.
+    let ev = run(&mut m, 1, &[A; 9], 10);
+    assert_eq!(new_sequences(&ev), 9);
+    assert_eq!(run(&mut m, 1, &[A; 27], 20), vec![]);
+    let c = m.counters(K).unwrap();
+    assert_eq!((c.train_count, c.last_mod_count), (36, 27));
+    // Boundary: 36*32 == 9*128 == 1152, equal is not enough.
+    assert_eq!(m.state(K), Some(0));
+    assert_eq!(m.syscall(1, A, 30), vec![]);
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    assert_eq!(
+        m.profile(K).unwrap().normal_time,
+        30 + WAIT,
+        "the freezing call's time"
+    );
+}
+
+#[test]
+fn a_new_pair_cancels_the_freeze() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[A; 37], T0);
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    // B is new; it unfreezes, so even long after the wait nothing is promoted.
+    run(&mut m, 1, &[B], T0 + 1);
+    assert_eq!(m.state(K), Some(0));
+    assert_eq!(run(&mut m, 1, &[A; 20], T0 + 2 * WAIT), vec![]);
+    assert_eq!(m.state(K), Some(0));
+}
+
+#[test]
+fn promotion_waits_until_normal_wait_has_passed() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[A; 37], T0); // frozen at call 37, normal_time = T0 + WAIT
+    assert_eq!(
+        run(&mut m, 1, &[A], T0 + WAIT),
+        vec![],
+        "now == normal_time is not past it"
+    );
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    let ev = run(&mut m, 1, &[A], T0 + WAIT + 1);
+    // Call 39: train 39, last change at call 9 so last_mod 30, 9 sequences.
+    assert_eq!(
+        ev,
+        vec![Event::NormalStarted {
+            tid: 1,
+            key: K,
+            lfc: 0,
+            before: counters(39, 39, 30, 9, 0),
+        }]
+    );
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.state, PS_NORMAL, "frozen is cleared");
+    assert_eq!((p.train_count, p.last_mod_count, p.anomalies), (0, 0, 0));
+    assert_eq!((p.count, p.sequences), (39, 9), "kept");
+    assert_eq!(p.test, p.train);
+    assert_eq!(p.test.get(s(A), E), 0xff);
+    assert_eq!(p.test.get(s(A), s(A)), 0xff);
+    assert_eq!(p.test.pairs(), 16);
+}
+
+#[test]
+fn a_normal_profile_reports_each_unknown_pair() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    let count = m.task(1).unwrap().count();
+    // B has no testing row: 8 misses. Then B sits at distance 1, 2, .. 8 of the next A calls:
+    // one miss each. The ninth A sees A x 8 again.
+    let ev = run(&mut m, 1, &[B], T0 + WAIT + 2);
+    assert_eq!(
+        ev,
+        vec![Event::Anomaly {
+            tid: 1,
+            key: K,
+            window: [s(A), s(A), s(A), s(A), s(A), s(A), s(A), s(A), s(B)],
+            misses: 8,
+            lfc: 1,
+            profile_anomalies: 1,
+            task_count: count + 1,
+        }]
+    );
+    let ev = run(&mut m, 1, &[A; 9], T0 + WAIT + 3);
+    assert_eq!(anomalies(&ev), vec![1; 8]);
+    let t = m.task(1).unwrap();
+    assert_eq!((t.lfc(), t.lfc_max()), (9, 9));
+    // Training went on: B and its eight followers were new pairs; testing data is unchanged.
+    let p = m.profile(K).unwrap();
+    assert_eq!((p.sequences, p.anomalies), (9 + 9, 9));
+    assert_eq!(p.test.pairs(), 16);
+    assert_eq!(p.train.pairs(), 16 + 8 + 8);
+}
+
+#[test]
+fn the_anomaly_limit_trips_on_the_32nd_anomalous_call() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    let now = T0 + WAIT + 2;
+    // Four children each continue task 1's A x 8 window and run B then A x 8: 9 anomalous
+    // calls each with a fresh locality frame, so LFC stays at or below 9 (under the tolerize
+    // limit of 12) and only the profile's count grows: 9, 18, 27, then the 5th call of child 4
+    // is anomalous call 32, checked with 31 > 30.
+    for child in 10..13 {
+        m.fork(1, child);
+        let ev = run(&mut m, child, &[B, A, A, A, A, A, A, A, A], now);
+        assert_eq!(anomalies(&ev).len(), 9);
+    }
+    assert_eq!(m.counters(K).unwrap().anomalies, 27);
+    m.fork(1, 13);
+    let ev = run(&mut m, 13, &[B, A, A, A], now);
+    assert_eq!(anomalies(&ev).len(), 4, "call 31: 30 > 30 is false");
+    assert_eq!(m.state(K), Some(PS_NORMAL));
+    let ev = m.syscall(13, A, now);
+    // LFC: the frame is reset, then this call lands on cell 0.
+    let Event::Anomaly {
+        misses,
+        lfc,
+        profile_anomalies,
+        ..
+    } = ev[0]
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!((misses, lfc, profile_anomalies), (1, 1, 32));
+    let Event::NormalStopped {
+        tid,
+        lfc,
+        counters: c,
+        reason,
+        ..
+    } = ev[1]
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!((tid, lfc, c.anomalies), (13, 1, 32));
+    assert_eq!(reason, StopReason::AnomalyLimit);
+    assert_eq!(ev.len(), 2);
+    assert_eq!(m.state(K), Some(0));
+    // Not normal: nothing is reported any more.
+    assert_eq!(
+        anomalies(&run(&mut m, 13, &[B, A, A, A], now)),
+        Vec::<u16>::new()
+    );
+}
+
+#[test]
+fn the_locality_frame_forgets_an_anomaly_128_calls_later() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    m.fork(1, 2);
+    // B A x 8: anomalous feeds 1..9 land on cells 0..8.
+    run(&mut m, 2, &[B, A, A, A, A, A, A, A, A], T0 + WAIT + 2);
+    assert_eq!(m.task(2).unwrap().lfc(), 9);
+    // Feeds 10..128 are clean and land on cells 9..127: nothing to clear.
+    run(&mut m, 2, &[A; 119], T0 + WAIT + 2);
+    assert_eq!(m.task(2).unwrap().lfc(), 9);
+    // Feeds 129..137 come back over cells 0..8 and clear one each.
+    for expect in (0..9).rev() {
+        run(&mut m, 2, &[A], T0 + WAIT + 2);
+        assert_eq!(m.task(2).unwrap().lfc(), expect);
+    }
+    assert_eq!(m.task(2).unwrap().lfc_max(), 9);
+}
+
+#[test]
+fn the_tolerize_limit_resets_on_every_call_but_reports_once_per_crossing() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    let now = T0 + WAIT + 2;
+    m.fork(1, 2);
+    // B has no testing row: every B is anomalous. LFC 13 > 12 at the 13th.
+    let ev = run(&mut m, 2, &[B; 12], now);
+    assert_eq!(anomalies(&ev).len(), 12);
+    assert!(!m.task(2).unwrap().tolerized());
+    let count = m.counters(K).unwrap().count;
+    let ev = m.syscall(2, B, now);
+    assert!(
+        matches!(
+            ev[0],
+            Event::Anomaly {
+                lfc: 13,
+                profile_anomalies: 13,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev[1],
+        Event::TolerizeLimit {
+            tid: 2,
+            key: K,
+            lfc: 13,
+            counters: counters(count + 1, 0, 0, 0, 0),
+        }
+    );
+    assert!(m.task(2).unwrap().tolerized());
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.train.pairs(), 0, "training data forgotten");
+    assert_eq!(
+        (p.state, p.test.pairs()),
+        (PS_NORMAL, 16),
+        "still normal, testing kept"
+    );
+
+    // Two more B, then A x 8 whose windows still hold B (8, 7, .. 1 misses): anomalous feeds
+    // 14..23. Each call learns its pairs and loses them again; no second event.
+    let ev = run(&mut m, 2, &[B, B, A, A, A, A, A, A, A, A], now);
+    assert_eq!(anomalies(&ev), vec![8, 8, 8, 7, 6, 5, 4, 3, 2, 1]);
+    assert!(ev.iter().all(|e| !matches!(e, Event::TolerizeLimit { .. })));
+    let p = m.profile(K).unwrap();
+    assert_eq!((p.train.pairs(), p.sequences, p.anomalies), (0, 0, 0));
+    assert_eq!(m.task(2).unwrap().lfc(), 23);
+
+    // Clean feeds 24..128 keep LFC 23; feeds 129..138 clear cells 0..9 (LFC 13, still over).
+    run(&mut m, 2, &[A; 105 + 10], now);
+    assert_eq!(m.task(2).unwrap().lfc(), 13);
+    assert!(m.task(2).unwrap().tolerized());
+    assert_eq!(m.profile(K).unwrap().train.pairs(), 0);
+    // Feed 139 clears cell 10: LFC 12 is not over the limit, the flag drops, learning resumes.
+    assert_eq!(run(&mut m, 2, &[A], now), vec![]);
+    assert_eq!(m.task(2).unwrap().lfc(), 12);
+    assert!(!m.task(2).unwrap().tolerized());
+    assert_eq!(
+        m.profile(K).unwrap().train.pairs(),
+        8,
+        "A[A] at 1..8 learned again"
+    );
+
+    // Let the frame empty (cells 11..22), then cross again: a second event.
+    run(&mut m, 2, &[A; 12], now);
+    assert_eq!(m.task(2).unwrap().lfc(), 0);
+    let ev = run(&mut m, 2, &[B; 13], now);
+    let tolerize = ev
+        .iter()
+        .filter(|e| matches!(e, Event::TolerizeLimit { lfc: 13, .. }))
+        .count();
+    assert_eq!(tolerize, 1);
+}
+
+#[test]
+fn fork_continues_the_parents_window() {
+    let mut m = logging();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[X, Y, Z], 0);
+    m.fork(1, 2);
+    let t = m.task(2).unwrap();
+    assert_eq!((t.count(), t.lfc(), t.depth(), t.key()), (0, 0, 0, K));
+    // The child's first call pairs with the parent's history: W[Z]@1, W[Y]@2, W[X]@3, then
+    // EMPTY at 4..8.
+    let ev = m.syscall(2, W, 0);
+    assert!(matches!(
+        &ev[0],
+        Event::NewSequence { tid: 2, window, .. } if *window == [E, E, E, E, E, s(X), s(Y), s(Z), s(W)]
+    ));
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.train.get(s(W), s(Z)), 0b0000_0001);
+    assert_eq!(p.train.get(s(W), s(Y)), 0b0000_0010);
+    assert_eq!(p.train.get(s(W), s(X)), 0b0000_0100);
+    assert_eq!(p.train.get(s(W), E), 0b1111_1000);
+    // The parent's own window did not move.
+    assert_eq!(
+        m.task(1).unwrap().window(),
+        [E, E, E, E, E, E, s(X), s(Y), s(Z)]
+    );
+    assert_eq!(m.task(1).unwrap().count(), 3);
+}
+
+#[test]
+fn fork_of_an_untraced_task_traces_nothing() {
+    let mut m = model();
+    m.fork(1, 2);
+    assert!(m.task(2).is_none());
+    assert_eq!(m.syscall(2, A, 0), vec![]);
+}
+
+#[test]
+fn fork_inside_a_handler_hands_the_handler_frame_to_the_child() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[X], 0);
+    m.signal_handler(1);
+    run(&mut m, 1, &[H], 0);
+    m.fork(1, 2);
+    let t = m.task(2).unwrap();
+    assert_eq!((t.depth(), t.overflow()), (0, 0));
+    assert_eq!(t.window(), [E, E, E, E, E, E, E, E, s(H)]);
+}
+
+#[test]
+fn a_handler_runs_in_its_own_frame_until_rt_sigreturn() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[A, A, A], 0);
+    m.signal_handler(1);
+    assert_eq!(m.task(1).unwrap().depth(), 1);
+    // The handler starts from EMPTY: H[EMPTY] at 1..8. rt_sigreturn is its last call:
+    // R[H]@1, R[EMPTY]@2..8. Then the frame is popped.
+    run(&mut m, 1, &[H, SIGRET], 0);
+    let t = m.task(1).unwrap();
+    assert_eq!(t.depth(), 0);
+    assert_eq!(
+        t.window(),
+        [E, E, E, E, E, E, s(A), s(A), s(A)],
+        "untouched"
+    );
+    run(&mut m, 1, &[A], 0);
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.train.get(s(H), E), 0xff);
+    assert_eq!(p.train.get(s(SIGRET), s(H)), 0b0000_0001);
+    assert_eq!(p.train.get(s(SIGRET), E), 0b1111_1110);
+    // Row A saw only the main program: A[A] at 1, 2, 3 and A[EMPTY] at 1..8.
+    assert_eq!(p.train.get(s(A), s(A)), 0b0000_0111);
+    assert_eq!(p.train.get(s(A), E), 0xff);
+    assert_eq!(p.train.get(s(A), s(H)), 0);
+    assert_eq!(p.train.get(s(A), s(SIGRET)), 0);
+    assert_eq!(p.train.rows.len(), 3);
+}
+
+#[test]
+fn rt_sigreturn_outside_a_handler_pops_nothing() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[SIGRET, SIGRET], 0);
+    assert_eq!(m.task(1).unwrap().depth(), 0);
+    assert_eq!(m.task(1).unwrap().window()[7..], [s(SIGRET), s(SIGRET)]);
+}
+
+#[test]
+fn overflowing_handlers_keep_pushes_and_pops_matched() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[X, Y], 0);
+    // Frames 1..7 take seven nested handlers; two more only count as overflow.
+    for depth in 1..=7 {
+        m.signal_handler(1);
+        run(&mut m, 1, &[H], 0);
+        assert_eq!(m.task(1).unwrap().depth(), depth);
+    }
+    m.signal_handler(1);
+    m.signal_handler(1);
+    let t = m.task(1).unwrap();
+    assert_eq!((t.depth(), t.overflow()), (7, 2));
+    // Calls of the overflowing handlers go to the deepest frame.
+    run(&mut m, 1, &[Z], 0);
+    assert_eq!(m.task(1).unwrap().window()[6..], [E, s(H), s(Z)]);
+    // Nine returns: two undo the overflow, seven the frames.
+    for (depth, overflow) in [
+        (7, 1),
+        (7, 0),
+        (6, 0),
+        (5, 0),
+        (4, 0),
+        (3, 0),
+        (2, 0),
+        (1, 0),
+        (0, 0),
+    ] {
+        run(&mut m, 1, &[SIGRET], 0);
+        let t = m.task(1).unwrap();
+        assert_eq!((t.depth(), t.overflow()), (depth, overflow));
+    }
+    assert_eq!(m.task(1).unwrap().window()[6..], [E, s(X), s(Y)]);
+    // exec forgets the whole stack.
+    m.signal_handler(1);
+    m.exec(1, K, 0);
+    assert_eq!(m.task(1).unwrap().depth(), 0);
+}
+
+#[test]
+fn foreign_ids_become_other_and_only_the_native_rt_sigreturn_pops() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    m.signal_handler(1);
+    // x32's rt_sigreturn is 0x40000000 + 513: OTHER, and not a return.
+    run(&mut m, 1, &[-1, 0x4000_0201, 510], 0);
+    let t = m.task(1).unwrap();
+    assert_eq!(t.depth(), 1);
+    assert_eq!(t.window()[6..], [SYM_OTHER; 3]);
+}
+
+#[test]
+fn paused_monitoring_ignores_calls_even_rt_sigreturn() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    m.signal_handler(1);
+    m.settings_mut().monitoring = false;
+    assert_eq!(run(&mut m, 1, &[A, SIGRET], 0), vec![]);
+    // Mirrors the kernel: the handler frame pushed before the pause is never popped.
+    assert_eq!(
+        (m.task(1).unwrap().depth(), m.task(1).unwrap().count()),
+        (1, 0)
+    );
+    assert_eq!(m.counters(K).unwrap().count, 0);
+}
+
+#[test]
+fn exit_forgets_the_task() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    m.exit(1);
+    assert!(m.task(1).is_none());
+    assert_eq!(m.syscall(1, A, 0), vec![]);
+    assert_eq!(m.counters(K).unwrap().count, 0);
+}
+
+#[test]
+fn a_normal_profile_refreezes_and_renormalises_with_what_it_learned() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    let now = T0 + WAIT + 2;
+    // B A x 8 teaches 9 calls' worth of pairs (train 9, last_mod 0); after n clean calls
+    // train = 9 + n, normal = 9: freezing at n = 28 again, while normal.
+    run(&mut m, 1, &[B, A, A, A, A, A, A, A, A], now);
+    run(&mut m, 1, &[A; 27], now);
+    assert_eq!(m.state(K), Some(PS_NORMAL));
+    run(&mut m, 1, &[A], now);
+    assert_eq!(m.state(K), Some(PS_NORMAL | PS_FROZEN));
+    let ev = run(&mut m, 1, &[A], now + WAIT + 1);
+    assert!(matches!(ev[0], Event::NormalStarted { .. }), "{ev:?}");
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.state, PS_NORMAL);
+    assert_eq!(p.test, p.train);
+    assert_eq!(p.test.get(s(B), s(A)), 0xff);
+    assert_eq!(
+        anomalies(&run(&mut m, 1, &[B, A, A, A, A, A, A, A, A], now)),
+        Vec::<u16>::new()
+    );
+}
+
+#[test]
+fn the_tolerize_limit_applies_in_any_state() {
+    // pH checks LFC whether or not the profile is still normal: after an operator tolerize, a
+    // task whose frame is still full keeps resetting the training data until LFC decays.
+    let mut m = model();
+    normal_on_a(&mut m);
+    m.fork(1, 2);
+    run(&mut m, 2, &[B; 14], T0 + WAIT + 2);
+    m.tolerize(K).unwrap();
+    assert_eq!(m.state(K), Some(0));
+    run(&mut m, 2, &[C], T0 + WAIT + 2);
+    assert_eq!(m.task(2).unwrap().lfc(), 14, "a clean call on a fresh cell");
+    assert_eq!(m.profile(K).unwrap().train.pairs(), 0);
+}
+
+#[test]
+fn normalize_refuses_an_untrained_profile() {
+    let mut m = model();
+    assert_eq!(m.normalize(K), Err(CommandError::NoProfile(K)));
+    m.exec(1, K, 0);
+    assert_eq!(m.normalize(K), Err(CommandError::Untrained(K)));
+    assert_eq!(
+        CommandError::Untrained(K).to_string(),
+        "profile '8:42' has no training data yet, so it cannot be normalized"
+    );
+    run(&mut m, 1, &[A], 0);
+    m.sensitize(K).unwrap();
+    assert_eq!(
+        m.normalize(K),
+        Err(CommandError::Untrained(K)),
+        "sensitized"
+    );
+}
+
+#[test]
+fn normalize_copies_training_data_without_touching_tasks() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    m.fork(1, 2);
+    run(&mut m, 2, &[B, A], T0 + WAIT + 2); // 2 anomalies, B pairs learned
+    m.normalize(K).unwrap();
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.state, PS_NORMAL);
+    assert_eq!(p.test, p.train);
+    assert_eq!((p.train_count, p.last_mod_count, p.anomalies), (0, 0, 0));
+    assert_eq!(p.sequences, 9 + 2, "kept");
+    assert_eq!(m.task(2).unwrap().lfc(), 2, "no task's frame is reset");
+    // A frozen profile is normalized too, and loses FROZEN.
+    m.freeze(K, 0).unwrap();
+    m.normalize(K).unwrap();
+    assert_eq!(m.state(K), Some(PS_NORMAL));
+}
+
+#[test]
+fn sensitize_forgets_training_but_stays_normal() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    run(&mut m, 1, &[B], T0 + WAIT + 2);
+    m.sensitize(K).unwrap();
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.state, PS_NORMAL);
+    assert_eq!(p.train.pairs(), 0);
+    assert_eq!(p.test.pairs(), 16);
+    assert_eq!(
+        (p.train_count, p.last_mod_count, p.sequences, p.anomalies),
+        (0, 0, 0, 0)
+    );
+    assert!(p.count > 0, "count is not training data");
+}
+
+#[test]
+fn tolerize_stops_normal_and_keeps_training() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    let before = m.profile(K).unwrap();
+    m.tolerize(K).unwrap();
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.state, 0);
+    assert_eq!((p.train, p.test), (before.train, before.test));
+    assert_eq!(
+        anomalies(&run(&mut m, 1, &[B], T0 + WAIT + 2)),
+        Vec::<u16>::new()
+    );
+    assert_eq!(m.tolerize(K2), Err(CommandError::NoProfile(K2)));
+}
+
+#[test]
+fn reset_forgets_everything() {
+    let mut m = logging();
+    normal_on_a(&mut m);
+    m.reset(K, 77).unwrap();
+    let p = m.profile(K).unwrap();
+    let mut want = Profile {
+        key: K,
+        normal_time: 77 + WAIT,
+        ..Profile::default()
+    };
+    want.exe = p.exe.clone();
+    assert_eq!(p, want);
+    // Training starts over: the next call is new at every distance with an unknown pair.
+    assert_eq!(new_sequences(&run(&mut m, 1, &[A], 80)), 1);
+}
+
+#[test]
+fn freeze_starts_the_wait_now() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    run(&mut m, 1, &[A, B], 0);
+    m.freeze(K, 100).unwrap();
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    assert_eq!(m.profile(K).unwrap().normal_time, 100 + WAIT);
+    // A clean call after the wait promotes it. A fresh image's first A has a known window
+    // (a new pair would unfreeze instead).
+    m.exec(1, K, 0);
+    let ev = run(&mut m, 1, &[A], 101 + WAIT);
+    assert!(matches!(ev[0], Event::NormalStarted { .. }), "{ev:?}");
+}
+
+#[test]
+fn profiles_round_trip_and_replace_in_place() {
+    let mut m = model();
+    normal_on_a(&mut m);
+    run(&mut m, 1, &[B, C], T0 + WAIT + 2);
+    let mut p = m.profile(K).unwrap();
+    p.exe = "/usr/bin/a".into();
+    let mut other = model();
+    other.insert_profile(&p);
+    assert_eq!(other.profile(K), Some(p.clone()));
+    // Replacing a profile keeps its tasks on it: task 1 now tests against an empty table.
+    p.test = crate::profile::Table::default();
+    m.insert_profile(&p);
+    assert_eq!(m.keys().collect::<Vec<_>>(), vec![K]);
+    assert_eq!(anomalies(&run(&mut m, 1, &[A], T0 + WAIT + 2)), vec![8]);
+}
+
+#[test]
+fn settings_follow_the_monitors() {
+    let s = Settings::from(&crate::settings::Settings::default());
+    assert_eq!(s, Settings::default());
+}
