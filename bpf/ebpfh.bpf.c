@@ -16,6 +16,11 @@
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_rt_sigreturn 15
+/* 32-bit calls from 64-bit kernels: arch/x86/entry/syscalls/syscall_{32,64}.tbl */
+#define NR_ia32_sigreturn 119
+#define NR_ia32_rt_sigreturn 173
+#define NR_x32_rt_sigreturn (0x40000000 | 513)
+#define TS_COMPAT 0x0002 /* arch/x86/include/asm/thread_info.h */
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_rt_sigreturn 139
 #else
@@ -520,9 +525,11 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 			__sync_fetch_and_and(&p->state, ~PS_FROZEN);
 		if (!row)
 			row = row_alloc(&p->train_row[c]);
-		if (row)
+		/* sequences counts what was stored: normalize relies on it. */
+		if (row) {
 			row_learn(row, prev, miss);
-		p->sequences++;
+			p->sequences++;
+		}
 		p->last_mod_count = 0;
 		if (settings.log_sequences)
 			emit_state(EV_NEW_SEQUENCE, ts, p, slot, 0, f);
@@ -580,39 +587,78 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 
 /* ---- hooks ------------------------------------------------------------ */
 
+/*
+ * Is this call a 32-bit one (int 0x80 / ia32 task)? Its number means another
+ * call than the same native number, so it must not be read as one: otherwise
+ * a 64-bit program could disguise calls by issuing them through int 0x80.
+ */
+static __always_inline int compat_call(struct task_struct *task)
+{
+#if defined(__TARGET_ARCH_x86)
+	return task->thread_info.status & TS_COMPAT;
+#else
+	return 0; /* arm64 compat tasks: not told apart yet */
+#endif
+}
+
+static __always_inline int pops_frame(long id, int compat)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (compat)
+		return id == NR_ia32_rt_sigreturn || id == NR_ia32_sigreturn;
+	return id == NR_rt_sigreturn || id == NR_x32_rt_sigreturn;
+#else
+	return id == NR_rt_sigreturn;
+#endif
+}
+
 /* TP_PROTO(struct pt_regs *regs, long id) */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct task_state *ts;
 	struct profile *p;
+	int compat, processed = 0;
 	__u32 slot, c;
 	__u64 now;
 
-	ts = bpf_task_storage_get(&tasks, bpf_get_current_task_btf(), 0, 0);
-	if (!ts || !settings.monitoring)
+	ts = bpf_task_storage_get(&tasks, task, 0, 0);
+	if (!ts)
 		return 0;
 	slot = ts->profile;
 	p = slot ? bpf_map_lookup_elem(&profiles, &slot) : NULL;
 	if (!p)
 		return 0;
-	if ((unsigned long)id < SYM_OTHER) {
+	compat = compat_call(task);
+	if ((unsigned long)id < SYM_OTHER && !compat) {
 		c = id;
 	} else {
 		c = SYM_OTHER;
 		count_stat(STAT_OTHER_IDS);
 	}
-	now = now_tai();
-	if (unlikely(settings.record) && recording(ts))
-		trace_call(bpf_get_current_pid_tgid(), TR_CALL, c, now);
-	on_syscall(ts, p, slot, c, now);
+	if (settings.monitoring) {
+		now = now_tai();
+		if (unlikely(settings.record) && recording(ts))
+			trace_call(bpf_get_current_pid_tgid(), TR_CALL, c, now);
+		on_syscall(ts, p, slot, c, now);
+		processed = 1;
+	}
 
-	/* rt_sigreturn ends the handler: it is its last call, then pop (B9). */
-	if (id == NR_rt_sigreturn) {
+	/*
+	 * Returning from a handler ends its frame: its return call is its last
+	 * call, then pop (B9). Pops happen while paused too, or the frames
+	 * pushed meanwhile would never go away.
+	 */
+	if (unlikely(pops_frame(id, compat))) {
 		if (ts->overflow)
 			ts->overflow--;
 		else if (ts->depth)
 			ts->depth--;
+		/* A replay pops by itself only on a recorded native rt_sigreturn. */
+		if (unlikely(settings.record) && recording(ts) &&
+		    !(processed && c == NR_rt_sigreturn))
+			trace_call(bpf_get_current_pid_tgid(), TR_SIGRETURN, 0, now_tai());
 	}
 	return 0;
 }

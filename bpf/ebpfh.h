@@ -191,6 +191,7 @@ enum trace_kind {
 	TR_EXEC = 4,   /* task_rec: new image, profile `slot`, `key` */
 	TR_FORK = 5,   /* task_rec: `tid` is the child, `other` the parent tid */
 	TR_ADOPT = 6,  /* task_rec: found running at start-up (like exec) */
+	TR_SIGRETURN = 7, /* a handler frame was popped by a call not recorded as rt_sigreturn */
 };
 
 struct trace_call {

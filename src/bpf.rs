@@ -183,6 +183,9 @@ impl<'obj> Kernel<'obj> {
         maps.events
             .set_max_entries(cap.ring_bytes)
             .map_err(kernel("size the ring buffer"))?;
+        maps.trace
+            .set_max_entries(cap.trace_bytes)
+            .map_err(kernel("size the trace buffer"))?;
         if let Some(ro) = maps.rodata_data.as_deref_mut() {
             ro.max_profiles = cap.profiles;
             ro.max_rows = cap.rows;

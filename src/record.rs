@@ -91,6 +91,14 @@ pub fn run(opts: &Options) -> Result<i32> {
     let file = File::create(&opts.output)
         .with_context(|| format!("cannot create the trace file '{}'", opts.output.display()))?;
     let mut writer = trace::Writer::new(BufWriter::new(file), Abi::Native, clock::tai_now())?;
+    let tunables = crate::model::Settings::from(&opts.settings);
+    writer.write(&Record::Settings {
+        normal_wait_ns: tunables.normal_wait_ns,
+        normal_factor: tunables.normal_factor,
+        normal_factor_den: tunables.normal_factor_den,
+        anomaly_limit: tunables.anomaly_limit,
+        tolerize_limit: tunables.tolerize_limit,
+    })?;
     let int = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, int.clone())
         .context("cannot handle SIGINT")?;

@@ -30,6 +30,19 @@ pub enum Record {
         tid: u32,
         time: u64,
     },
+    /// A handler frame was popped by a call not recorded as a native rt_sigreturn.
+    Sigreturn {
+        tid: u32,
+        time: u64,
+    },
+    /// The tunables the kernel ran with (written first).
+    Settings {
+        normal_wait_ns: u64,
+        normal_factor: u32,
+        normal_factor_den: u32,
+        anomaly_limit: u32,
+        tolerize_limit: u32,
+    },
     Exec {
         tid: u32,
         tgid: u32,
@@ -160,11 +173,13 @@ impl<W: Write> Writer<W> {
                 self.time(*time);
                 self.calls += 1;
             }
-            Record::Exit { tid, time } | Record::Signal { tid, time } => {
-                self.buf.push(if matches!(r, Record::Exit { .. }) {
-                    2
-                } else {
-                    3
+            Record::Exit { tid, time }
+            | Record::Signal { tid, time }
+            | Record::Sigreturn { tid, time } => {
+                self.buf.push(match r {
+                    Record::Exit { .. } => 2,
+                    Record::Signal { .. } => 3,
+                    _ => 7,
                 });
                 put(&mut self.buf, u64::from(*tid));
                 self.time(*time);
@@ -202,6 +217,24 @@ impl<W: Write> Writer<W> {
                 put(&mut self.buf, u64::from(*tgid));
                 put(&mut self.buf, u64::from(*parent));
                 self.time(*time);
+            }
+            Record::Settings {
+                normal_wait_ns,
+                normal_factor,
+                normal_factor_den,
+                anomaly_limit,
+                tolerize_limit,
+            } => {
+                self.buf.push(19);
+                put(&mut self.buf, *normal_wait_ns);
+                for v in [
+                    normal_factor,
+                    normal_factor_den,
+                    anomaly_limit,
+                    tolerize_limit,
+                ] {
+                    put(&mut self.buf, u64::from(*v));
+                }
             }
             Record::Exe { key, path } => {
                 self.buf.push(16);
@@ -332,6 +365,17 @@ impl<R: BufRead> Reader<R> {
                 tid: get32(r)?,
                 time: self.time()?,
             },
+            7 => Record::Sigreturn {
+                tid: get32(r)?,
+                time: self.time()?,
+            },
+            19 => Record::Settings {
+                normal_wait_ns: get(r)?,
+                normal_factor: get32(r)?,
+                normal_factor_den: get32(r)?,
+                anomaly_limit: get32(r)?,
+                tolerize_limit: get32(r)?,
+            },
             4 | 6 => {
                 let tid = get32(r)?;
                 let tgid = get32(r)?;
@@ -425,6 +469,35 @@ impl<R: BufRead> Iterator for Reader<R> {
     }
 }
 
+/// Drives the model with one record, exactly as the kernel hook that wrote it ran.
+pub fn feed(model: &mut crate::model::Model, r: &Record, out: &mut Vec<crate::model::Event>) {
+    match *r {
+        Record::Call { tid, nr, time } => model.syscall_into(tid, i64::from(nr), time, out),
+        Record::Exit { tid, .. } => model.exit(tid),
+        Record::Signal { tid, .. } => model.signal_handler(tid),
+        Record::Sigreturn { tid, .. } => model.sigreturn(tid),
+        Record::Exec { tid, key, time, .. } | Record::Adopt { tid, key, time, .. } => {
+            out.extend(model.exec(tid, key, time))
+        }
+        Record::Fork { child, parent, .. } => model.fork(parent, child),
+        Record::Settings {
+            normal_wait_ns,
+            normal_factor,
+            normal_factor_den,
+            anomaly_limit,
+            tolerize_limit,
+        } => {
+            let s = model.settings_mut();
+            s.normal_wait_ns = normal_wait_ns;
+            s.normal_factor = normal_factor;
+            s.normal_factor_den = normal_factor_den;
+            s.anomaly_limit = anomaly_limit;
+            s.tolerize_limit = tolerize_limit;
+        }
+        Record::Exe { .. } | Record::Profile(_) | Record::End { .. } => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +519,13 @@ mod tests {
         p.train.rows.insert(59, row);
         let t = 1_795_468_037_000_000_000;
         vec![
+            Record::Settings {
+                normal_wait_ns: 2_000_000_000,
+                normal_factor: 128,
+                normal_factor_den: 32,
+                anomaly_limit: 30,
+                tolerize_limit: 12,
+            },
             Record::Adopt {
                 tid: 1,
                 tgid: 1,
@@ -481,6 +561,10 @@ mod tests {
             Record::Signal {
                 tid: 4_000_001,
                 time: t + 200_000_000,
+            },
+            Record::Sigreturn {
+                tid: 4_000_001,
+                time: t + 200_000_001,
             },
             Record::Exit {
                 tid: 4_000_001,

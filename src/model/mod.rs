@@ -55,8 +55,8 @@ pub struct Settings {
     pub tolerize_limit: u32,
     /// Emit [`Event::NewSequence`] for every call that taught the profile a pair.
     pub log_sequences: bool,
-    /// Off: calls are ignored entirely (as `sys_enter` returns early), including the
-    /// rt_sigreturn pop; exec, fork and signal hooks keep running.
+    /// Off: calls are neither learned nor tested, but rt_sigreturn still closes a handler
+    /// frame (as in `sys_enter`); exec, fork and signal hooks keep running.
     pub monitoring: bool,
 }
 
@@ -242,6 +242,14 @@ impl Model {
         }
     }
 
+    /// A handler frame closed by a call that was not a recorded native rt_sigreturn (32-bit
+    /// sigreturns, x32, or any while monitoring was paused): the trace's `TR_SIGRETURN`.
+    pub fn sigreturn(&mut self, tid: u32) {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.pop_signal();
+        }
+    }
+
     /// `sys_enter`: task `tid` makes system call `raw_id` at time `now`.
     pub fn syscall(&mut self, tid: u32, raw_id: i64, now: u64) -> Vec<Event> {
         let mut events = Vec::new();
@@ -252,12 +260,16 @@ impl Model {
     /// [`Model::syscall`] appending to a caller's buffer, for replays that must not allocate.
     #[inline]
     pub fn syscall_into(&mut self, tid: u32, raw_id: i64, now: u64, out: &mut Vec<Event>) {
-        if !self.settings.monitoring {
-            return;
-        }
         let Some(task) = self.tasks.get_mut(&tid) else {
             return;
         };
+        if !self.settings.monitoring {
+            // Paused: nothing is learned or tested, but handler frames still close.
+            if raw_id == NR_RT_SIGRETURN {
+                task.pop_signal();
+            }
+            return;
+        }
         let p = &mut self.profiles[task.slot];
         on_syscall(
             &self.settings,

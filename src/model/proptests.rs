@@ -210,11 +210,14 @@ fn run_ops(settings: Settings, ops: &[Op]) -> Result<Coverage, TestCaseError> {
                     .and_then(|k| m.state(k))
                     .is_some_and(|s| s & PS_NORMAL != 0);
                 events = m.syscall(t, id, now);
-                if let (Some(rt), true) = (r.get_mut(&t), m.settings().monitoring) {
-                    rt.stack
-                        .last_mut()
-                        .expect("frame 0")
-                        .push(syscalls::symbol(id));
+                if let Some(rt) = r.get_mut(&t) {
+                    // Paused calls are not recorded, but rt_sigreturn still pops.
+                    if m.settings().monitoring {
+                        rt.stack
+                            .last_mut()
+                            .expect("frame 0")
+                            .push(syscalls::symbol(id));
+                    }
                     if id == NR_RT_SIGRETURN {
                         if rt.overflow > 0 {
                             rt.overflow -= 1;

@@ -525,18 +525,33 @@ fn foreign_ids_become_other_and_only_the_native_rt_sigreturn_pops() {
 }
 
 #[test]
-fn paused_monitoring_ignores_calls_even_rt_sigreturn() {
+fn paused_monitoring_ignores_calls_but_still_closes_handler_frames() {
     let mut m = model();
     m.exec(1, K, 0);
     m.signal_handler(1);
     m.settings_mut().monitoring = false;
     assert_eq!(run(&mut m, 1, &[A, SIGRET], 0), vec![]);
-    // Mirrors the kernel: the handler frame pushed before the pause is never popped.
+    // Nothing was counted, but the handler's frame is gone, as in the kernel: a pause must not
+    // leave the program's later calls stuck in a handler frame.
     assert_eq!(
         (m.task(1).unwrap().depth(), m.task(1).unwrap().count()),
-        (1, 0)
+        (0, 0)
     );
     assert_eq!(m.counters(K).unwrap().count, 0);
+}
+
+#[test]
+fn a_recorded_sigreturn_pops_like_rt_sigreturn() {
+    let mut m = model();
+    m.exec(1, K, 0);
+    m.signal_handler(1);
+    m.signal_handler(1);
+    assert_eq!(m.task(1).unwrap().depth(), 2);
+    m.sigreturn(1);
+    assert_eq!(m.task(1).unwrap().depth(), 1);
+    m.sigreturn(1);
+    m.sigreturn(1); // never below frame 0
+    assert_eq!(m.task(1).unwrap().depth(), 0);
 }
 
 #[test]

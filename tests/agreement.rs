@@ -1,0 +1,116 @@
+//! The kernel program and the pure model agree bit for bit: real programs run under
+//! `ebpfh record`, the recording is replayed through the model, and every profile the kernel
+//! ended with (pair tables, counters, state, deadlines) equals the model's.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::process::Command;
+
+use common::*;
+use ebpfh::model::{Event, Model, Settings};
+use ebpfh::profile::{Profile, State};
+use ebpfh::trace::{self, Record};
+
+#[test]
+fn root_kernel_and_model_agree_bit_for_bit() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let anomaly = build_fixture(dir.path(), "anomaly");
+    let forker = build_fixture(dir.path(), "forker");
+    let sighandler = build_fixture(dir.path(), "sighandler");
+    let (a, f, s) = (anomaly.display(), forker.display(), sighandler.display());
+    // Train all three, wait out the normal wait, then run normal and anomalous variants. Pinned
+    // to one CPU so the kernel processed the calls of one profile in the order it recorded them.
+    let script = format!(
+        "for i in $(seq 25); do {a}; {f}; {s}; done >/dev/null; sleep 1.5; \
+         for i in 1 2 3; do {a}; {f}; {s}; done >/dev/null; {a} 40 >/dev/null; {f} x >/dev/null; {s}"
+    );
+    let out = dir.path().join("run.ebt");
+    let status = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+        .args([
+            "record",
+            "--normal-wait",
+            "1s",
+            "--trace-bytes",
+            "268435456",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["--", "taskset", "-c", "0", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "ebpfh record failed");
+
+    let mut model = Model::new(Settings::default());
+    let mut kernel: BTreeMap<String, Profile> = BTreeMap::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut end = None;
+    for r in trace::Reader::new(BufReader::new(File::open(&out).unwrap())).unwrap() {
+        let r = r.expect("the trace reads back");
+        match &r {
+            Record::Profile(p) => {
+                kernel.insert(p.exe.clone(), (**p).clone());
+            }
+            Record::End { lost, calls } => end = Some((*lost, *calls)),
+            _ => trace::feed(&mut model, &r, &mut events),
+        }
+    }
+    let (lost, calls) = end.expect("the trace has its footer");
+    assert_eq!(lost, 0, "no record may be lost for an exact comparison");
+    assert!(calls > 10_000, "only {calls} calls recorded");
+
+    let mut normal = 0;
+    for prog in [&anomaly, &forker, &sighandler] {
+        let name = prog.to_str().unwrap();
+        let k = kernel
+            .get(name)
+            .unwrap_or_else(|| panic!("no kernel profile for {name}"));
+        let mut m = model
+            .profile(k.key)
+            .unwrap_or_else(|| panic!("no model profile for {name}"));
+        m.exe = k.exe.clone();
+        assert_eq!(
+            (k.state, k.count, k.train_count, k.last_mod_count, k.sequences, k.anomalies, k.normal_time),
+            (m.state, m.count, m.train_count, m.last_mod_count, m.sequences, m.anomalies, m.normal_time),
+            "{name}: (state, count, train_count, last_mod_count, sequences, anomalies, normal_time)"
+        );
+        assert!(
+            k.train == m.train,
+            "{name}: training pairs differ ({:?} vs {:?})",
+            k.train,
+            m.train
+        );
+        assert!(
+            k.test == m.test,
+            "{name}: testing pairs differ ({:?} vs {:?})",
+            k.test,
+            m.test
+        );
+        assert!(
+            k.train.pairs() + k.test.pairs() > 0,
+            "{name} learned nothing"
+        );
+        if k.state() == State::Normal {
+            normal += 1;
+        }
+    }
+    assert!(
+        normal >= 2,
+        "the comparison must cover normal profiles, not only training"
+    );
+    let anomalies = events
+        .iter()
+        .filter(|e| matches!(e, Event::Anomaly { .. }))
+        .count();
+    assert!(
+        anomalies > 0,
+        "the backdoor runs must have been anomalous in the replay too"
+    );
+    // `anomaly 40` drives its LFC past the tolerize limit: the reset path is compared too.
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::TolerizeLimit { .. })));
+}
