@@ -360,3 +360,30 @@ fn root_an_anomaly_storm_counts_every_lost_event() {
         "delivered {delivered} + lost {lost} != kernel count"
     );
 }
+
+/// A 32-bit call from a 64-bit program is OTHER, never the native call with that number.
+#[test]
+fn root_int80_calls_are_not_read_as_native_calls() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "int80");
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    mon.train_to_normal(&prog, &[]);
+    let pid = run(&prog, &["int80"]);
+    let hit = mon.wait_for("anomaly", |e| e["pid"] == pid, Duration::from_secs(10));
+    mon.stop();
+    assert!(hit.is_some(), "the int 0x80 call was new to the profile");
+    let found = anomalies_of(&mon.events(), &[pid]);
+    let calls: Vec<&str> = found
+        .iter()
+        .map(|a| a["syscall"]["name"].as_str().unwrap())
+        .collect();
+    assert!(calls.contains(&"OTHER"), "{calls:?}");
+    assert!(
+        !calls.contains(&"writev"),
+        "ia32 getpid (20) was read as native writev: {calls:?}"
+    );
+    assert!(found
+        .iter()
+        .all(|a| !names(&a["sequence"]).contains(&"writev".to_string())));
+}
