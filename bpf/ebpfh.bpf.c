@@ -401,6 +401,20 @@ static __always_inline void task_fresh(struct task_state *ts, __u32 slot)
 	lf_reset(ts);
 }
 
+/* A task starts running `slot`'s image (exec, or found at start-up). */
+static __always_inline struct task_state *task_start(struct task_struct *task, __u32 slot)
+{
+	struct task_state *ts;
+
+	ts = bpf_task_storage_get(&tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ts) {
+		count_stat(STAT_TASKS_FAILED);
+		return NULL;
+	}
+	task_fresh(ts, slot);
+	return ts;
+}
+
 /* ---- profiles --------------------------------------------------------- */
 
 static __always_inline __u32 profile_for_file(struct file *file,
@@ -686,12 +700,9 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 		bpf_task_storage_delete(&tasks, task);
 		return 0;
 	}
-	ts = bpf_task_storage_get(&tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!ts) {
-		count_stat(STAT_TASKS_FAILED);
+	ts = task_start(task, slot);
+	if (!ts)
 		return 0;
-	}
-	task_fresh(ts, slot);
 	if (unlikely(settings.record)) {
 		/* The recorder's own children start the recorded tree. */
 		if (settings.record == RECORD_TREE &&
@@ -803,12 +814,8 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 	slot = profile_for_file(exe, task, NULL, now);
 	if (!slot)
 		return 0;
-	ts = bpf_task_storage_get(&tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!ts) {
-		count_stat(STAT_TASKS_FAILED);
+	if (!task_start(task, slot))
 		return 0;
-	}
-	task_fresh(ts, slot);
 	if (settings.record == RECORD_ALL)
 		trace_task(task, TR_ADOPT, slot, bpf_map_lookup_elem(&profiles, &slot), now);
 	return 0;
