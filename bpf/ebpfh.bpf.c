@@ -35,6 +35,7 @@
 #define EBUSY 16
 #define EINVAL 22
 #define ENODATA 61
+#define SIGSTOP 19
 #define SIG_DFL_HANDLER 0
 #define SIG_IGN_HANDLER 1
 /* Four EMPTY symbols packed in one word, to wipe a frame's ring fast. */
@@ -75,6 +76,7 @@ __u64 trace_lost;
 struct ev_profile_created _ev_profile_created = {};
 struct ev_anomaly _ev_anomaly = {};
 struct ev_state _ev_state = {};
+struct ev_delay _ev_delay = {};
 struct task_record _task_record = {};
 struct trace_call _trace_call = {};
 struct trace_task _trace_task = {};
@@ -101,6 +103,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct row);
 } rows SEC(".maps");
+
+/* Per-executable response policy (enum response_policy): --allow, --respond-only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct profile_key);
+	__type(value, __u8);
+} policy SEC(".maps");
 
 /* Tied to the task struct, so a recycled pid never inherits state (B10). */
 struct {
@@ -602,6 +612,39 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 /* ---- hooks ------------------------------------------------------------ */
 
 /*
+ * pH's delay response: a task with recent anomalies (LFC > 0) waits
+ * 2^LFC x delay_factor before it goes on. BPF cannot sleep, so the task is
+ * stopped (it stops on its way back to user space, after this call) and the
+ * monitor resumes it when the delay is over. The stop is sent only once the
+ * event that tells the monitor is reserved: a task nobody would resume is
+ * never stopped. Never PID 1, the monitor, or an allow-listed executable.
+ */
+static __always_inline void respond_delay(struct task_struct *task, struct task_state *ts,
+					  struct profile *p, __u32 slot)
+{
+	struct ev_delay *e;
+	__u32 tgid = task->tgid, shift = ts->lfc < 20 ? ts->lfc : 20;
+	__u64 delay = (__u64)settings.delay_factor_ms << shift;
+	__u8 *pol;
+
+	if (tgid == 1 || tgid == settings.monitor_tgid)
+		return;
+	pol = bpf_map_lookup_elem(&policy, &p->key);
+	if (pol ? *pol == POLICY_ALLOW : settings.respond_listed)
+		return;
+	if (delay > settings.max_delay_ms)
+		delay = settings.max_delay_ms;
+	e = event_reserve(EV_DELAY, sizeof(*e));
+	if (!e)
+		return;
+	event_header(&e->h, EV_DELAY, task, slot);
+	e->delay_ms = delay;
+	e->lfc = ts->lfc;
+	bpf_ringbuf_submit(e, 0);
+	bpf_send_signal(SIGSTOP);
+}
+
+/*
  * Is this call a 32-bit one (int 0x80 / ia32 task)? Its number means another
  * call than the same native number, so it must not be read as one: otherwise
  * a 64-bit program could disguise calls by issuing them through int 0x80.
@@ -657,6 +700,8 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 			trace_call(bpf_get_current_pid_tgid(), TR_CALL, c, now);
 		on_syscall(ts, p, slot, c, now);
 		processed = 1;
+		if (unlikely(settings.delay_factor_ms) && ts->lfc)
+			respond_delay(task, ts, p, slot);
 	}
 
 	/*

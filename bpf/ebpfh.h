@@ -51,6 +51,16 @@ struct settings {
 	__u32 log_sequences;
 	__u32 record;        /* enum record_mode */
 	__u32 record_root;   /* with RECORD_TREE: the recorder; its children's execs start the tree */
+	__u32 delay_factor_ms; /* pH's delay response: 0 = off */
+	__u32 max_delay_ms;
+	__u32 respond_listed;  /* responses only for executables marked POLICY_TARGET */
+	__u32 _pad2;
+};
+
+/* Per-executable response policy (the `policy` map). */
+enum response_policy {
+	POLICY_ALLOW = 1,  /* never respond */
+	POLICY_TARGET = 2, /* respond (with respond_listed, only these) */
 };
 
 /* Identity of an executable as the kernel sees it (raw s_dev, i_ino). */
@@ -111,7 +121,8 @@ enum event_kind {
 	EV_NORMAL_STOPPED = 4,
 	EV_TOLERIZE_LIMIT = 5,
 	EV_NEW_SEQUENCE = 6,
-	EV_KIND_MAX = 7,
+	EV_DELAY = 7,
+	EV_KIND_MAX = 8,
 };
 
 enum stop_reason {
@@ -156,6 +167,13 @@ struct ev_anomaly {
 	__u32 _pad;
 	__u64 profile_anomalies;
 	__u64 task_count;
+};
+
+/* The task was stopped (SIGSTOP) and must be resumed after delay_ms. */
+struct ev_delay {
+	struct ev_header h;
+	__u32 delay_ms;
+	__u32 lfc;
 };
 
 /* normal_started / normal_stopped / tolerize_limit / new_sequence. */

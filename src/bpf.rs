@@ -36,6 +36,8 @@ unsafe impl plain::Plain for types::ev_anomaly {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::ev_state {}
 // SAFETY: as above.
+unsafe impl plain::Plain for types::ev_delay {}
+// SAFETY: as above.
 unsafe impl plain::Plain for types::profile {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::row {}
@@ -121,7 +123,7 @@ pub struct Stats {
     pub sigstack_overflow: u64,
     pub index_races: u64,
     /// Ring-buffer reservations that failed, per event kind (index = `event_kind`).
-    pub events_lost: [u64; 7],
+    pub events_lost: [u64; 8],
     pub profiles_used: u32,
     pub rows_used: u32,
     /// Trace records dropped because the trace ring buffer was full.
@@ -406,6 +408,23 @@ impl<'obj> Kernel<'obj> {
             .collect())
     }
 
+    /// Sets an executable's response policy: `true` = respond to it (see `respond_listed`),
+    /// `false` = never respond to it.
+    pub fn set_policy(&self, key: ProfileKey, respond: bool) -> Result<(), LoadError> {
+        let k = types::profile_key {
+            dev: key.kdev,
+            ino: key.ino,
+        };
+        // SAFETY: plain C record.
+        let bytes = unsafe { plain::as_bytes(&k) };
+        let value = if respond { 2u8 } else { 1u8 };
+        self.skel
+            .maps
+            .policy
+            .update(bytes, &[value], MapFlags::ANY)
+            .map_err(kernel("set a response policy"))
+    }
+
     /// Slot of the profile with this key, if the kernel has one.
     pub fn slot_of(&self, key: ProfileKey) -> Option<u32> {
         let k = types::profile_key {
@@ -567,6 +586,9 @@ fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     dst.log_sequences = u32::from(s.log_sequences);
     dst.monitoring = u32::from(s.monitoring);
     dst.monitor_tgid = monitor_tgid;
+    dst.delay_factor_ms = s.delay_factor_ms;
+    dst.respond_listed = u32::from(s.respond_listed);
+    dst.max_delay_ms = u32::try_from(s.max_delay.as_millis()).unwrap_or(u32::MAX);
     (dst.record, dst.record_root) = match s.record {
         crate::settings::RecordMode::Off => (0, 0),
         crate::settings::RecordMode::All => (1, 0),

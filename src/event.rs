@@ -63,6 +63,12 @@ pub enum Event {
         window: [u16; 9],
         counters: Counters,
     },
+    /// The kernel stopped the task; the monitor must resume it after `delay_ms`.
+    Delay {
+        origin: Origin,
+        delay_ms: u32,
+        lfc: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +104,8 @@ impl Event {
             | Event::NormalStarted { origin, .. }
             | Event::NormalStopped { origin, .. }
             | Event::TolerizeLimit { origin, .. }
-            | Event::NewSequence { origin, .. } => origin,
+            | Event::NewSequence { origin, .. }
+            | Event::Delay { origin, .. } => origin,
         }
     }
 }
@@ -202,6 +209,14 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                     window: e.window,
                     counters: counters(&e),
                 },
+            }
+        }
+        7 => {
+            let e: types::ev_delay = read(h.kind, data)?;
+            Event::Delay {
+                origin: origin(&e.h),
+                delay_ms: e.delay_ms,
+                lfc: e.lfc,
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -97,6 +97,22 @@ pub enum Record {
         profile: ProfileRef,
         sequence: Vec<String>,
     },
+    /// The kernel stopped the process (pH's delay response); it resumes after `delay_ms`.
+    Delay {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        lfc: u32,
+        delay_ms: u32,
+    },
+    /// A process ebpfh had stopped runs again (`resumed` false: it had exited meanwhile).
+    Resumed {
+        pid: u32,
+        stopped_ms: u64,
+        reason: String,
+        resumed: bool,
+    },
     EventsLost {
         /// Lost since the previous `events_lost` line, by event name.
         lost: std::collections::BTreeMap<String, u64>,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ebpfh::bpf::Capacity;
 use ebpfh::settings::{parse_duration, Settings};
@@ -26,6 +27,18 @@ struct Cli {
 enum Cmd {
     /// Record what the kernel program processes into a trace file, for `ebpfh replay`.
     Record(RecordArgs),
+    /// Resume every process ebpfh's delay response has stopped (systemd runs it when the service stops).
+    Resume(ResumeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ResumeArgs {
+    /// Resume all of them (the only mode, spelled out so the command reads as what it does).
+    #[arg(long, required = true)]
+    all: bool,
+    /// The monitor's state directory, where the list of stopped processes is kept.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpfh")]
+    state_dir: PathBuf,
 }
 
 /// pH's tunables, shared by the monitor and `record`.
@@ -95,6 +108,22 @@ struct MonitorArgs {
     /// Size of the kernel's event ring buffer in bytes (a power of two, at least one page).
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_bytes)]
     ring_bytes: u32,
+    /// Respond to anomalies as pH did: stop a task with recent anomalies for 2^LFC x the delay
+    /// factor before it goes on (off by default).
+    #[arg(long)]
+    respond: bool,
+    /// The delay factor in milliseconds (implies --respond; default with --respond: 1).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    delay_factor: Option<u32>,
+    /// Longest single delay.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    max_delay: Duration,
+    /// An executable that responses never touch (repeatable); PID 1 and ebpfh itself never are.
+    #[arg(long, value_name = "PATH")]
+    allow: Vec<PathBuf>,
+    /// Respond only to these executables (repeatable), e.g. to roll responses out service by service.
+    #[arg(long, value_name = "PATH")]
+    respond_only: Vec<PathBuf>,
     #[command(flatten)]
     tunables: Tunables,
 }
@@ -162,15 +191,33 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let code = record::run(&opts)?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
+        Some(Cmd::Resume(args)) => {
+            let _ = args.all;
+            let n = ebpfh::respond::resume_all(&args.state_dir).with_context(|| {
+                format!(
+                    "cannot read the list of stopped processes in '{}' (run it with sudo)",
+                    args.state_dir.display()
+                )
+            })?;
+            println!("resumed {n} stopped processes");
+            Ok(0)
+        }
         None => {
             let m = cli.monitor;
             if !m.headless {
                 anyhow::bail!("the dashboard (ebpfh top) is not available yet; run the monitor with --headless");
             }
+            let mut settings = m.tunables.settings();
+            let respond = m.respond || !m.respond_only.is_empty();
+            settings.delay_factor_ms = m.delay_factor.unwrap_or(u32::from(respond));
+            settings.max_delay = m.max_delay;
+            settings.respond_listed = !m.respond_only.is_empty();
             let opts = monitor::Options {
                 state_dir: m.state_dir,
                 log: Some(m.log.unwrap_or_else(|| "-".into())),
-                settings: m.tunables.settings(),
+                allow: m.allow,
+                respond_only: m.respond_only,
+                settings,
                 save_interval: m.save_interval,
                 capacity: Capacity {
                     ring_bytes: m.ring_bytes,

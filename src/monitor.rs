@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::mem::MaybeUninit;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::clock::TaiClock;
 use crate::event::{self, Event, Origin};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::profile::{Profile, ProfileKey, State};
+use crate::respond::{Responder, Why};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::{preflight, procfs, syscalls};
@@ -30,6 +32,10 @@ pub struct Options {
     pub save_interval: Duration,
     pub capacity: Capacity,
     pub verbose: bool,
+    /// Executables that responses never touch.
+    pub allow: Vec<PathBuf>,
+    /// With `settings.respond_listed`: the only executables responses touch.
+    pub respond_only: Vec<PathBuf>,
 }
 
 /// What userspace knows about a kernel profile slot that the kernel does not: its path.
@@ -46,9 +52,10 @@ struct Monitor<'k, 'obj> {
     known: HashMap<u32, Known>,
     clock: TaiClock,
     last_stats: Stats,
+    responder: Responder,
 }
 
-const EVENT_NAMES: [&str; 7] = [
+const EVENT_NAMES: [&str; 8] = [
     "",
     "profile_created",
     "anomaly",
@@ -56,6 +63,7 @@ const EVENT_NAMES: [&str; 7] = [
     "normal_stopped",
     "tolerize_limit",
     "new_sequence",
+    "delay",
 ];
 
 impl Monitor<'_, '_> {
@@ -189,6 +197,20 @@ impl Monitor<'_, '_> {
                 profile,
                 sequence: window.iter().map(|&s| syscalls::name(s)).collect(),
             },
+            Event::Delay { delay_ms, lfc, .. } => {
+                self.responder.on_stop(process.pid, delay_ms, o.time);
+                log::info!(
+                    "delaying pid {} ({}) by {delay_ms} ms (LFC {lfc})",
+                    process.pid,
+                    process.exe
+                );
+                Record::Delay {
+                    process,
+                    profile,
+                    lfc,
+                    delay_ms,
+                }
+            }
         };
         self.emit(o.time, &rec);
     }
@@ -219,6 +241,26 @@ impl Monitor<'_, '_> {
         }
         log::warn!("the kernel dropped events {lost:?} and failed inserts {failed:?}; see the events_lost line");
         self.emit_now(&Record::EventsLost { lost, failed });
+    }
+
+    /// Resumes the stopped tasks whose delay is over (all of them with `now = u64::MAX`), and
+    /// keeps the on-disk set current so a restarted monitor or `ebpfh resume` can finish the job.
+    fn resume(&mut self, now: u64, why: Why) {
+        let tai = crate::clock::tai_now();
+        for (s, resumed) in self.responder.resume_due(now) {
+            self.emit(
+                tai,
+                &Record::Resumed {
+                    pid: s.pid,
+                    stopped_ms: tai.saturating_sub(s.since) / 1_000_000,
+                    reason: why.as_str().into(),
+                    resumed,
+                },
+            );
+        }
+        if let Err(e) = self.responder.save() {
+            log::error!("cannot record the stopped processes in the state directory: {e}");
+        }
     }
 
     /// Every profile the kernel holds, with its path.
@@ -281,6 +323,12 @@ pub fn run(opts: &Options) -> Result<()> {
         None => None,
     };
     let (int, term, hup) = signal_flags()?;
+    let responder = Responder::open(&opts.state_dir).with_context(|| {
+        format!(
+            "cannot read the stopped-process list in '{}'",
+            opts.state_dir.display()
+        )
+    })?;
 
     crate::bpf::route_libbpf_log(opts.verbose);
     let pid = std::process::id();
@@ -300,6 +348,16 @@ pub fn run(opts: &Options) -> Result<()> {
             )
         })
         .collect();
+    let policies = opts
+        .allow
+        .iter()
+        .map(|p| (p, false))
+        .chain(opts.respond_only.iter().map(|p| (p, true)));
+    for (path, respond) in policies {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot set a response policy for '{}'", path.display()))?;
+        kernel.set_policy(ProfileKey::from_stat(meta.dev(), meta.ino()), respond)?;
+    }
     kernel.attach().map_err(refused)?;
     kernel.adopt_running_tasks().map_err(refused)?;
     log::info!(
@@ -316,7 +374,10 @@ pub fn run(opts: &Options) -> Result<()> {
         known,
         clock: TaiClock::new(),
         last_stats: Stats::default(),
+        responder,
     };
+    // Tasks a killed monitor left stopped: resume those whose delay is over, keep the rest.
+    m.resume(crate::clock::tai_now(), Why::DelayOver);
     m.emit_now(&Record::MonitorStarted {
         version: env!("CARGO_PKG_VERSION").into(),
         pid,
@@ -344,12 +405,22 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut next_check = Instant::now() + Duration::from_secs(1);
     let reason = loop {
         // EINTR from a signal is expected; the flags below say which.
-        let _ = ring.poll(Duration::from_millis(200));
+        // Wake in time for the next resume: a delay must not last longer than asked.
+        let timeout = m
+            .responder
+            .next_due()
+            .map_or(Duration::from_millis(200), |due| {
+                let now = crate::clock::tai_now();
+                Duration::from_nanos(due.saturating_sub(now))
+                    .clamp(Duration::from_millis(1), Duration::from_millis(200))
+            });
+        let _ = ring.poll(timeout);
         m.kernel.sync_clock();
         let batch = std::mem::take(&mut *queue.borrow_mut());
         for ev in batch {
             m.handle(ev);
         }
+        m.resume(crate::clock::tai_now(), Why::DelayOver);
         if hup.swap(false, Ordering::Relaxed) {
             if let Some(sink) = &mut m.sink {
                 match sink.reopen() {
@@ -382,6 +453,8 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     m.check_losses();
     kernel.detach();
+    // Nothing can stop a task any more: let every delayed task go before leaving.
+    m.resume(u64::MAX, Why::MonitorStopping);
     let saved = m.save();
     log::info!(
         "stopping ({reason}): saved {saved} profiles to '{}'",

@@ -18,6 +18,12 @@ pub struct Settings {
     pub monitoring: bool,
     /// Which tasks' inputs go to the `trace` ring buffer (for `ebpfh record`).
     pub record: RecordMode,
+    /// pH's delay response: a task with LFC > 0 is stopped for 2^LFC x this many ms (0 = off).
+    pub delay_factor_ms: u32,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+    /// Respond only to executables given a target policy (`--respond-only`).
+    pub respond_listed: bool,
 }
 
 /// What the kernel copies into its trace ring buffer.
@@ -42,6 +48,9 @@ impl Default for Settings {
             log_sequences: false,
             monitoring: true,
             record: RecordMode::Off,
+            delay_factor_ms: 0,
+            max_delay: Duration::from_secs(10),
+            respond_listed: false,
         }
     }
 }
