@@ -36,6 +36,8 @@
 #define EINVAL 22
 #define ENODATA 61
 #define SIGSTOP 19
+#define SIGKILL 9
+#define EPERM 1
 #define SIG_DFL_HANDLER 0
 #define SIG_IGN_HANDLER 1
 /* Four EMPTY symbols packed in one word, to wipe a frame's ring fast. */
@@ -77,6 +79,7 @@ struct ev_profile_created _ev_profile_created = {};
 struct ev_anomaly _ev_anomaly = {};
 struct ev_state _ev_state = {};
 struct ev_delay _ev_delay = {};
+struct ev_execve_denied _ev_execve_denied = {};
 struct task_record _task_record = {};
 struct trace_call _trace_call = {};
 struct trace_task _trace_task = {};
@@ -611,6 +614,17 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 
 /* ---- hooks ------------------------------------------------------------ */
 
+/* Responses never touch PID 1, the monitor, or what the policy map exempts. */
+static __always_inline int may_respond(__u32 tgid, const struct profile *p)
+{
+	__u8 *pol;
+
+	if (tgid == 1 || tgid == settings.monitor_tgid)
+		return 0;
+	pol = bpf_map_lookup_elem(&policy, &p->key);
+	return pol ? *pol != POLICY_ALLOW : !settings.respond_listed;
+}
+
 /*
  * pH's delay response: a task with recent anomalies (LFC > 0) waits
  * 2^LFC x delay_factor before it goes on. BPF cannot sleep, so the task is
@@ -625,12 +639,8 @@ static __always_inline void respond_delay(struct task_struct *task, struct task_
 	struct ev_delay *e;
 	__u32 tgid = task->tgid, shift = ts->lfc < 20 ? ts->lfc : 20;
 	__u64 delay = (__u64)settings.delay_factor_ms << shift;
-	__u8 *pol;
 
-	if (tgid == 1 || tgid == settings.monitor_tgid)
-		return;
-	pol = bpf_map_lookup_elem(&policy, &p->key);
-	if (pol ? *pol == POLICY_ALLOW : settings.respond_listed)
+	if (!may_respond(tgid, p))
 		return;
 	if (delay > settings.max_delay_ms)
 		delay = settings.max_delay_ms;
@@ -864,6 +874,44 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 	if (settings.record == RECORD_ALL)
 		trace_task(task, TR_ADOPT, slot, bpf_map_lookup_elem(&profiles, &slot), now);
 	return 0;
+}
+
+/*
+ * pH's execve abort: a task that has become too anomalous may not start a
+ * new program. Needs the BPF LSM; the monitor loads this program only where
+ * the kernel accepts it (probed at start) and says so otherwise.
+ * LSM_HOOK(int, 0, bprm_check_security, struct linux_binprm *bprm)
+ */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(exec_check, struct linux_binprm *bprm, int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ev_execve_denied *e;
+	struct task_state *ts;
+	struct profile *p;
+	__u32 slot, kill;
+
+	if (ret || !settings.abort_execve)
+		return ret;
+	ts = bpf_task_storage_get(&tasks, task, 0, 0);
+	if (!ts || ts->lfc <= settings.abort_execve)
+		return 0;
+	slot = ts->profile;
+	p = slot ? bpf_map_lookup_elem(&profiles, &slot) : NULL;
+	if (!p || !may_respond(task->tgid, p))
+		return 0;
+	kill = settings.execve_kill;
+	e = event_reserve(EV_EXECVE_DENIED, sizeof(*e));
+	if (e) {
+		event_header(&e->h, EV_EXECVE_DENIED, task, slot);
+		e->lfc = ts->lfc;
+		e->killed = kill;
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), bprm->filename);
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (kill)
+		bpf_send_signal(SIGKILL);
+	return -EPERM;
 }
 
 /*

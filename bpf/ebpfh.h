@@ -54,6 +54,8 @@ struct settings {
 	__u32 delay_factor_ms; /* pH's delay response: 0 = off */
 	__u32 max_delay_ms;
 	__u32 respond_listed;  /* responses only for executables marked POLICY_TARGET */
+	__u32 abort_execve;    /* deny execve when LFC exceeds this (0 = off; needs BPF LSM) */
+	__u32 execve_kill;     /* kill the task at such an execve instead of only denying it */
 	__u32 _pad2;
 };
 
@@ -122,7 +124,8 @@ enum event_kind {
 	EV_TOLERIZE_LIMIT = 5,
 	EV_NEW_SEQUENCE = 6,
 	EV_DELAY = 7,
-	EV_KIND_MAX = 8,
+	EV_EXECVE_DENIED = 8,
+	EV_KIND_MAX = 9,
 };
 
 enum stop_reason {
@@ -174,6 +177,14 @@ struct ev_delay {
 	struct ev_header h;
 	__u32 delay_ms;
 	__u32 lfc;
+};
+
+/* An execve refused (or answered with SIGKILL) because the task's LFC was too high. */
+struct ev_execve_denied {
+	struct ev_header h;
+	__u32 lfc;
+	__u32 killed;
+	char filename[PATH_LEN];
 };
 
 /* normal_started / normal_stopped / tolerize_limit / new_sequence. */

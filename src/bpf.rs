@@ -38,6 +38,8 @@ unsafe impl plain::Plain for types::ev_state {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::ev_delay {}
 // SAFETY: as above.
+unsafe impl plain::Plain for types::ev_execve_denied {}
+// SAFETY: as above.
 unsafe impl plain::Plain for types::profile {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::row {}
@@ -123,7 +125,7 @@ pub struct Stats {
     pub sigstack_overflow: u64,
     pub index_races: u64,
     /// Ring-buffer reservations that failed, per event kind (index = `event_kind`).
-    pub events_lost: [u64; 8],
+    pub events_lost: [u64; 9],
     pub profiles_used: u32,
     pub rows_used: u32,
     /// Trace records dropped because the trace ring buffer was full.
@@ -159,6 +161,8 @@ pub struct Kernel<'obj> {
     /// Interior mutability so the monitor can detach while it still reads the maps.
     links: std::cell::RefCell<Vec<Link>>,
     cap: Capacity,
+    /// The execve-abort program (BPF LSM) is loaded.
+    execve_abort: bool,
 }
 
 impl<'obj> Kernel<'obj> {
@@ -195,11 +199,16 @@ impl<'obj> Kernel<'obj> {
         if let Some(s) = maps.data_settings_data.as_deref_mut() {
             write_settings(&mut s.settings, settings, monitor_tgid);
         }
+        // The LSM program makes the whole object fail to load where BPF LSM is refused: load it
+        // only when asked for and probed to work.
+        let execve_abort = settings.abort_execve > 0 && lsm_works();
+        open.progs.exec_check.set_autoload(execve_abort);
         let skel = open.load().map_err(kernel("load the BPF program"))?;
         let k = Kernel {
             skel,
             links: Default::default(),
             cap,
+            execve_abort,
         };
         k.sync_clock();
         Ok(k)
@@ -220,7 +229,21 @@ impl<'obj> Kernel<'obj> {
                 .map_err(kernel("attach a tracepoint program"))?;
             self.links.borrow_mut().push(link);
         }
+        if self.execve_abort {
+            let link = self
+                .skel
+                .progs
+                .exec_check
+                .attach()
+                .map_err(kernel("attach the execve check"))?;
+            self.links.borrow_mut().push(link);
+        }
         Ok(())
+    }
+
+    /// Whether execve abort is active (it needs the BPF LSM).
+    pub fn execve_abort(&self) -> bool {
+        self.execve_abort
     }
 
     /// Stops processing: the maps stay readable, nothing changes them any more.
@@ -564,6 +587,38 @@ impl<'obj> Kernel<'obj> {
     }
 }
 
+/// Whether this kernel runs BPF LSM programs: loads and attaches only the execve check, in a
+/// throwaway object with tiny maps, with libbpf's complaints muted.
+fn lsm_works() -> bool {
+    fn probe() -> Result<(), libbpf_rs::Error> {
+        let mut obj = MaybeUninit::uninit();
+        let mut open = EbpfhSkelBuilder::default().open(&mut obj)?;
+        open.maps.profiles.set_max_entries(16)?;
+        open.maps.profile_index.set_max_entries(16)?;
+        open.maps.rows.set_max_entries(64)?;
+        let p = &mut open.progs;
+        for prog in [
+            &mut p.sys_enter,
+            &mut p.sched_process_exec,
+            &mut p.sched_process_fork,
+            &mut p.sched_process_exit,
+            &mut p.signal_deliver,
+            &mut p.adopt_tasks,
+            &mut p.dump_tasks,
+            &mut p.command,
+        ] {
+            prog.set_autoload(false);
+        }
+        let skel = open.load()?;
+        let _link = skel.progs.exec_check.attach()?;
+        Ok(())
+    }
+    let quiet = libbpf_rs::set_print(None);
+    let works = probe().is_ok();
+    libbpf_rs::set_print(quiet);
+    works
+}
+
 fn pidfd_open(pid: u32) -> Option<i32> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
@@ -588,6 +643,8 @@ fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     dst.monitor_tgid = monitor_tgid;
     dst.delay_factor_ms = s.delay_factor_ms;
     dst.respond_listed = u32::from(s.respond_listed);
+    dst.abort_execve = s.abort_execve;
+    dst.execve_kill = u32::from(s.execve_kill);
     dst.max_delay_ms = u32::try_from(s.max_delay.as_millis()).unwrap_or(u32::MAX);
     (dst.record, dst.record_root) = match s.record {
         crate::settings::RecordMode::Off => (0, 0),

@@ -69,6 +69,13 @@ pub enum Event {
         delay_ms: u32,
         lfc: u32,
     },
+    /// An execve refused (and the task killed, with `killed`) because its LFC was too high.
+    ExecveDenied {
+        origin: Origin,
+        lfc: u32,
+        killed: bool,
+        filename: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +112,8 @@ impl Event {
             | Event::NormalStopped { origin, .. }
             | Event::TolerizeLimit { origin, .. }
             | Event::NewSequence { origin, .. }
-            | Event::Delay { origin, .. } => origin,
+            | Event::Delay { origin, .. }
+            | Event::ExecveDenied { origin, .. } => origin,
         }
     }
 }
@@ -217,6 +225,16 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 origin: origin(&e.h),
                 delay_ms: e.delay_ms,
                 lfc: e.lfc,
+            }
+        }
+        8 => {
+            let e: types::ev_execve_denied = read(h.kind, data)?;
+            let name: Vec<u8> = e.filename.iter().map(|&c| c as u8).collect();
+            Event::ExecveDenied {
+                origin: origin(&e.h),
+                lfc: e.lfc,
+                killed: e.killed != 0,
+                filename: c_str(&name),
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),

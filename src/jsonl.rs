@@ -106,6 +106,16 @@ pub enum Record {
         lfc: u32,
         delay_ms: u32,
     },
+    /// execve refused because the task's LFC exceeded abort_execve (`killed`: it was killed too).
+    ExecveDenied {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        lfc: u32,
+        filename: String,
+        killed: bool,
+    },
     /// A process ebpfh had stopped runs again (`resumed` false: it had exited meanwhile).
     Resumed {
         pid: u32,
@@ -122,6 +132,8 @@ pub enum Record {
     MonitorStarted {
         version: String,
         pid: u32,
+        /// Which responses are active: `delay`, `execve_abort`.
+        responses: Vec<String>,
         profiles_loaded: usize,
         profiles_set_aside: usize,
         state_dir: String,

@@ -121,6 +121,13 @@ struct MonitorArgs {
     /// An executable that responses never touch (repeatable); PID 1 and ebpfh itself never are.
     #[arg(long, value_name = "PATH")]
     allow: Vec<PathBuf>,
+    /// Deny execve to a task whose LFC exceeds N (with --respond: 10; 0 = never). Needs the BPF
+    /// LSM (boot with lsm=...,bpf); elsewhere ebpfh says once that it is unavailable.
+    #[arg(long, value_name = "N")]
+    abort_execve: Option<u32>,
+    /// At such an execve, deny it (default) or kill the task.
+    #[arg(long, value_name = "ACTION", default_value = "deny", value_parser = ["deny", "kill"])]
+    execve_response: String,
     /// Respond only to these executables (repeatable), e.g. to roll responses out service by service.
     #[arg(long, value_name = "PATH")]
     respond_only: Vec<PathBuf>,
@@ -212,6 +219,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             settings.delay_factor_ms = m.delay_factor.unwrap_or(u32::from(respond));
             settings.max_delay = m.max_delay;
             settings.respond_listed = !m.respond_only.is_empty();
+            settings.abort_execve = m.abort_execve.unwrap_or(if respond { 10 } else { 0 });
+            settings.execve_kill = m.execve_response == "kill";
             let opts = monitor::Options {
                 state_dir: m.state_dir,
                 log: Some(m.log.unwrap_or_else(|| "-".into())),

@@ -211,6 +211,26 @@ impl Monitor<'_, '_> {
                     delay_ms,
                 }
             }
+            Event::ExecveDenied {
+                lfc,
+                killed,
+                filename,
+                ..
+            } => {
+                log::warn!(
+                    "denied execve of '{filename}' to pid {} ({}), LFC {lfc}{}",
+                    process.pid,
+                    process.exe,
+                    if killed { "; killed it" } else { "" }
+                );
+                Record::ExecveDenied {
+                    process,
+                    profile,
+                    lfc,
+                    filename,
+                    killed,
+                }
+            }
         };
         self.emit(o.time, &rec);
     }
@@ -378,9 +398,22 @@ pub fn run(opts: &Options) -> Result<()> {
     };
     // Tasks a killed monitor left stopped: resume those whose delay is over, keep the rest.
     m.resume(crate::clock::tai_now(), Why::DelayOver);
+    let mut responses = Vec::new();
+    if opts.settings.delay_factor_ms > 0 {
+        responses.push("delay".to_string());
+    }
+    if kernel.execve_abort() {
+        responses.push("execve_abort".to_string());
+    } else if opts.settings.abort_execve > 0 {
+        log::warn!(
+            "execve abort is unavailable on this kernel: it needs the BPF LSM (boot with lsm=...,bpf); \
+             the other responses work"
+        );
+    }
     m.emit_now(&Record::MonitorStarted {
         version: env!("CARGO_PKG_VERSION").into(),
         pid,
+        responses,
         profiles_loaded: loaded.profiles.len(),
         profiles_set_aside: loaded.set_aside.len(),
         state_dir: opts.state_dir.display().to_string(),

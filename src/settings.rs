@@ -24,6 +24,10 @@ pub struct Settings {
     pub max_delay: Duration,
     /// Respond only to executables given a target policy (`--respond-only`).
     pub respond_listed: bool,
+    /// Deny execve to a task whose LFC exceeds this (0 = off; needs the BPF LSM).
+    pub abort_execve: u32,
+    /// Kill the task at such an execve instead of only denying it.
+    pub execve_kill: bool,
 }
 
 /// What the kernel copies into its trace ring buffer.
@@ -51,6 +55,8 @@ impl Default for Settings {
             delay_factor_ms: 0,
             max_delay: Duration::from_secs(10),
             respond_listed: false,
+            abort_execve: 0,
+            execve_kill: false,
         }
     }
 }

@@ -218,3 +218,37 @@ fn root_resume_all_frees_every_stopped_process() {
         "the list is empty now"
     );
 }
+
+/// execve abort needs the BPF LSM: where the kernel has it, it is active; where it refuses it (as
+/// on kernels booted without lsm=...,bpf), the monitor says so once and runs on with delays.
+#[test]
+fn root_execve_abort_is_active_or_clearly_unavailable() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "burst");
+    let args = [
+        "--respond-only",
+        prog.to_str().unwrap(),
+        "--abort-execve",
+        "3",
+    ];
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &args);
+    mon.stop();
+    let started = &mon.events_of("monitor_started")[0];
+    let responses: Vec<&str> = started["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(responses.contains(&"delay"), "{responses:?}");
+    let warned = mon
+        .stderr_text()
+        .matches("execve abort is unavailable on this kernel")
+        .count();
+    if responses.contains(&"execve_abort") {
+        assert_eq!(warned, 0);
+    } else {
+        assert_eq!(warned, 1, "one clear sentence:\n{}", mon.stderr_text());
+    }
+}
