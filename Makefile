@@ -4,8 +4,10 @@ STATE_DIR ?= /var/lib/ebpfh
 LOG ?= -
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool
+# What `make bench` adds: the peers it compares with, and python3 for the harness.
+BENCH_PACKAGES := bpftrace strace python3 util-linux
 
-.PHONY: all deps build release run test test-unit test-root lint fmt vmlinux clean
+.PHONY: all deps build release run test test-unit test-root lint fmt vmlinux clean bench bench-deps
 
 all: build
 
@@ -42,6 +44,20 @@ fmt:
 vmlinux:
 	mkdir -p vmlinux/$(ARCH)
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$(ARCH)/vmlinux.h
+
+# Benchmarks (root, ~10 minutes): ebpfh side by side with no monitor, empty BPF programs,
+# bpftrace and strace. Prints a table and writes bench/results.json; see README "Benchmarks".
+# BENCH_ARGS=--quick tries the harness in about a minute.
+bench: deps bench-deps
+	$(CARGO) build --release --bin ebpfh --example bpf_reference --example bench_profiles
+	python3 bench/bench.py $(BENCH_ARGS)
+
+bench-deps:
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 clean:
 	$(CARGO) clean
