@@ -7,7 +7,7 @@ APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool
 # What `make bench` adds: the peers it compares with, and python3 for the harness.
 BENCH_PACKAGES := bpftrace strace python3 util-linux
 
-.PHONY: all deps build release run test test-unit test-root lint fmt vmlinux clean bench bench-deps
+.PHONY: all deps build release run test test-kernels lint fmt vmlinux clean bench bench-deps
 
 all: build
 
@@ -32,6 +32,15 @@ run: build
 # Unit tests, then the BPF integration tests (root, real kernel; they fail without root).
 test: deps lint
 	$(CARGO) test
+
+# Boots Debian's kernel (BPF LSM on) in QEMU and checks execve abort end to end (~30 s with TCG).
+VM_PACKAGES := qemu-system-x86 busybox-static cpio
+test-kernels: build
+	@missing=""; for p in $(VM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	bash tests/vm/run.sh target/release/ebpfh
 
 lint:
 	$(CARGO) fmt --all -- --check
