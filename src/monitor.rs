@@ -53,6 +53,8 @@ struct Monitor<'k, 'obj> {
     clock: TaiClock,
     last_stats: Stats,
     responder: Responder,
+    /// Profile states seen in the current batch of events (see `state`).
+    states: HashMap<u32, State>,
 }
 
 const EVENT_NAMES: [&str; 8] = [
@@ -93,11 +95,16 @@ impl Monitor<'_, '_> {
         k
     }
 
-    fn state(&self, slot: u32) -> State {
-        self.kernel
-            .profile_state(slot)
-            .map(State::from_bits)
-            .unwrap_or(State::Training)
+    /// A profile's state, read from the kernel once per batch of events: reading it means
+    /// copying the whole 4 KiB profile slot, which dominated the cost of an event.
+    fn state(&mut self, slot: u32) -> State {
+        let kernel = self.kernel;
+        *self.states.entry(slot).or_insert_with(|| {
+            kernel
+                .profile_state(slot)
+                .map(State::from_bits)
+                .unwrap_or(State::Training)
+        })
     }
 
     fn parts(&mut self, o: &Origin, filename: &str) -> (jsonl::Process, ProfileRef) {
@@ -395,6 +402,7 @@ pub fn run(opts: &Options) -> Result<()> {
         clock: TaiClock::new(),
         last_stats: Stats::default(),
         responder,
+        states: HashMap::new(),
     };
     // Tasks a killed monitor left stopped: resume those whose delay is over, keep the rest.
     m.resume(crate::clock::tai_now(), Why::DelayOver);
@@ -450,6 +458,7 @@ pub fn run(opts: &Options) -> Result<()> {
         let _ = ring.poll(timeout);
         m.kernel.sync_clock();
         let batch = std::mem::take(&mut *queue.borrow_mut());
+        m.states.clear();
         for ev in batch {
             m.handle(ev);
         }
