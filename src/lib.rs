@@ -12,6 +12,7 @@ pub mod preflight;
 pub mod procfs;
 pub mod profile;
 pub mod record;
+pub mod replay;
 pub mod respond;
 pub mod settings;
 pub mod store;

@@ -29,6 +29,9 @@ enum Cmd {
     Record(RecordArgs),
     /// Resume every process ebpfh's delay response has stopped (systemd runs it when the service stops).
     Resume(ResumeArgs),
+    /// Feed traces through the pH model offline: evaluate detection (--train with --normal/--attack)
+    /// or replay in order and print the monitor's JSON lines.
+    Replay(ReplayArgs),
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +153,60 @@ struct RecordArgs {
     command: Vec<String>,
 }
 
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("inputs").multiple(true).required(true).args(["paths", "train"])))]
+struct ReplayArgs {
+    /// Online mode: traces replayed in order through the full state machine (JSON lines out).
+    #[arg(value_name = "PATH", conflicts_with_all = ["train", "normal", "attack"])]
+    paths: Vec<PathBuf>,
+    /// Evaluation: traces (files or directories) whose every lookahead pair is learned.
+    #[arg(long, value_name = "PATH", num_args = 1.., action = clap::ArgAction::Append)]
+    train: Vec<PathBuf>,
+    /// Evaluation: normal traces, each scored alone against the trained profiles.
+    #[arg(long, value_name = "PATH", num_args = 1.., action = clap::ArgAction::Append, requires = "train")]
+    normal: Vec<PathBuf>,
+    /// Evaluation: attack traces, each scored alone against the trained profiles.
+    #[arg(long, value_name = "PATH", num_args = 1.., action = clap::ArgAction::Append, requires = "train")]
+    attack: Vec<PathBuf>,
+    /// The traces' layout (detected per file when not given).
+    #[arg(long, value_enum)]
+    format: Option<ebpfh::replay::Format>,
+    /// The system-call table of numbers and names in text traces.
+    #[arg(long, value_enum, default_value = "x86-64")]
+    abi: ebpfh::syscalls::Abi,
+    /// Evaluation: print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Evaluation: write per-trace scores to FILE as CSV.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Evaluation: draw the ROC curves into FILE (PNG).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Online: how long a profile stays frozen before it turns normal: trace time (10m, 7d) or
+    /// calls replayed (5000calls). Default: the recording's setting, else 7d.
+    #[arg(long, value_name = "WAIT", value_parser = ebpfh::replay::parse_wait)]
+    normal_wait: Option<ebpfh::replay::Wait>,
+    /// Online: anomalous calls a normal profile tolerates (default: the recording's, else 30).
+    #[arg(long, value_name = "N")]
+    anomaly_limit: Option<u32>,
+    /// Online: LFC above which a task resets its profile's training (default: the recording's, else 12).
+    #[arg(long, value_name = "N")]
+    tolerize_limit: Option<u32>,
+    /// Online: pH's freeze rule numerator (default: the recording's, else 128).
+    #[arg(long, value_name = "N")]
+    normal_factor: Option<u32>,
+    /// Online: pH's freeze rule denominator (default: the recording's, else 32).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    normal_factor_den: Option<u32>,
+    /// Online: a new_sequence line for every call that teaches a profile a pair.
+    #[arg(long)]
+    log_sequences: bool,
+    /// Online: the `host` field of the JSON lines.
+    #[arg(long, value_name = "NAME", default_value = "replay")]
+    host: String,
+}
+
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .parse()
@@ -184,6 +241,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Some(Cmd::Replay(a)) => {
+            let opts = ebpfh::replay::Options {
+                paths: a.paths,
+                train: a.train,
+                normal: a.normal,
+                attack: a.attack,
+                format: a.format,
+                abi: a.abi,
+                json: a.json,
+                csv: a.csv,
+                plot: a.plot,
+                tunables: ebpfh::replay::Tunables {
+                    normal_wait: a.normal_wait,
+                    anomaly_limit: a.anomaly_limit,
+                    tolerize_limit: a.tolerize_limit,
+                    normal_factor: a.normal_factor,
+                    normal_factor_den: a.normal_factor_den,
+                    log_sequences: a.log_sequences,
+                },
+                host: a.host,
+            };
+            ebpfh::replay::run(&opts)?;
+            Ok(0)
+        }
         Some(Cmd::Record(args)) => {
             let opts = record::Options {
                 output: args.output,
