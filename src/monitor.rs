@@ -14,6 +14,7 @@ use libbpf_rs::RingBufferBuilder;
 
 use crate::bpf::{Capacity, Kernel, Stats};
 use crate::clock::TaiClock;
+use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::profile::{Profile, ProfileKey, State};
@@ -30,6 +31,10 @@ pub struct Options {
     pub save_interval: Duration,
     pub capacity: Capacity,
     pub verbose: bool,
+    /// Where the control socket and pid file go; `None` serves no socket.
+    pub run_dir: Option<PathBuf>,
+    /// Set by whoever hosts the monitor in-process (`ebpfh top`) to stop it like SIGTERM.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What userspace knows about a kernel profile slot that the kernel does not: its path.
@@ -46,6 +51,11 @@ struct Monitor<'k, 'obj> {
     known: HashMap<u32, Known>,
     clock: TaiClock,
     last_stats: Stats,
+    /// The tunables as they are now (`ebpfh set` changes them).
+    settings: Settings,
+    host: String,
+    hub: Hub,
+    opts: &'k Options,
 }
 
 const EVENT_NAMES: [&str; 7] = [
@@ -60,8 +70,12 @@ const EVENT_NAMES: [&str; 7] = [
 
 impl Monitor<'_, '_> {
     fn emit(&mut self, time_tai: u64, rec: &Record) {
+        let time = self.clock.to_utc(time_tai);
         if let Some(sink) = &mut self.sink {
-            sink.write(self.clock.to_utc(time_tai), rec);
+            sink.write(time, rec);
+        }
+        if self.hub.wants(rec) {
+            self.hub.publish(rec, jsonl::to_line(time, &self.host, rec));
         }
     }
 
@@ -252,6 +266,59 @@ impl Monitor<'_, '_> {
     }
 }
 
+/// What the control server may use of the monitor (see `control::server`).
+impl Host for Monitor<'_, '_> {
+    fn kernel(&self) -> &Kernel<'_> {
+        self.kernel
+    }
+
+    fn exe(&self, slot: u32) -> String {
+        self.known
+            .get(&slot)
+            .map(|k| k.exe.clone())
+            .unwrap_or_default()
+    }
+
+    fn known_exes(&self) -> Vec<(u32, String)> {
+        self.known
+            .iter()
+            .map(|(&slot, k)| (slot, k.exe.clone()))
+            .collect()
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn set_settings(&mut self, settings: Settings) -> Result<(), String> {
+        self.kernel
+            .set_settings(&settings, std::process::id())
+            .map_err(|e| format!("{e:#}"))?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    fn save(&mut self) -> usize {
+        Monitor::save(self)
+    }
+
+    fn emit(&mut self, rec: &Record) {
+        self.emit_now(rec);
+    }
+
+    fn hub(&mut self) -> &mut Hub {
+        &mut self.hub
+    }
+
+    fn state_dir(&self) -> String {
+        self.opts.state_dir.display().to_string()
+    }
+
+    fn log_target(&self) -> Option<String> {
+        self.opts.log.clone()
+    }
+}
+
 fn signal_flags() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>, Arc<AtomicBool>)> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let int = Arc::new(AtomicBool::new(false));
@@ -268,14 +335,18 @@ pub fn run(opts: &Options) -> Result<()> {
     preflight::check()?;
     let store = Store::open(&opts.state_dir)?;
     let _lock = store.lock()?;
+    let mut server = match &opts.run_dir {
+        Some(dir) => Some(Server::start(dir)?),
+        None => None,
+    };
     // load_all warns about every file it sets aside, naming where it went.
     let loaded = store.load_all();
-    let host = nix::unistd::gethostname()
+    let host_name = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sink = match &opts.log {
         Some(target) => Some(
-            Sink::open(target, host)
+            Sink::open(target, host_name.clone())
                 .with_context(|| format!("cannot open the event log '{target}'"))?,
         ),
         None => None,
@@ -316,6 +387,10 @@ pub fn run(opts: &Options) -> Result<()> {
         known,
         clock: TaiClock::new(),
         last_stats: Stats::default(),
+        settings: opts.settings.clone(),
+        host: host_name,
+        hub: Hub::default(),
+        opts,
     };
     m.emit_now(&Record::MonitorStarted {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -358,6 +433,9 @@ pub fn run(opts: &Options) -> Result<()> {
                 }
             }
         }
+        if let Some(server) = &mut server {
+            server.service(&mut m);
+        }
         let now = Instant::now();
         if now >= next_check {
             m.check_losses();
@@ -372,6 +450,13 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         if term.load(Ordering::Relaxed) {
             break "SIGTERM";
+        }
+        if opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            break "stopped";
         }
     };
 
