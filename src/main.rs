@@ -258,7 +258,9 @@ fn main() -> ExitCode {
     match run(cli, log_buffer) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ebpfh: {e:#}");
+            // Not eprintln: after the dashboard's terminal hung up, stderr may be gone.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "ebpfh: {e:#}");
             ExitCode::FAILURE
         }
     }

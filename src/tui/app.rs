@@ -487,7 +487,12 @@ impl App {
                 }
                 self.rebuild();
             }
-            Action::StartFilter => self.mode = Mode::Filter,
+            // A new filter replaces the old one, as a search does in less.
+            Action::StartFilter => {
+                self.filter.clear();
+                self.mode = Mode::Filter;
+                self.rebuild();
+            }
             Action::FilterChar(c) => {
                 self.filter.push(c);
                 self.rebuild();

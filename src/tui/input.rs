@@ -60,7 +60,7 @@ pub const HELP: [(&str, &str); 17] = [
     ("Tab", "profiles ⇄ processes"),
     ("Enter", "profile detail and its lookahead pairs"),
     ("s", "sort by the next column"),
-    ("/", "filter (Enter keeps it, Esc clears it)"),
+    ("/", "new filter (Enter keeps it, Esc clears it)"),
     ("f", "freeze: normal after normal_wait"),
     ("n", "normalize: start detecting now (asks first)"),
     ("z", "sensitize: forget training data (asks first)"),

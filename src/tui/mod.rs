@@ -111,14 +111,20 @@ pub fn run(run_dir: &Path, mut opts: monitor::Options, logs: LogBuffer) -> Resul
 
     if let Some((stop, handle)) = hosted {
         stop.store(true, Ordering::Relaxed);
-        eprintln!("ebpfh: stopping the monitor and saving profiles…");
+        // The terminal may be gone (SIGHUP): never panic on a failed write to it.
+        let mut err = io::stderr();
+        let _ = writeln!(err, "ebpfh: stopping the monitor and saving profiles…");
         match handle.join() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("ebpfh: the monitor failed: {e:#}"),
-            Err(_) => eprintln!("ebpfh: the monitor thread panicked"),
+            Ok(Err(e)) => {
+                let _ = writeln!(err, "ebpfh: the monitor failed: {e:#}");
+            }
+            Err(_) => {
+                let _ = writeln!(err, "ebpfh: the monitor thread panicked");
+            }
         }
         for line in logs.drain().iter().rev().take(3).rev() {
-            eprintln!("{line}");
+            let _ = writeln!(err, "{line}");
         }
     }
     result
@@ -171,17 +177,55 @@ fn dashboard(run_dir: &Path, source: String, logs: &LogBuffer) -> Result<()> {
     spawn_collector(run_dir.to_path_buf(), ask_rx, msg_tx.clone());
     spawn_subscriber(run_dir.to_path_buf(), msg_tx, quit.clone());
 
+    // Keys are read on their own thread: crossterm can spin inside a read once the terminal
+    // is gone, and the main loop must still notice SIGHUP and quit.
+    let (key_tx, key_rx) = mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("input".into())
+        .spawn(move || loop {
+            let ev = event::read();
+            let failed = ev.is_err();
+            if key_tx.send(ev).is_err() || failed {
+                return;
+            }
+        });
+
     let mut app = App::new(source);
     let res = run_loop(&mut term, &mut app, &msg_rx, &ask_tx, &quit, logs, || {
-        if event::poll(Duration::from_millis(100))? {
-            Ok(Some(event::read()?))
-        } else {
-            Ok(None)
+        if terminal_hung_up() {
+            quit.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
+        match key_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => ev.map(Some),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                quit.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
         }
     });
-    drop(term);
+    // ratatui's Drop prints (and so panics) if it cannot show the cursor on a terminal that is
+    // gone; the guard below restores what can be restored.
+    if term.show_cursor().is_err() {
+        std::mem::forget(term);
+    } else {
+        drop(term);
+    }
     drop(guard);
     res
+}
+
+/// Whether standard input's terminal hung up (its window closed, its tmux server died).
+fn terminal_hung_up() -> bool {
+    let mut fds = [nix::libc::pollfd {
+        fd: 0,
+        events: nix::libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is a valid array of one pollfd for the duration of the call; timeout 0.
+    let n = unsafe { nix::libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n > 0 && fds[0].revents & (nix::libc::POLLHUP | nix::libc::POLLERR | nix::libc::POLLNVAL) != 0
 }
 
 /// The main loop, generic over the backend and the key source so tests can drive it.
