@@ -55,6 +55,8 @@ unsafe impl plain::Plain for types::task_state {}
 unsafe impl plain::Plain for types::trace_call {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::trace_task {}
+// SAFETY: as above (the `.data.settings` section: one `struct settings`).
+unsafe impl plain::Plain for types::data_settings {}
 
 /// An operator command on one profile (see `enum command_op` in `bpf/ebpfh.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,10 +284,20 @@ impl<'obj> Kernel<'obj> {
         }
     }
 
-    pub fn set_settings(&mut self, settings: &Settings, monitor_tgid: u32) {
-        if let Some(s) = self.skel.maps.data_settings_data.as_deref_mut() {
-            write_settings(&mut s.settings, settings, monitor_tgid);
-        }
+    /// Changes the tunables while the programs run. A map update (like [`Kernel::sync_clock`]),
+    /// not a store through the mmap, so the monitor can do it through a shared reference.
+    pub fn set_settings(&self, settings: &Settings, monitor_tgid: u32) -> Result<(), LoadError> {
+        let mut section = types::data_settings {
+            settings: self.settings(),
+        };
+        write_settings(&mut section.settings, settings, monitor_tgid);
+        // SAFETY: `data_settings` is a plain repr(C) record of integers; viewing it as bytes is sound.
+        let bytes = unsafe { plain::as_bytes(&section) };
+        self.skel
+            .maps
+            .data_settings
+            .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(kernel("change the settings"))
     }
 
     pub fn settings(&self) -> types::settings {
@@ -295,6 +307,11 @@ impl<'obj> Kernel<'obj> {
             .as_deref()
             .map(|d| d.settings)
             .unwrap_or_default()
+    }
+
+    /// What the kernel maps were sized for.
+    pub fn capacity(&self) -> Capacity {
+        self.cap
     }
 
     pub fn events_map(&self) -> &dyn MapCore {
@@ -484,6 +501,29 @@ impl<'obj> Kernel<'obj> {
     /// The state bits of one profile (cheaper than reading its tables).
     pub fn profile_state(&self, slot: u32) -> Option<u32> {
         self.raw_profile(slot).map(|p| p.state)
+    }
+
+    /// One profile without its tables (exe empty, tables empty): cheap enough to read every
+    /// profile every second for the dashboard's rates.
+    pub fn profile_counters(&self, slot: u32) -> Option<Profile> {
+        let p = self.raw_profile(slot)?;
+        if p.key.dev == 0 && p.key.ino == 0 {
+            return None;
+        }
+        Some(Profile {
+            key: ProfileKey {
+                kdev: p.key.dev,
+                ino: p.key.ino,
+            },
+            state: p.state,
+            count: p.count,
+            train_count: p.train_count,
+            last_mod_count: p.last_mod_count,
+            sequences: p.sequences,
+            anomalies: p.anomalies,
+            normal_time: p.normal_time,
+            ..Profile::default()
+        })
     }
 
     /// Reads one profile (exe left empty: the kernel does not know paths).

@@ -129,6 +129,31 @@ pub enum Record {
         /// Failed kernel map inserts since the previous line, by what failed.
         failed: std::collections::BTreeMap<String, u64>,
     },
+    /// An operator asked the monitor for something that changes state (`ebpfh normalize`,
+    /// `set`, `save`, a key in `ebpfh top`): who asked (SO_PEERCRED), what, and how it went.
+    Command {
+        peer_uid: u32,
+        peer_pid: i32,
+        command: String,
+        /// What the request named (`profile /usr/bin/ls`, `pid 42`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exe: Option<String>,
+        /// The profile's state after the command.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        profile_state: Option<State>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        setting: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        /// `ok` or `failed`.
+        result: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     MonitorStarted {
         version: String,
         pid: u32,

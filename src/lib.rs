@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod clock;
+pub mod control;
 pub mod event;
 pub mod jsonl;
 pub mod model;
@@ -18,3 +19,4 @@ pub mod settings;
 pub mod store;
 pub mod syscalls;
 pub mod trace;
+pub mod tui;

@@ -7,8 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ebpfh::bpf::Capacity;
+use ebpfh::control::protocol::{Op, Request, Target};
+use ebpfh::control::{client, print, DEFAULT_RUN_DIR};
 use ebpfh::settings::{parse_duration, Settings};
-use ebpfh::{monitor, record};
+use ebpfh::{monitor, record, tui};
 
 /// Host-based intrusion detection: learns each program's system calls and reports what is new.
 #[derive(Parser, Debug)]
@@ -21,10 +23,52 @@ struct Cli {
     /// More detail on stderr, including libbpf's and the verifier's messages.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Where the monitor's control socket and pid file are.
+    #[arg(long, value_name = "DIR", global = true, default_value = DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// The live dashboard (the default); starts a monitor in-process when none is running.
+    Top(TopArgs),
+    /// Monitoring state, totals, rates, losses and settings of the running monitor.
+    Status(JsonArg),
+    /// Traced processes with their profiles and locality-frame counts.
+    Ps {
+        /// One row per thread instead of one per process.
+        #[arg(short, long)]
+        threads: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Every profile with its state and counters.
+    Profiles(JsonArg),
+    /// One profile in detail.
+    Profile {
+        #[command(subcommand)]
+        cmd: ProfileCmd,
+    },
+    /// Start detecting with a profile now: its training data becomes its testing data.
+    Normalize(CommandArgs),
+    /// Forget a profile's training data (a normal profile keeps detecting).
+    Sensitize(CommandArgs),
+    /// Stop detecting with a profile and go back to training.
+    Tolerize(CommandArgs),
+    /// Forget everything a profile learned.
+    Reset(CommandArgs),
+    /// Freeze a profile now; it becomes normal after normal_wait.
+    Freeze(CommandArgs),
+    /// Change a setting of the running monitor (monitoring, normal_wait, normal_factor,
+    /// normal_factor_den, anomaly_limit, tolerize_limit, log_sequences).
+    Set {
+        setting: String,
+        value: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Write every profile to disk now.
+    Save(JsonArg),
     /// Record what the kernel program processes into a trace file, for `ebpfh replay`.
     Record(RecordArgs),
     /// Resume every process ebpfh's delay response has stopped (systemd runs it when the service stops).
@@ -42,6 +86,61 @@ struct ResumeArgs {
     /// The monitor's state directory, where the list of stopped processes is kept.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpfh")]
     state_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCmd {
+    /// State, counters and the learned lookahead pairs of one profile.
+    Show {
+        /// The executable's path or file name, or its DEV:INODE key.
+        #[arg(value_name = "EXE|KEY")]
+        profile: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct JsonArg {
+    /// Print JSON instead of columns.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// The profile: an executable's path or file name, or a DEV:INODE key.
+    #[arg(long, value_name = "EXE|KEY")]
+    profile: Option<String>,
+    /// The profile process PID runs under.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+struct CommandArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Target {
+        match (&self.profile, self.pid) {
+            (_, Some(pid)) => Target::Pid(pid),
+            (Some(p), None) => Target::Profile(p.clone()),
+            // clap's group requires one of them.
+            (None, None) => Target::Profile(String::new()),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct TopArgs {
+    #[command(flatten)]
+    monitor: MonitorOpts,
 }
 
 /// pH's tunables, shared by the monitor and `record`.
@@ -99,7 +198,15 @@ struct MonitorArgs {
     /// Run the monitor without the dashboard (for services and scripts).
     #[arg(long)]
     headless: bool,
-    /// Write events as JSON lines to FILE ('-' for standard output; default with --headless).
+    #[command(flatten)]
+    opts: MonitorOpts,
+}
+
+/// How a monitor runs, whether headless or inside `ebpfh top`.
+#[derive(Args, Debug)]
+struct MonitorOpts {
+    /// Write events as JSON lines to FILE ('-' for standard output; the default with --headless,
+    /// none in the dashboard).
     #[arg(long, value_name = "FILE")]
     log: Option<String>,
     /// Where profiles are kept.
@@ -227,19 +334,90 @@ fn parse_ring_bytes(s: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.verbose { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
-    match run(cli) {
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    logger.format_timestamp_millis();
+    // The dashboard owns the terminal: log lines go to its message line instead of stderr.
+    let dashboard = match &cli.command {
+        Some(Cmd::Top(_)) => true,
+        None => !cli.monitor.headless,
+        _ => false,
+    };
+    let log_buffer = tui::LogBuffer::default();
+    if dashboard {
+        logger.target(env_logger::Target::Pipe(Box::new(log_buffer.clone())));
+    }
+    logger.init();
+    match run(cli, log_buffer) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ebpfh: {e:#}");
+            // Not eprintln: after the dashboard's terminal hung up, stderr may be gone.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "ebpfh: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<u8> {
+impl MonitorOpts {
+    fn options(self, log: Option<String>, run_dir: PathBuf, verbose: bool) -> monitor::Options {
+        let mut settings = self.tunables.settings();
+        let respond = self.respond || !self.respond_only.is_empty();
+        settings.delay_factor_ms = self.delay_factor.unwrap_or(u32::from(respond));
+        settings.max_delay = self.max_delay;
+        settings.respond_listed = !self.respond_only.is_empty();
+        settings.abort_execve = self.abort_execve.unwrap_or(if respond { 10 } else { 0 });
+        settings.execve_kill = self.execve_response == "kill";
+        monitor::Options {
+            state_dir: self.state_dir,
+            log,
+            allow: self.allow,
+            respond_only: self.respond_only,
+            settings,
+            save_interval: self.save_interval,
+            capacity: Capacity {
+                ring_bytes: self.ring_bytes,
+                ..self.tunables.capacity()
+            },
+            verbose,
+            run_dir: Some(run_dir),
+            stop: None,
+        }
+    }
+}
+
+/// Sends one request for subcommand `name` and prints the reply.
+fn client_command(
+    run_dir: &std::path::Path,
+    name: &str,
+    req: Request,
+    json: bool,
+) -> anyhow::Result<u8> {
+    match client::request(run_dir, &req) {
+        Ok(resp) => {
+            print!("{}", print::response(&resp, json));
+            Ok(0)
+        }
+        Err(client::ClientError::NeedRoot(_)) => {
+            anyhow::bail!("ebpfh {name} needs root to reach the monitor's socket; run it with sudo")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(cli: Cli, log_buffer: tui::LogBuffer) -> anyhow::Result<u8> {
+    let run_dir = cli.run_dir;
+    let command = |op: Op, args: CommandArgs| {
+        client_command(
+            &run_dir,
+            op.as_str(),
+            Request::Command {
+                op,
+                target: args.target.target(),
+            },
+            args.json.json,
+        )
+    };
     match cli.command {
         Some(Cmd::Replay(a)) => {
             let opts = ebpfh::replay::Options {
@@ -265,6 +443,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             ebpfh::replay::run(&opts)?;
             Ok(0)
         }
+        Some(Cmd::Resume(args)) => {
+            let _ = args.all;
+            let n = ebpfh::respond::resume_all(&args.state_dir).with_context(|| {
+                format!(
+                    "cannot read the list of stopped processes in '{}' (run it with sudo)",
+                    args.state_dir.display()
+                )
+            })?;
+            println!("resumed {n} stopped processes");
+            Ok(0)
+        }
         Some(Cmd::Record(args)) => {
             let opts = record::Options {
                 output: args.output,
@@ -279,42 +468,48 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let code = record::run(&opts)?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
-        Some(Cmd::Resume(args)) => {
-            let _ = args.all;
-            let n = ebpfh::respond::resume_all(&args.state_dir).with_context(|| {
-                format!(
-                    "cannot read the list of stopped processes in '{}' (run it with sudo)",
-                    args.state_dir.display()
-                )
-            })?;
-            println!("resumed {n} stopped processes");
+        Some(Cmd::Top(args)) => {
+            let log = args.monitor.log.clone();
+            let opts = args.monitor.options(log, run_dir.clone(), cli.verbose);
+            tui::run(&run_dir, opts, log_buffer)?;
             Ok(0)
         }
+        Some(Cmd::Status(j)) => client_command(&run_dir, "status", Request::Status, j.json),
+        Some(Cmd::Ps { threads, json }) => {
+            client_command(&run_dir, "ps", Request::Processes { threads }, json.json)
+        }
+        Some(Cmd::Profiles(j)) => client_command(&run_dir, "profiles", Request::Profiles, j.json),
+        Some(Cmd::Profile {
+            cmd: ProfileCmd::Show { profile, json },
+        }) => client_command(
+            &run_dir,
+            "profile show",
+            Request::Profile {
+                target: Target::Profile(profile),
+            },
+            json.json,
+        ),
+        Some(Cmd::Normalize(a)) => command(Op::Normalize, a),
+        Some(Cmd::Sensitize(a)) => command(Op::Sensitize, a),
+        Some(Cmd::Tolerize(a)) => command(Op::Tolerize, a),
+        Some(Cmd::Reset(a)) => command(Op::Reset, a),
+        Some(Cmd::Freeze(a)) => command(Op::Freeze, a),
+        Some(Cmd::Set {
+            setting,
+            value,
+            json,
+        }) => client_command(&run_dir, "set", Request::Set { setting, value }, json.json),
+        Some(Cmd::Save(j)) => client_command(&run_dir, "save", Request::Save, j.json),
         None => {
             let m = cli.monitor;
             if !m.headless {
-                anyhow::bail!("the dashboard (ebpfh top) is not available yet; run the monitor with --headless");
+                let log = m.opts.log.clone();
+                let opts = m.opts.options(log, run_dir.clone(), cli.verbose);
+                tui::run(&run_dir, opts, log_buffer)?;
+                return Ok(0);
             }
-            let mut settings = m.tunables.settings();
-            let respond = m.respond || !m.respond_only.is_empty();
-            settings.delay_factor_ms = m.delay_factor.unwrap_or(u32::from(respond));
-            settings.max_delay = m.max_delay;
-            settings.respond_listed = !m.respond_only.is_empty();
-            settings.abort_execve = m.abort_execve.unwrap_or(if respond { 10 } else { 0 });
-            settings.execve_kill = m.execve_response == "kill";
-            let opts = monitor::Options {
-                state_dir: m.state_dir,
-                log: Some(m.log.unwrap_or_else(|| "-".into())),
-                allow: m.allow,
-                respond_only: m.respond_only,
-                settings,
-                save_interval: m.save_interval,
-                capacity: Capacity {
-                    ring_bytes: m.ring_bytes,
-                    ..m.tunables.capacity()
-                },
-                verbose: cli.verbose,
-            };
+            let log = Some(m.opts.log.clone().unwrap_or_else(|| "-".into()));
+            let opts = m.opts.options(log, run_dir, cli.verbose);
             monitor::run(&opts)?;
             Ok(0)
         }

@@ -15,6 +15,7 @@ use libbpf_rs::RingBufferBuilder;
 
 use crate::bpf::{Capacity, Kernel, Stats};
 use crate::clock::TaiClock;
+use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::profile::{Profile, ProfileKey, State};
@@ -36,6 +37,10 @@ pub struct Options {
     pub allow: Vec<PathBuf>,
     /// With `settings.respond_listed`: the only executables responses touch.
     pub respond_only: Vec<PathBuf>,
+    /// Where the control socket and pid file go; `None` serves no socket.
+    pub run_dir: Option<PathBuf>,
+    /// Set by whoever hosts the monitor in-process (`ebpfh top`) to stop it like SIGTERM.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What userspace knows about a kernel profile slot that the kernel does not: its path.
@@ -55,9 +60,15 @@ struct Monitor<'k, 'obj> {
     responder: Responder,
     /// Profile states seen in the current batch of events (see `state`).
     states: HashMap<u32, State>,
+    /// The tunables as they are now (`ebpfh set` changes them).
+    settings: Settings,
+    host: String,
+    hub: Hub,
+    opts: &'k Options,
 }
 
-const EVENT_NAMES: [&str; 8] = [
+/// JSON names of the kernel's event kinds, indexed like `enum event_kind` (and `Stats::events_lost`).
+const EVENT_NAMES: [&str; 9] = [
     "",
     "profile_created",
     "anomaly",
@@ -66,12 +77,17 @@ const EVENT_NAMES: [&str; 8] = [
     "tolerize_limit",
     "new_sequence",
     "delay",
+    "execve_denied",
 ];
 
 impl Monitor<'_, '_> {
     fn emit(&mut self, time_tai: u64, rec: &Record) {
+        let time = self.clock.to_utc(time_tai);
         if let Some(sink) = &mut self.sink {
-            sink.write(self.clock.to_utc(time_tai), rec);
+            sink.write(time, rec);
+        }
+        if self.hub.wants(rec) {
+            self.hub.publish(rec, jsonl::to_line(time, &self.host, rec));
         }
     }
 
@@ -321,6 +337,59 @@ impl Monitor<'_, '_> {
     }
 }
 
+/// What the control server may use of the monitor (see `control::server`).
+impl Host for Monitor<'_, '_> {
+    fn kernel(&self) -> &Kernel<'_> {
+        self.kernel
+    }
+
+    fn exe(&self, slot: u32) -> String {
+        self.known
+            .get(&slot)
+            .map(|k| k.exe.clone())
+            .unwrap_or_default()
+    }
+
+    fn known_exes(&self) -> Vec<(u32, String)> {
+        self.known
+            .iter()
+            .map(|(&slot, k)| (slot, k.exe.clone()))
+            .collect()
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn set_settings(&mut self, settings: Settings) -> Result<(), String> {
+        self.kernel
+            .set_settings(&settings, std::process::id())
+            .map_err(|e| format!("{e:#}"))?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    fn save(&mut self) -> usize {
+        Monitor::save(self)
+    }
+
+    fn emit(&mut self, rec: &Record) {
+        self.emit_now(rec);
+    }
+
+    fn hub(&mut self) -> &mut Hub {
+        &mut self.hub
+    }
+
+    fn state_dir(&self) -> String {
+        self.opts.state_dir.display().to_string()
+    }
+
+    fn log_target(&self) -> Option<String> {
+        self.opts.log.clone()
+    }
+}
+
 fn signal_flags() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>, Arc<AtomicBool>)> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let int = Arc::new(AtomicBool::new(false));
@@ -337,14 +406,18 @@ pub fn run(opts: &Options) -> Result<()> {
     preflight::check()?;
     let store = Store::open(&opts.state_dir)?;
     let _lock = store.lock()?;
+    let mut server = match &opts.run_dir {
+        Some(dir) => Some(Server::start(dir)?),
+        None => None,
+    };
     // load_all warns about every file it sets aside, naming where it went.
     let loaded = store.load_all();
-    let host = nix::unistd::gethostname()
+    let host_name = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sink = match &opts.log {
         Some(target) => Some(
-            Sink::open(target, host)
+            Sink::open(target, host_name.clone())
                 .with_context(|| format!("cannot open the event log '{target}'"))?,
         ),
         None => None,
@@ -403,6 +476,10 @@ pub fn run(opts: &Options) -> Result<()> {
         last_stats: Stats::default(),
         responder,
         states: HashMap::new(),
+        settings: opts.settings.clone(),
+        host: host_name,
+        hub: Hub::default(),
+        opts,
     };
     // Tasks a killed monitor left stopped: resume those whose delay is over, keep the rest.
     m.resume(crate::clock::tai_now(), Why::DelayOver);
@@ -471,6 +548,9 @@ pub fn run(opts: &Options) -> Result<()> {
                 }
             }
         }
+        if let Some(server) = &mut server {
+            server.service(&mut m);
+        }
         let now = Instant::now();
         if now >= next_check {
             m.check_losses();
@@ -485,6 +565,13 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         if term.load(Ordering::Relaxed) {
             break "SIGTERM";
+        }
+        if opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            break "stopped";
         }
     };
 

@@ -64,7 +64,7 @@ impl std::str::FromStr for ProfileKey {
 }
 
 /// Where a profile is in pH's state machine, for display.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Training,

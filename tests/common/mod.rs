@@ -66,6 +66,8 @@ pub struct Monitor {
     pub log: PathBuf,
     pub stderr: PathBuf,
     pub state_dir: PathBuf,
+    /// The monitor's own run directory (control socket, pid file), so tests run in parallel.
+    pub run_dir: PathBuf,
 }
 
 pub const NORMAL_WAIT: &str = "2s";
@@ -77,11 +79,14 @@ impl Monitor {
     pub fn start(dir: &Path, state_dir: &Path, extra: &[&str]) -> Monitor {
         let log = dir.join("events.jsonl");
         let stderr = dir.join("monitor.stderr");
+        let run_dir = dir.join("run");
         let child = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
             .args(["--headless", "--normal-wait", NORMAL_WAIT, "--log"])
             .arg(&log)
             .arg("--state-dir")
             .arg(state_dir)
+            .arg("--run-dir")
+            .arg(&run_dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).unwrap())
@@ -92,6 +97,7 @@ impl Monitor {
             log,
             stderr,
             state_dir: state_dir.to_path_buf(),
+            run_dir,
         };
         let started = m.wait_for("monitor_started", |_| true, Duration::from_secs(60));
         assert!(
@@ -151,6 +157,35 @@ impl Monitor {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Runs `ebpfh ARGS --run-dir RUN_DIR` (a client subcommand) and returns its output.
+    pub fn client(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+            .args(args)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .output()
+            .expect("the ebpfh binary runs")
+    }
+
+    /// Like [`Monitor::client`] with `--json`, requiring success; returns the parsed output.
+    #[track_caller]
+    pub fn client_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.client(&all);
+        assert!(
+            out.status.success(),
+            "ebpfh {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ebpfh {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// SIGINT, then waits for a clean exit.

@@ -1,0 +1,803 @@
+//! The monitor's side of the control socket.
+//!
+//! A listener thread accepts connections and gives each its own thread, which reads one request
+//! and forwards it, with a channel for the reply, to the monitor thread (the kernel object is not
+//! `Send`, so only the monitor thread touches it). The monitor calls [`Server::service`] from its
+//! loop, which wakes at least every 200 ms. Event-stream subscribers get a bounded channel fed
+//! with `try_send`; one that falls behind is dropped with a warning, so the monitor never waits.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::protocol::*;
+use crate::bpf::{Kernel, TaskInfo};
+use crate::jsonl::Record;
+use crate::profile::{Profile, ProfileKey, State, Table};
+use crate::settings::Settings;
+use crate::syscalls;
+
+/// The socket's file name inside the run directory.
+pub const SOCKET: &str = "control.sock";
+/// The monitor's pid file inside the run directory.
+pub const PIDFILE: &str = "ebpfh.pid";
+/// Requests waiting for the monitor thread; more are refused as "busy".
+const QUEUE: usize = 64;
+/// Events a subscriber may have unread before it is dropped.
+const SUBSCRIBER_QUEUE: usize = 1024;
+/// Anomaly lines kept for subscribers that connect later.
+const BACKLOG: usize = 200;
+/// One sample per second for ten minutes.
+const HISTORY: usize = 600;
+/// A request line longer than this is refused.
+const MAX_REQUEST: u64 = 64 << 10;
+
+/// Who is on the other end of a connection (SO_PEERCRED).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: i32,
+}
+
+enum Incoming {
+    Request {
+        req: Request,
+        peer: Peer,
+        reply: mpsc::Sender<Reply>,
+    },
+    Subscribe {
+        events: SyncSender<Arc<str>>,
+    },
+}
+
+/// What the monitor lends the control server while it answers a request.
+pub trait Host {
+    fn kernel(&self) -> &Kernel<'_>;
+    /// The executable's path for a profile slot, as far as the monitor knows it.
+    fn exe(&self, slot: u32) -> String;
+    /// Every slot whose path the monitor knows.
+    fn known_exes(&self) -> Vec<(u32, String)>;
+    fn settings(&self) -> &Settings;
+    /// Applies new settings to the kernel and remembers them.
+    fn set_settings(&mut self, settings: Settings) -> Result<(), String>;
+    /// Saves every profile; returns how many were saved.
+    fn save(&mut self) -> usize;
+    /// Writes an event line (log and subscribers).
+    fn emit(&mut self, rec: &Record);
+    fn hub(&mut self) -> &mut Hub;
+    fn state_dir(&self) -> String;
+    fn log_target(&self) -> Option<String>;
+}
+
+/// Event-stream subscribers and the recent anomalies; owned by the monitor, fed by `emit`.
+#[derive(Default)]
+pub struct Hub {
+    subscribers: Vec<SyncSender<Arc<str>>>,
+    backlog: VecDeque<Arc<str>>,
+    /// Anomaly events since the start.
+    pub anomalies: u64,
+    /// Subscribers dropped because they read too slowly.
+    pub dropped: u64,
+}
+
+impl Hub {
+    /// Whether a line built now would reach anyone (anomalies are always kept for the backlog).
+    pub fn wants(&self, rec: &Record) -> bool {
+        !self.subscribers.is_empty() || matches!(rec, Record::Anomaly { .. })
+    }
+
+    /// Hands one JSON line to every subscriber without waiting for any of them.
+    pub fn publish(&mut self, rec: &Record, line: String) {
+        let line: Arc<str> = line.into();
+        if matches!(rec, Record::Anomaly { .. }) {
+            self.anomalies += 1;
+            if self.backlog.len() == BACKLOG {
+                self.backlog.pop_front();
+            }
+            self.backlog.push_back(line.clone());
+        }
+        let mut dropped = 0;
+        self.subscribers
+            .retain(|tx| match tx.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    dropped += 1;
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
+        if dropped > 0 {
+            log::warn!("dropped {dropped} event-stream client(s) that read too slowly");
+            self.dropped += dropped;
+        }
+    }
+
+    fn subscribe(&mut self, tx: SyncSender<Arc<str>>) {
+        for line in &self.backlog {
+            if tx.try_send(line.clone()).is_err() {
+                return;
+            }
+        }
+        self.subscribers.push(tx);
+    }
+}
+
+/// Per-second rates, computed from the profiles' call counters between samples.
+struct Rates {
+    last: Option<Instant>,
+    counts: Vec<u64>,
+    per_slot: Vec<f64>,
+    anomalies: u64,
+    history: VecDeque<Sample>,
+}
+
+impl Rates {
+    fn sample(&mut self, kernel: &Kernel<'_>, anomalies: u64) {
+        let now = Instant::now();
+        let secs = self
+            .last
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        let slots = kernel.slots();
+        let n = slots.end as usize;
+        self.counts.resize(n, 0);
+        self.per_slot.resize(n, 0.0);
+        let mut calls = 0u64;
+        for slot in slots {
+            let i = slot as usize;
+            let count = kernel.profile_counters(slot).map_or(0, |p| p.count);
+            // A reset sets the counter back to 0: count what came after it.
+            let d = count.checked_sub(self.counts[i]).unwrap_or(count);
+            self.counts[i] = count;
+            calls += d;
+            self.per_slot[i] = if secs > 0.0 { d as f64 / secs } else { 0.0 };
+        }
+        let new_anomalies = anomalies.saturating_sub(self.anomalies);
+        self.anomalies = anomalies;
+        if secs > 0.0 {
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back(Sample {
+                calls_per_sec: calls as f64 / secs,
+                anomalies_per_sec: new_anomalies as f64 / secs,
+            });
+        }
+        self.last = Some(now);
+    }
+
+    fn slot(&self, slot: u32) -> f64 {
+        self.per_slot.get(slot as usize).copied().unwrap_or(0.0)
+    }
+}
+
+pub struct Server {
+    rx: Receiver<Incoming>,
+    path: PathBuf,
+    pidfile: PathBuf,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    rates: Rates,
+    /// Pair counts by slot, recomputed only when (sequences, state) change.
+    pairs: HashMap<u32, (u64, u32, u64)>,
+}
+
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(SOCKET)
+}
+
+impl Server {
+    /// Creates the run directory (0700), the socket (0600) and the pid file, and starts
+    /// accepting connections.
+    pub fn start(run_dir: &Path) -> Result<Server> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(run_dir)
+            .with_context(|| format!("cannot create the run directory '{}'", run_dir.display()))?;
+        std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict '{}' to root", run_dir.display()))?;
+        let path = socket_path(run_dir);
+        let pidfile = run_dir.join(PIDFILE);
+        if UnixStream::connect(&path).is_ok() {
+            let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            anyhow::bail!(
+                "another ebpfh monitor (pid {}) already serves '{}'; stop it, or give this one its own --run-dir",
+                pid.trim(),
+                path.display()
+            );
+        }
+        // A socket nobody answers on is left over from a monitor that died.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("cannot create the control socket '{}'", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict '{}' to root", path.display()))?;
+        std::fs::write(&pidfile, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pid file '{}'", pidfile.display()))?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || accept_loop(listener, tx, flag))
+            .context("cannot start the control socket's thread")?;
+        Ok(Server {
+            rx,
+            path,
+            pidfile,
+            stop,
+            started: Instant::now(),
+            rates: Rates {
+                last: None,
+                counts: Vec::new(),
+                per_slot: Vec::new(),
+                anomalies: 0,
+                history: VecDeque::with_capacity(HISTORY),
+            },
+            pairs: HashMap::new(),
+        })
+    }
+
+    /// Answers every waiting request and takes the per-second sample when one is due.
+    /// Called from the monitor loop; never blocks.
+    pub fn service(&mut self, host: &mut dyn Host) {
+        if self
+            .rates
+            .last
+            .map_or(true, |t| t.elapsed() >= Duration::from_secs(1))
+        {
+            let anomalies = host.hub().anomalies;
+            self.rates.sample(host.kernel(), anomalies);
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(Incoming::Request { req, peer, reply }) => {
+                    let answer = self.answer(host, req, peer);
+                    // The client may have gone; nothing to do about it.
+                    let _ = reply.send(answer);
+                }
+                Ok(Incoming::Subscribe { events }) => host.hub().subscribe(events),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+    }
+
+    fn answer(&mut self, host: &mut dyn Host, req: Request, peer: Peer) -> Reply {
+        match req {
+            Request::Status => {
+                let tasks = host.kernel().tasks().map_err(|e| e.to_string())?;
+                let rows = self.rows(host, &tasks);
+                Ok(Response::Status(self.status(host, &rows, &tasks)))
+            }
+            Request::Processes { threads } => {
+                let tasks = host.kernel().tasks().map_err(|e| e.to_string())?;
+                Ok(Response::Processes(processes(host, &tasks, threads)))
+            }
+            Request::Profiles => {
+                let tasks = host.kernel().tasks().map_err(|e| e.to_string())?;
+                Ok(Response::Profiles(self.rows(host, &tasks)))
+            }
+            Request::Snapshot { threads } => {
+                let tasks = host.kernel().tasks().map_err(|e| e.to_string())?;
+                let profiles = self.rows(host, &tasks);
+                let status = self.status(host, &profiles, &tasks);
+                Ok(Response::Snapshot(Box::new(Snapshot {
+                    status,
+                    processes: processes(host, &tasks, threads),
+                    profiles,
+                })))
+            }
+            Request::Profile { target } => {
+                let slot = resolve(host, &target)?;
+                let profile = host
+                    .kernel()
+                    .profile(slot)
+                    .ok_or_else(|| format!("the {target} is gone"))?;
+                let tasks = host.kernel().tasks().map_err(|e| e.to_string())?;
+                let row = self.row(host, slot, &profile, &tasks);
+                let normal_at = (profile.state() == State::Frozen).then(|| {
+                    crate::clock::rfc3339(crate::clock::TaiClock::new().to_utc(profile.normal_time))
+                });
+                Ok(Response::Profile(ProfileDetail {
+                    row,
+                    normal_at,
+                    train: pairs(&profile.train),
+                    test: pairs(&profile.test),
+                }))
+            }
+            Request::Command { op, target } => self.command(host, peer, op, target),
+            Request::Set { setting, value } => {
+                let mut s = host.settings().clone();
+                let result =
+                    apply_setting(&mut s, &setting, &value).and_then(|()| host.set_settings(s));
+                host.emit(&Record::Command {
+                    peer_uid: peer.uid,
+                    peer_pid: peer.pid,
+                    command: "set".into(),
+                    target: None,
+                    profile: None,
+                    exe: None,
+                    profile_state: None,
+                    setting: Some(setting.clone()),
+                    value: Some(value.clone()),
+                    result: if result.is_ok() { "ok" } else { "failed" }.into(),
+                    error: result.as_ref().err().cloned(),
+                });
+                result?;
+                log::info!(
+                    "set {setting} = {value} (asked by uid {} pid {})",
+                    peer.uid,
+                    peer.pid
+                );
+                Ok(Response::Settings(SettingsView::from(host.settings())))
+            }
+            Request::Save => {
+                let profiles = host.save();
+                host.emit(&Record::Command {
+                    peer_uid: peer.uid,
+                    peer_pid: peer.pid,
+                    command: "save".into(),
+                    target: None,
+                    profile: None,
+                    exe: None,
+                    profile_state: None,
+                    setting: None,
+                    value: None,
+                    result: "ok".into(),
+                    error: None,
+                });
+                Ok(Response::Saved { profiles })
+            }
+            Request::EventStream => Err("the event stream is served by the socket thread".into()),
+            Request::ReturnError => Err("you asked for an error".into()),
+        }
+    }
+
+    fn command(&mut self, host: &mut dyn Host, peer: Peer, op: Op, target: Target) -> Reply {
+        let slot = resolve(host, &target);
+        let exe = slot.as_ref().ok().map(|&s| host.exe(s));
+        let result = slot.clone().and_then(|slot| {
+            host.kernel().command(slot, op.kernel()).map_err(|e| {
+                format!(
+                    "cannot {} {}: {e}",
+                    op.as_str(),
+                    exe.as_deref()
+                        .filter(|e| !e.is_empty())
+                        .unwrap_or("the profile")
+                )
+            })
+        });
+        let after = slot
+            .as_ref()
+            .ok()
+            .and_then(|&s| host.kernel().profile_counters(s));
+        host.emit(&Record::Command {
+            peer_uid: peer.uid,
+            peer_pid: peer.pid,
+            command: op.as_str().into(),
+            target: Some(target.to_string()),
+            profile: after.as_ref().map(|p| p.key.to_string()),
+            exe: exe.clone(),
+            profile_state: after.as_ref().map(|p| p.state()),
+            setting: None,
+            value: None,
+            result: if result.is_ok() { "ok" } else { "failed" }.into(),
+            error: result.as_ref().err().cloned(),
+        });
+        result?;
+        let slot = slot?;
+        log::info!(
+            "{} {} (asked by uid {} pid {})",
+            op.as_str(),
+            exe.as_deref().unwrap_or(""),
+            peer.uid,
+            peer.pid
+        );
+        let profile = after.ok_or("the profile is gone")?;
+        let tasks = host.kernel().tasks().map_err(|e| e.to_string())?;
+        let row = self.row(host, slot, &profile, &tasks);
+        Ok(Response::Done { op, profile: row })
+    }
+
+    fn status(&self, host: &mut dyn Host, rows: &[ProfileRow], tasks: &[TaskInfo]) -> Status {
+        let kernel = host.kernel();
+        let st = kernel.stats();
+        let mut counts = StateCounts::default();
+        for r in rows {
+            counts.add(r.state);
+        }
+        let settings = host.settings().clone();
+        let last = self.rates.history.back().copied().unwrap_or_default();
+        let dropped = host.hub().dropped;
+        let anomalies = host.hub().anomalies;
+        let mut processes: Vec<u32> = tasks.iter().map(|t| t.pid).collect();
+        processes.sort_unstable();
+        processes.dedup();
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            monitoring: settings.monitoring,
+            state_dir: host.state_dir(),
+            log: host.log_target(),
+            profiles: counts,
+            processes: processes.len(),
+            threads: tasks.len(),
+            calls_per_sec: last.calls_per_sec,
+            anomalies_per_sec: last.anomalies_per_sec,
+            anomalies,
+            losses: Losses {
+                events: st.total_lost(),
+                rows_full: st.rows_full,
+                profiles_full: st.profiles_full,
+                tasks_failed: st.tasks_failed,
+                subscribers_dropped: dropped,
+            },
+            profiles_used: st.profiles_used,
+            profiles_max: host.kernel().capacity().profiles.saturating_sub(1),
+            rows_used: st.rows_used,
+            rows_max: host.kernel().capacity().rows.saturating_sub(1),
+            settings: SettingsView::from(&settings),
+            history: self.rates.history.iter().copied().collect(),
+        }
+    }
+
+    /// Every profile's row (counters only; pair counts come from a cache).
+    fn rows(&mut self, host: &mut dyn Host, tasks: &[TaskInfo]) -> Vec<ProfileRow> {
+        let mut by_slot: HashMap<u32, usize> = HashMap::new();
+        for t in tasks.iter().filter(|t| t.tid == t.pid) {
+            *by_slot.entry(t.slot).or_default() += 1;
+        }
+        let mut out = Vec::new();
+        for slot in host.kernel().slots() {
+            let Some(p) = host.kernel().profile_counters(slot) else {
+                continue;
+            };
+            let pairs = match self.pairs.get(&slot) {
+                Some(&(seq, state, n)) if seq == p.sequences && state == p.state => n,
+                _ => {
+                    let n = host
+                        .kernel()
+                        .profile(slot)
+                        .map_or(0, |full| active(&full).pairs());
+                    self.pairs.insert(slot, (p.sequences, p.state, n));
+                    n
+                }
+            };
+            let mut row = self.row_from(host, slot, &p, pairs);
+            row.processes = by_slot.get(&slot).copied().unwrap_or(0);
+            out.push(row);
+        }
+        out
+    }
+
+    fn row(&self, host: &dyn Host, slot: u32, p: &Profile, tasks: &[TaskInfo]) -> ProfileRow {
+        let pairs = if p.train.rows.is_empty() && p.test.rows.is_empty() {
+            self.pairs.get(&slot).map_or(0, |&(_, _, n)| n)
+        } else {
+            active(p).pairs()
+        };
+        let mut row = self.row_from(host, slot, p, pairs);
+        row.processes = tasks
+            .iter()
+            .filter(|t| t.tid == t.pid && t.slot == slot)
+            .count();
+        row
+    }
+
+    fn row_from(&self, host: &dyn Host, slot: u32, p: &Profile, pairs: u64) -> ProfileRow {
+        let state = p.state();
+        let normal_in_secs = (state == State::Frozen)
+            .then(|| p.normal_time.saturating_sub(crate::clock::tai_now()) / 1_000_000_000);
+        ProfileRow {
+            exe: host.exe(slot),
+            profile: p.key.to_string(),
+            state,
+            calls: p.count,
+            calls_per_sec: self.rates.slot(slot),
+            train_count: p.train_count,
+            last_mod_count: p.last_mod_count,
+            sequences: p.sequences,
+            anomalies: p.anomalies,
+            pairs,
+            normal_in_secs,
+            processes: 0,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the listener so its thread sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.pidfile);
+    }
+}
+
+/// The table a profile is judged by: testing data once normal, training data before.
+fn active(p: &Profile) -> &Table {
+    if p.state() == State::Normal {
+        &p.test
+    } else {
+        &p.train
+    }
+}
+
+fn pairs(t: &Table) -> Vec<Pair> {
+    let mut out = Vec::new();
+    for (&cur, row) in &t.rows {
+        for (prev, &flags) in row.iter().enumerate() {
+            if flags != 0 {
+                let prev = prev as u16;
+                out.push(Pair {
+                    current: syscalls::name(cur),
+                    current_nr: cur,
+                    previous: syscalls::name(prev),
+                    previous_nr: prev,
+                    flags,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn processes(host: &dyn Host, tasks: &[TaskInfo], threads: bool) -> Vec<ProcessRow> {
+    let kernel = host.kernel();
+    let mut keys: HashMap<u32, (String, Option<State>)> = HashMap::new();
+    let mut info = |slot: u32| {
+        keys.entry(slot)
+            .or_insert_with(|| match kernel.profile_counters(slot) {
+                Some(p) => (p.key.to_string(), Some(p.state())),
+                None => (String::new(), None),
+            })
+            .clone()
+    };
+    let row = |t: &TaskInfo, (profile, state): (String, Option<State>)| ProcessRow {
+        pid: t.pid,
+        tid: t.tid,
+        ppid: t.ppid,
+        uid: t.uid,
+        comm: t.comm.clone(),
+        threads: 1,
+        exe: host.exe(t.slot),
+        profile,
+        state,
+        lfc: t.lfc,
+        lfc_max: t.lfc_max,
+        calls: t.count,
+    };
+    let mut out: Vec<ProcessRow> = Vec::new();
+    if threads {
+        for t in tasks {
+            out.push(row(t, info(t.slot)));
+        }
+        out.sort_by_key(|r| (r.pid, r.tid));
+        return out;
+    }
+    let mut index: HashMap<u32, usize> = HashMap::new();
+    // Leaders first, so a process's row names its leader's comm and profile.
+    let mut sorted: Vec<&TaskInfo> = tasks.iter().collect();
+    sorted.sort_by_key(|t| (t.pid, t.tid != t.pid, t.tid));
+    for t in sorted {
+        match index.get(&t.pid) {
+            Some(&i) => {
+                let r = &mut out[i];
+                r.threads += 1;
+                r.calls += t.count;
+                r.lfc = r.lfc.max(t.lfc);
+                r.lfc_max = r.lfc_max.max(t.lfc_max);
+            }
+            None => {
+                index.insert(t.pid, out.len());
+                let mut r = row(t, info(t.slot));
+                r.tid = t.pid;
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// Finds the slot a target names, or says in one sentence why not.
+fn resolve(host: &dyn Host, target: &Target) -> Result<u32, String> {
+    let kernel = host.kernel();
+    match target {
+        Target::Pid(pid) => kernel.slot_of_task(*pid).ok_or_else(|| {
+            format!("process {pid} is not traced (it does not exist, or it runs without a profile)")
+        }),
+        Target::Profile(name) => {
+            if let Ok(key) = name.parse::<ProfileKey>() {
+                return kernel.slot_of(key).ok_or_else(|| {
+                    format!("no profile has the key '{name}'; `ebpfh profiles` lists them")
+                });
+            }
+            let known = host.known_exes();
+            if let Some((slot, _)) = known.iter().find(|(_, exe)| exe == name) {
+                return Ok(*slot);
+            }
+            if let Ok(meta) = std::fs::metadata(name) {
+                use std::os::unix::fs::MetadataExt;
+                if let Some(slot) = kernel.slot_of(ProfileKey::from_stat(meta.dev(), meta.ino())) {
+                    return Ok(slot);
+                }
+            }
+            let by_name: Vec<&(u32, String)> = known
+                .iter()
+                .filter(|(_, exe)| {
+                    Path::new(exe)
+                        .file_name()
+                        .is_some_and(|f| f == name.as_str())
+                })
+                .collect();
+            match by_name.as_slice() {
+                [(slot, _)] => Ok(*slot),
+                [] => Err(format!(
+                    "no profile matches '{name}'; `ebpfh profiles` lists them"
+                )),
+                many => Err(format!(
+                    "'{name}' matches {} profiles ({}); name one by its path or DEV:INODE key",
+                    many.len(),
+                    many.iter()
+                        .map(|(_, e)| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+    }
+}
+
+fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("control socket: cannot accept a connection: {e}");
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("control-client".into())
+            .spawn(move || {
+                if let Err(e) = handle_client(stream, &tx) {
+                    log::debug!("control client: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("control socket: cannot start a thread for a client: {e}");
+        }
+    }
+}
+
+fn write_line<T: serde::Serialize>(stream: &mut UnixStream, value: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(value).map_err(std::io::Error::other)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())
+}
+
+fn handle_client(mut stream: UnixStream, tx: &SyncSender<Incoming>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let creds = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(std::io::Error::from)?;
+    let peer = Peer {
+        uid: creds.uid(),
+        pid: creds.pid(),
+    };
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    if peer.uid != 0 {
+        // The socket is 0600 in a 0700 directory; this is the second lock on the door.
+        let r: Reply = Err("only root may control the ebpfh monitor".into());
+        return write_line(&mut stream, &r);
+    }
+    let req: Request = match serde_json::from_str(line.trim_end()) {
+        Ok(r) => r,
+        Err(e) => {
+            let r: Reply = Err(format!(
+                "the monitor did not understand the request ({e}); are the client and the monitor the same version?"
+            ));
+            return write_line(&mut stream, &r);
+        }
+    };
+    if req == Request::EventStream {
+        let (events_tx, events) = mpsc::sync_channel(SUBSCRIBER_QUEUE);
+        if tx
+            .try_send(Incoming::Subscribe { events: events_tx })
+            .is_err()
+        {
+            let r: Reply = Err("the monitor is busy; try again".into());
+            return write_line(&mut stream, &r);
+        }
+        let ok: Reply = Ok(Response::Streaming);
+        write_line(&mut stream, &ok)?;
+        // Ends when the monitor drops us (too slow, or stopping) or the client goes away.
+        for line in events {
+            stream.write_all(line.as_bytes())?;
+            stream.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let reply = match tx.try_send(Incoming::Request {
+        req,
+        peer,
+        reply: reply_tx,
+    }) {
+        Ok(()) => reply_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| Err("the monitor did not answer in time".into())),
+        Err(TrySendError::Full(_)) => Err("the monitor is busy; try again".into()),
+        Err(TrySendError::Disconnected(_)) => Err("the monitor is stopping".into()),
+    };
+    write_line(&mut stream, &reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_subscriber_is_dropped_and_counted() {
+        let mut hub = Hub::default();
+        let (tx, rx) = mpsc::sync_channel(2);
+        hub.subscribe(tx);
+        let rec = Record::MonitorStopped {
+            pid: 1,
+            reason: "x".into(),
+            profiles_saved: 0,
+        };
+        for _ in 0..3 {
+            hub.publish(&rec, "{}".into());
+        }
+        assert_eq!(hub.dropped, 1);
+        assert!(hub.subscribers.is_empty());
+        assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    #[test]
+    fn late_subscribers_get_the_recent_anomalies_first() {
+        let mut hub = Hub::default();
+        let anomaly = Record::EventsLost {
+            lost: Default::default(),
+            failed: Default::default(),
+        };
+        hub.publish(&anomaly, "not kept".into());
+        assert!(hub.backlog.is_empty());
+        let (tx, rx) = mpsc::sync_channel(8);
+        hub.subscribe(tx);
+        hub.publish(&anomaly, "live".into());
+        assert_eq!(
+            rx.try_iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+            ["live"]
+        );
+    }
+
+    #[test]
+    fn pairs_list_names_and_distances() {
+        let mut t = Table::default();
+        let mut row = Box::new([0u8; crate::syscalls::NSYMBOLS]);
+        row[0] = 0b101;
+        t.rows.insert(1, row);
+        let p = pairs(&t);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].current, syscalls::name(1));
+        assert_eq!(p[0].previous, syscalls::name(0));
+        assert_eq!(p[0].distances(), [1, 3]);
+    }
+}

@@ -1,0 +1,260 @@
+//! Root tests of the control socket: the real monitor binary, the real client subcommands.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ebpfh::control::client;
+use serde_json::Value;
+
+fn profile_of<'a>(profiles: &'a Value, key: &str) -> Option<&'a Value> {
+    profiles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == key)
+}
+
+#[test]
+fn root_clients_read_and_steer_a_running_monitor() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "anomaly");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    // The common monitor's 2 s wait would make the program normal by itself.
+    let s = mon.client_json(&["set", "normal_wait", "1h"]);
+    assert_eq!(s["settings"]["normal_wait"], "1h");
+
+    // Root only: the directory is 0700, the socket 0600, and the pid file names the monitor.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&mon.run_dir), 0o700);
+    assert_eq!(mode(&mon.run_dir.join("control.sock")), 0o600);
+    let pid: u32 = std::fs::read_to_string(mon.run_dir.join("ebpfh.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    for _ in 0..5 {
+        run(&prog, &[]);
+    }
+    let status = mon.client_json(&["status"]);
+    assert_eq!(status["pid"], pid);
+    assert_eq!(status["monitoring"], true);
+    assert!(
+        status["profiles"]["training"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(status["processes"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["losses"]["events"], 0);
+
+    let profiles = mon.client_json(&["profiles"]);
+    let p = profile_of(&profiles, &key).expect("the test program has a profile");
+    assert_eq!(p["exe"], prog.to_str().unwrap());
+    assert_ne!(p["state"], "normal", "normal_wait is an hour");
+    assert!(p["pairs"].as_u64().unwrap() > 0);
+    assert!(p["calls"].as_u64().unwrap() > 0);
+
+    let detail = mon.client_json(&["profile", "show", prog.to_str().unwrap()]);
+    let train = detail["train"].as_array().unwrap();
+    assert!(!train.is_empty());
+    assert!(
+        train.iter().any(|p| p["current"] == "write"),
+        "pairs are named by syscall: {detail}"
+    );
+    let plain = mon.client(&["profile", "show", &key]);
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains("training pairs"), "{text}");
+    assert!(text.contains("write "), "{text}");
+
+    // Processes: our own sleeper shows up with its profile.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let ps = mon.client_json(&["ps"]);
+        if let Some(p) = ps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == sleeper.id())
+        {
+            break p.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "sleep never showed up in ebpfh ps: {ps}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(found["comm"], "sleep");
+    assert_eq!(found["state"], "training");
+    let threads = mon.client_json(&["ps", "-t"]);
+    assert!(!threads.as_array().unwrap().is_empty());
+
+    // Subscribe before commanding, so the command event arrives on the stream.
+    let events = client::event_stream(&mon.run_dir).expect("subscribe");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for v in events {
+            if tx.send(v).is_err() {
+                return;
+            }
+        }
+    });
+
+    // normalize by file name; freeze by pid.
+    let out = mon.client(&["normalize", "--profile", "anomaly"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with(&format!("normalized {}", prog.display())),
+        "{said}"
+    );
+    let profiles = mon.client_json(&["profiles"]);
+    assert_eq!(profile_of(&profiles, &key).unwrap()["state"], "normal");
+    let frozen = mon.client_json(&["freeze", "--pid", &sleeper.id().to_string()]);
+    assert_eq!(frozen["done"]["op"], "freeze");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+
+    let streamed = rx
+        .iter()
+        .find(|v| v["event"] == "command" && v["command"] == "normalize")
+        .expect("the command reaches the event stream");
+    assert_eq!(streamed["profile"], key);
+
+    // Every command is logged: who asked, for what, and how it went.
+    let cmd = mon
+        .wait_for(
+            "command",
+            |e| e["command"] == "normalize",
+            Duration::from_secs(5),
+        )
+        .expect("a command event");
+    assert_eq!(cmd["peer_uid"], 0);
+    assert!(cmd["peer_pid"].as_u64().unwrap() > 0);
+    assert_eq!(cmd["target"], "profile anomaly");
+    assert_eq!(cmd["profile"], key);
+    assert_eq!(cmd["exe"], prog.to_str().unwrap());
+    assert_eq!(cmd["profile_state"], "normal");
+    assert_eq!(cmd["result"], "ok");
+
+    // A normalized profile detects the backdoor at once.
+    let backdoor = run(&prog, &["backdoor"]);
+    assert!(
+        mon.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(10))
+            .is_some(),
+        "no anomaly after normalize"
+    );
+
+    // Settings change in the kernel: with monitoring off, nothing is counted any more.
+    let s = mon.client_json(&["set", "monitoring", "off"]);
+    assert_eq!(s["settings"]["monitoring"], false);
+    assert_eq!(mon.client_json(&["status"])["monitoring"], false);
+    let before = profile_of(&mon.client_json(&["profiles"]), &key).unwrap()["calls"].clone();
+    run(&prog, &[]);
+    let after = profile_of(&mon.client_json(&["profiles"]), &key).unwrap()["calls"].clone();
+    assert_eq!(before, after, "monitoring off still counted calls");
+    let s = mon.client_json(&["set", "normal_wait", "3s"]);
+    assert_eq!(s["settings"]["normal_wait"], "3s");
+
+    let bad = mon.client(&["set", "normal_factor_den", "0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("'0' is not a valid normal_factor_den"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let failed = mon
+        .wait_for(
+            "command",
+            |e| e["setting"] == "normal_factor_den",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(failed["result"], "failed");
+
+    let out = mon.client(&["save"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("saved "));
+
+    let out = mon.client(&["reset", "--profile", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "ebpfh: no profile matches 'no-such-program'; `ebpfh profiles` lists them"
+    );
+
+    mon.stop();
+    assert!(
+        !mon.run_dir.join("control.sock").exists(),
+        "the socket is removed at exit"
+    );
+    assert!(!mon.run_dir.join("ebpfh.pid").exists());
+}
+
+#[test]
+fn clients_without_a_monitor_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+        .args(["status", "--run-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "ebpfh: no ebpfh monitor is running (no socket at {}/control.sock); start one with `sudo ebpfh --headless` or `sudo systemctl start ebpfh`",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn root_clients_without_root_are_told_to_use_sudo() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ebpfh"))
+        .args(["status", "--run-dir"])
+        .arg(&mon.run_dir)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    mon.stop();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "ebpfh: ebpfh status needs root to reach the monitor's socket; run it with sudo"
+    );
+}
+
+#[test]
+fn root_a_second_monitor_on_one_run_dir_is_refused() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+        .args(["--headless", "--log", "-", "--state-dir"])
+        .arg(dir.path().join("other-state"))
+        .arg("--run-dir")
+        .arg(&first.run_dir)
+        .output()
+        .unwrap();
+    first.stop();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another ebpfh monitor (pid"), "{err}");
+    assert!(err.contains("--run-dir"), "{err}");
+}
