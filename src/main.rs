@@ -279,7 +279,7 @@ struct ReplayArgs {
     #[arg(long, value_enum)]
     format: Option<ebpfh::replay::Format>,
     /// The system-call table of numbers and names in text traces.
-    #[arg(long, value_enum, default_value = "x86-64")]
+    #[arg(long, value_name = "ABI", default_value = "x86_64", value_parser = parse_abi)]
     abi: ebpfh::syscalls::Abi,
     /// Evaluation: print the report as one JSON object.
     #[arg(long)]
@@ -312,6 +312,20 @@ struct ReplayArgs {
     /// Online: the `host` field of the JSON lines.
     #[arg(long, value_name = "NAME", default_value = "replay")]
     host: String,
+}
+
+/// The kernel's spelling of an ABI (x86_64, i386, aarch64), or clap's x86-64, or native.
+fn parse_abi(s: &str) -> Result<ebpfh::syscalls::Abi, String> {
+    use ebpfh::syscalls::Abi;
+    match s {
+        "x86_64" | "x86-64" => Ok(Abi::X86_64),
+        "i386" => Ok(Abi::I386),
+        "aarch64" => Ok(Abi::Aarch64),
+        "native" => Ok(Abi::Native),
+        _ => Err(format!(
+            "'{s}' is not a system-call table; use x86_64, i386 or aarch64"
+        )),
+    }
 }
 
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {

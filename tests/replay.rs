@@ -94,6 +94,7 @@ fn strace_f_o_output_becomes_model_inputs() {
             },
             call(101, 273),
             call(101, 59),
+            call(100, 39),
             exe("/bin/sh"),
             exec(101, sh),
             call(101, 102),

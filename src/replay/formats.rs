@@ -409,11 +409,14 @@ fn strace_line(line: &str) -> Option<Line<'_>> {
     strace_body(rest).then_some(Line { pid, time, rest })
 }
 
-/// The return value of a finished call's text (`... ) = 3 <0.000012>`), if it is a number.
+/// The return value of a finished call's text (`... )     = 3 <0.000012>`), if it is a number.
 fn retval(text: &str) -> Option<i64> {
-    // The last ") = " closes the arguments: errno explanations may follow in parentheses.
-    let at = text.rfind(") = ")?;
-    let tok = text[at + 4..].split_ascii_whitespace().next()?;
+    // The last " = " right after the closing parenthesis (strace pads with spaces to align
+    // results); errno explanations in parentheses may follow it.
+    let (at, _) = text
+        .rmatch_indices(" = ")
+        .find(|(i, _)| text[..*i].trim_end().ends_with(')'))?;
+    let tok = text[at + 3..].split_ascii_whitespace().next()?;
     tok.parse().ok()
 }
 
@@ -888,6 +891,7 @@ mod tests {
     fn return_values_and_strings() {
         assert_eq!(retval("NULL, 8) = 0 <0.000009>"), Some(0));
         assert_eq!(retval(", child_tidptr=0x7f) = 28964"), Some(28964));
+        assert_eq!(retval(")              = 4767"), Some(4767));
         assert_eq!(retval("3, \"a) = 5\", 5) = ?"), None);
         assert_eq!(retval("\"/x\") = -1 ENOENT (No such file)"), Some(-1));
         assert_eq!(

@@ -71,12 +71,13 @@ pub fn roc_png(path: &Path, scores: &[TraceScore]) -> Result<()> {
         RGBColor(30, 90, 200),
         RGBColor(20, 150, 60),
     ];
-    for (&m, colour) in METRICS.iter().zip(colours) {
+    // Curves often coincide; drawing them widest first keeps each one visible.
+    for ((&m, colour), width) in METRICS.iter().zip(colours).zip([7, 5, 3]) {
         let (n, a) = (values("normal", m), values("attack", m));
         let pts = score::roc(&n, &a);
         let auc = score::auc(&n, &a).unwrap_or(f64::NAN);
         chart
-            .draw_series(LineSeries::new(pts, colour.stroke_width(3)))
+            .draw_series(LineSeries::new(pts, colour.stroke_width(width)))
             .map_err(e)?
             .label(format!("{} (AUC {auc:.3})", label(m)))
             .legend(move |(x, y)| {
