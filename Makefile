@@ -3,11 +3,17 @@ CARGO ?= cargo
 STATE_DIR ?= /var/lib/ebpfh
 LOG ?= -
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
-APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool
+# tmux: the dashboard's end-to-end tests drive `ebpfh top` in a real terminal.
+APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux
 # What `make bench` adds: the peers it compares with, and python3 for the harness.
 BENCH_PACKAGES := bpftrace strace python3 util-linux
+# make install: PREFIX=/usr/local puts the binary in /usr/local/sbin; DESTDIR for packaging.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/sbin
+UNITDIR ?= /etc/systemd/system
+LOGROTATEDIR ?= /etc/logrotate.d
 
-.PHONY: all deps build release run test test-kernels lint fmt vmlinux clean bench bench-deps
+.PHONY: all deps build release run test test-kernels lint fmt vmlinux clean bench bench-deps install uninstall
 
 all: build
 
@@ -67,6 +73,24 @@ bench-deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The binary, the systemd unit and the logrotate snippet; then `systemctl enable --now ebpfh`.
+install: build
+	install -D -m 0755 target/release/ebpfh $(DESTDIR)$(BINDIR)/ebpfh
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LOGROTATEDIR)
+	sed 's|/usr/local/sbin/ebpfh|$(BINDIR)/ebpfh|' assets/ebpfh.service > $(DESTDIR)$(UNITDIR)/ebpfh.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ebpfh.service
+	install -m 0644 assets/ebpfh.logrotate $(DESTDIR)$(LOGROTATEDIR)/ebpfh
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed $(BINDIR)/ebpfh; start the service with: systemctl enable --now ebpfh"
+
+# Removes what install put in place; profiles (/var/lib/ebpfh) and logs (/var/log/ebpfh) stay.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now ebpfh.service 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(BINDIR)/ebpfh $(DESTDIR)$(UNITDIR)/ebpfh.service $(DESTDIR)$(LOGROTATEDIR)/ebpfh
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "removed ebpfh; profiles in /var/lib/ebpfh and logs in /var/log/ebpfh are kept"
 
 clean:
 	$(CARGO) clean
