@@ -108,6 +108,12 @@ fn status(s: &Status) -> String {
         s.version
     );
     let _ = writeln!(o, "monitoring   {}", on_off(s.monitoring));
+    let responses = if s.responses.is_empty() {
+        "none".to_string()
+    } else {
+        s.responses.join(", ")
+    };
+    let _ = writeln!(o, "responses    {responses}");
     let _ = writeln!(
         o,
         "profiles     {} ({} training, {} frozen, {} normal)",

@@ -204,6 +204,10 @@ pub struct Status {
     pub rows_used: u32,
     pub rows_max: u32,
     pub settings: SettingsView,
+    /// Active responses (`delay`, `execve_abort`); a requested one the kernel cannot run is
+    /// listed as unavailable.
+    #[serde(default)]
+    pub responses: Vec<String>,
     /// The last minutes, one sample per second, oldest first.
     pub history: Vec<Sample>,
 }

@@ -59,6 +59,20 @@ enum Incoming {
 }
 
 /// What the monitor lends the control server while it answers a request.
+/// What `status` says about responses, from the settings and what the kernel loaded.
+fn responses(settings: &Settings, execve_abort_loaded: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if settings.delay_factor_ms > 0 {
+        out.push("delay".to_string());
+    }
+    match (settings.abort_execve > 0, execve_abort_loaded) {
+        (true, true) => out.push("execve_abort".to_string()),
+        (true, false) => out.push("execve_abort unavailable (no BPF LSM)".to_string()),
+        _ => {}
+    }
+    out
+}
+
 pub trait Host {
     fn kernel(&self) -> &Kernel<'_>;
     /// The executable's path for a profile slot, as far as the monitor knows it.
@@ -445,6 +459,7 @@ impl Server {
             profiles_max: host.kernel().capacity().profiles.saturating_sub(1),
             rows_used: st.rows_used,
             rows_max: host.kernel().capacity().rows.saturating_sub(1),
+            responses: responses(&settings, host.kernel().execve_abort()),
             settings: SettingsView::from(&settings),
             history: self.rates.history.iter().copied().collect(),
         }
