@@ -114,3 +114,61 @@ fn root_kernel_and_model_agree_bit_for_bit() {
         .iter()
         .any(|e| matches!(e, Event::TolerizeLimit { .. })));
 }
+
+/// `ebpfh replay` scores real recordings: trained on normal runs of a program, it flags the run
+/// with the backdoor and not a new normal run.
+#[test]
+fn root_replay_scores_real_recordings() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "anomaly");
+    let p = prog.display();
+    let record = |name: &str, script: &str| {
+        let out = dir.path().join(name);
+        let status = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+            .args(["record", "-o"])
+            .arg(&out)
+            .args(["--", "sh", "-c", script])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        out
+    };
+    let train = record("train.ebt", &format!("for i in 1 2 3 4 5; do {p}; done"));
+    let normal = record("normal.ebt", &format!("{p}; {p}"));
+    let attack = record("attack.ebt", &format!("{p} backdoor"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+        .arg("replay")
+        .arg("--train")
+        .arg(&train)
+        .arg("--normal")
+        .arg(&normal)
+        .arg("--attack")
+        .arg(&attack)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sets = &report["sets"];
+    assert_eq!(
+        sets["normal"]["anomalous_calls"], 0,
+        "a new normal run raised anomalies: {report}"
+    );
+    assert_eq!(
+        sets["attack"]["flagged"]["any_anomaly"], 1,
+        "the backdoor run was not flagged: {report}"
+    );
+    assert!(sets["attack"]["anomalous_calls"].as_u64() > Some(0));
+    assert_eq!(report["auc"]["anomalous_calls"], 1.0);
+    let trained = report["training"]["profiles"].as_array().unwrap();
+    assert!(
+        trained.iter().any(|t| t["exe"] == prog.to_str().unwrap()),
+        "{report}"
+    );
+}
