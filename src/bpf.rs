@@ -255,19 +255,7 @@ impl<'obj> Kernel<'obj> {
 
     /// Gives every running process a profile and a fresh window (the `iter/task` sweep).
     pub fn adopt_running_tasks(&self) -> Result<(), LoadError> {
-        let link = self
-            .skel
-            .progs
-            .adopt_tasks
-            .attach()
-            .map_err(kernel("create the task iterator"))?;
-        let mut iter = Iter::new(&link).map_err(kernel("open the task iterator"))?;
-        let mut sink = Vec::new();
-        iter.read_to_end(&mut sink).map_err(|e| LoadError::Kernel {
-            what: "run the task iterator",
-            source: e.into(),
-        })?;
-        Ok(())
+        run_iter(&self.skel.progs.adopt_tasks).map(drop)
     }
 
     /// Publishes the current TAI time to the kernel's per-call clock (`clock_tai_ns` in the C
@@ -412,18 +400,7 @@ impl<'obj> Kernel<'obj> {
 
     /// Every traced task, from the `dump_tasks` iterator.
     pub fn tasks(&self) -> Result<Vec<TaskInfo>, LoadError> {
-        let link = self
-            .skel
-            .progs
-            .dump_tasks
-            .attach()
-            .map_err(kernel("create the task iterator"))?;
-        let mut iter = Iter::new(&link).map_err(kernel("open the task iterator"))?;
-        let mut buf = Vec::new();
-        iter.read_to_end(&mut buf).map_err(|e| LoadError::Kernel {
-            what: "run the task iterator",
-            source: e.into(),
-        })?;
+        let buf = run_iter(&self.skel.progs.dump_tasks)?;
         let size = std::mem::size_of::<types::task_record>();
         Ok(buf
             .chunks_exact(size)
@@ -625,6 +602,18 @@ impl<'obj> Kernel<'obj> {
         }
         Ok(slots)
     }
+}
+
+/// Runs an `iter/task` program once over every task and returns what it wrote.
+fn run_iter(prog: &libbpf_rs::ProgramMut<'_>) -> Result<Vec<u8>, LoadError> {
+    let link = prog.attach().map_err(kernel("create the task iterator"))?;
+    let mut iter = Iter::new(&link).map_err(kernel("open the task iterator"))?;
+    let mut buf = Vec::new();
+    iter.read_to_end(&mut buf).map_err(|e| LoadError::Kernel {
+        what: "run the task iterator",
+        source: e.into(),
+    })?;
+    Ok(buf)
 }
 
 /// Whether this kernel runs BPF LSM programs: loads and attaches only the execve check, in a
