@@ -266,7 +266,7 @@ impl Server {
         if self
             .rates
             .last
-            .map_or(true, |t| t.elapsed() >= Duration::from_secs(1))
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
             let anomalies = host.hub().anomalies;
             self.rates.sample(host.kernel(), anomalies);
