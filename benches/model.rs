@@ -123,7 +123,7 @@ fn trace(len: usize) -> Vec<i64> {
                     t.extend([OPENAT, FSTAT, LSEEK, READ, READ, CLOSE]);
                 }
                 let pieces = 1 + rng.below(3) as usize;
-                t.extend(std::iter::repeat(SENDTO).take(pieces));
+                t.extend(std::iter::repeat_n(SENDTO, pieces));
                 t.extend([EPOLL_CTL, CLOSE]);
             }
             4 | 5 => {
