@@ -222,6 +222,11 @@ impl Monitor<'_, '_> {
             },
             Event::Delay { delay_ms, lfc, .. } => {
                 self.responder.on_stop(process.pid, delay_ms, o.time);
+                // On disk before the line is written: whoever sees the line and kills the
+                // monitor must still find the process in the stopped set.
+                if let Err(e) = self.responder.save() {
+                    log::error!("cannot record a stopped process in the state directory: {e}");
+                }
                 log::info!(
                     "delaying pid {} ({}) by {delay_ms} ms (LFC {lfc})",
                     process.pid,

@@ -135,7 +135,8 @@ impl Responder {
         out
     }
 
-    /// Writes the set if it changed: temporary file, fsync, rename.
+    /// Writes the set if it changed: temporary file, rename. No fsync: the file must outlive the
+    /// monitor process (the page cache does), not a power cut (which no stopped process outlives).
     pub fn save(&mut self) -> io::Result<()> {
         if !self.dirty {
             return Ok(());
@@ -150,7 +151,6 @@ impl Responder {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&bytes)?;
-        f.sync_all()?;
         fs::rename(&tmp, &self.path)?;
         self.dirty = false;
         Ok(())
