@@ -186,6 +186,20 @@ impl FeedItem {
                     if error.is_empty() { s("result") } else { error }
                 )
             }
+            "delay" => format!("{} delayed {} ms (LFC {})", who(), v["delay_ms"], v["lfc"]),
+            "resumed" => format!(
+                "pid {} resumed after {} ms ({})",
+                v["pid"],
+                v["stopped_ms"],
+                s("reason")
+            ),
+            "execve_denied" => format!(
+                "{} denied execve of {} (LFC {}){}",
+                who(),
+                s("filename"),
+                v["lfc"],
+                if v["killed"] == true { ", killed" } else { "" }
+            ),
             "events_lost" => format!(
                 "the kernel lost events {} failed {}",
                 v["lost"], v["failed"]
@@ -684,6 +698,21 @@ mod tests {
         .unwrap();
         app.push_event(&v);
         app.push_event(&serde_json::json!({"event": "new_sequence"}));
+        let delay = FeedItem::from_event(&serde_json::json!({
+            "time": "2026-11-23T22:17:14.2Z", "event": "delay", "pid": 9, "comm": "a",
+            "exe": "/tmp/a", "delay_ms": 8, "lfc": 3
+        }))
+        .expect("responses show in the feed");
+        assert_eq!(delay.text, "pid 9 a /tmp/a delayed 8 ms (LFC 3)");
+        let denied = FeedItem::from_event(&serde_json::json!({
+            "event": "execve_denied", "pid": 9, "comm": "a", "exe": "/tmp/a",
+            "filename": "/bin/sh", "lfc": 14, "killed": false
+        }))
+        .unwrap();
+        assert_eq!(
+            denied.text,
+            "pid 9 a /tmp/a denied execve of /bin/sh (LFC 14)"
+        );
         assert_eq!(app.feed.len(), 1);
         assert_eq!(app.feed[0].time, "22:17:14");
         assert!(
