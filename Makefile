@@ -36,8 +36,9 @@ run: build
 	./target/release/ebpfh --headless --state-dir $(STATE_DIR) --log $(LOG)
 
 # Unit tests, then the BPF integration tests (root, real kernel; they fail without root).
+# One test at a time: the BPF tests each run a monitor that traces the whole (2-core) machine.
 test: deps lint
-	$(CARGO) test
+	$(CARGO) test -- --test-threads=1
 
 # Boots Debian's kernel (BPF LSM on) in QEMU and checks execve abort end to end (~30 s with TCG).
 VM_PACKAGES := qemu-system-x86 busybox-static cpio
