@@ -46,7 +46,9 @@ timeout 600 qemu-system-x86_64 -machine accel=$accel -m 1024 -smp 2 -nographic -
 grep -E "kernel |EBPFH-VM-RESULT|execve_denied|ebpfh:" "$log" || true
 if grep -q "EBPFH-VM-RESULT: PASS" "$log"; then
 	echo "execve abort works on $(basename "$kernel") ($accel)"
+	echo "test-kernels: 1 passed, 0 failed"
 else
 	echo "the VM test failed; console output is in $log" >&2
+	echo "test-kernels: 0 passed, 1 failed"
 	exit 1
 fi
