@@ -178,22 +178,8 @@ impl<'obj> Kernel<'obj> {
         let mut open = EbpfhSkelBuilder::default()
             .open(obj)
             .map_err(kernel("open the BPF object"))?;
+        size_maps(&mut open.maps, cap)?;
         let maps = &mut open.maps;
-        maps.profiles
-            .set_max_entries(cap.profiles)
-            .map_err(kernel("size the profile table"))?;
-        maps.profile_index
-            .set_max_entries(cap.profiles)
-            .map_err(kernel("size the profile index"))?;
-        maps.rows
-            .set_max_entries(cap.rows)
-            .map_err(kernel("size the row pool"))?;
-        maps.events
-            .set_max_entries(cap.ring_bytes)
-            .map_err(kernel("size the ring buffer"))?;
-        maps.trace
-            .set_max_entries(cap.trace_bytes)
-            .map_err(kernel("size the trace buffer"))?;
         if let Some(ro) = maps.rodata_data.as_deref_mut() {
             ro.max_profiles = cap.profiles;
             ro.max_rows = cap.rows;
@@ -604,6 +590,26 @@ impl<'obj> Kernel<'obj> {
     }
 }
 
+/// Sizes the maps whose capacity the monitor chooses (they must be sized before load).
+fn size_maps(maps: &mut skel::OpenEbpfhMaps<'_>, cap: Capacity) -> Result<(), LoadError> {
+    maps.profiles
+        .set_max_entries(cap.profiles)
+        .map_err(kernel("size the profile table"))?;
+    maps.profile_index
+        .set_max_entries(cap.profiles)
+        .map_err(kernel("size the profile index"))?;
+    maps.rows
+        .set_max_entries(cap.rows)
+        .map_err(kernel("size the row pool"))?;
+    maps.events
+        .set_max_entries(cap.ring_bytes)
+        .map_err(kernel("size the ring buffer"))?;
+    maps.trace
+        .set_max_entries(cap.trace_bytes)
+        .map_err(kernel("size the trace buffer"))?;
+    Ok(())
+}
+
 /// Runs an `iter/task` program once over every task and returns what it wrote.
 fn run_iter(prog: &libbpf_rs::ProgramMut<'_>) -> Result<Vec<u8>, LoadError> {
     let link = prog.attach().map_err(kernel("create the task iterator"))?;
@@ -619,12 +625,18 @@ fn run_iter(prog: &libbpf_rs::ProgramMut<'_>) -> Result<Vec<u8>, LoadError> {
 /// Whether this kernel runs BPF LSM programs: loads and attaches only the execve check, in a
 /// throwaway object with tiny maps, with libbpf's complaints muted.
 fn lsm_works() -> bool {
-    fn probe() -> Result<(), libbpf_rs::Error> {
+    fn probe() -> Result<(), LoadError> {
         let mut obj = MaybeUninit::uninit();
-        let mut open = EbpfhSkelBuilder::default().open(&mut obj)?;
-        open.maps.profiles.set_max_entries(16)?;
-        open.maps.profile_index.set_max_entries(16)?;
-        open.maps.rows.set_max_entries(64)?;
+        let mut open = EbpfhSkelBuilder::default()
+            .open(&mut obj)
+            .map_err(kernel("open the BPF object"))?;
+        let tiny = Capacity {
+            profiles: 16,
+            rows: 64,
+            ring_bytes: 4096,
+            trace_bytes: 4096,
+        };
+        size_maps(&mut open.maps, tiny)?;
         let p = &mut open.progs;
         for prog in [
             &mut p.sys_enter,
@@ -638,8 +650,12 @@ fn lsm_works() -> bool {
         ] {
             prog.set_autoload(false);
         }
-        let skel = open.load()?;
-        let _link = skel.progs.exec_check.attach()?;
+        let skel = open.load().map_err(kernel("load the execve check"))?;
+        let _link = skel
+            .progs
+            .exec_check
+            .attach()
+            .map_err(kernel("attach the execve check"))?;
         Ok(())
     }
     let quiet = libbpf_rs::set_print(None);
