@@ -45,16 +45,16 @@
 		((__u64)SYM_EMPTY << 16) | (__u64)SYM_EMPTY)
 
 /* Capacities, fixed by the monitor before load (they size the maps). */
-const volatile __u32 max_profiles = 4096;
-const volatile __u32 max_rows = 65536;
+const volatile __u32 max_profiles = DEFAULT_MAX_PROFILES;
+const volatile __u32 max_rows = DEFAULT_MAX_ROWS;
 
 /* The settings map: one record the monitor rewrites at run time. */
 struct settings settings SEC(".data.settings") = {
-	.normal_wait_ns = 7ULL * 24 * 3600 * 1000000000ULL,
-	.normal_factor = 128,
-	.normal_factor_den = 32,
-	.anomaly_limit = 30,
-	.tolerize_limit = 12,
+	.normal_wait_ns = DEFAULT_NORMAL_WAIT_S * 1000000000ULL,
+	.normal_factor = DEFAULT_NORMAL_FACTOR,
+	.normal_factor_den = DEFAULT_NORMAL_FACTOR_DEN,
+	.anomaly_limit = DEFAULT_ANOMALY_LIMIT,
+	.tolerize_limit = DEFAULT_TOLERIZE_LIMIT,
 	.monitoring = 1,
 };
 
@@ -84,10 +84,11 @@ struct task_record _task_record = {};
 struct trace_call _trace_call = {};
 struct trace_task _trace_task = {};
 struct command_args _command_args = {};
+struct abi_enums _abi_enums = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4096);
+	__uint(max_entries, DEFAULT_MAX_PROFILES);
 	__type(key, __u32);
 	__type(value, struct profile);
 } profiles SEC(".maps");
@@ -95,14 +96,14 @@ struct {
 /* Only consulted at exec and start-up, never per call. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, DEFAULT_MAX_PROFILES);
 	__type(key, struct profile_key);
 	__type(value, __u32);
 } profile_index SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65536);
+	__uint(max_entries, DEFAULT_MAX_ROWS);
 	__type(key, __u32);
 	__type(value, struct row);
 } rows SEC(".maps");
@@ -125,13 +126,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, DEFAULT_RING_BYTES);
 } events SEC(".maps");
 
 /* Only written while recording; the monitor sizes it up for `record`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 << 10);
+	__uint(max_entries, DEFAULT_TRACE_BYTES);
 } trace SEC(".maps");
 
 static __always_inline __u64 now_tai(void)

@@ -39,6 +39,23 @@
 /* Set while one task copies training data to testing data. */
 #define PS_PROMOTING 4
 
+/*
+ * Defaults of the tunables (pH's values) and of the capacities. The C
+ * initializers in ebpfh.bpf.c use them, and src/abi.rs checks at compile
+ * time that the Rust defaults (src/settings.rs, src/bpf.rs) are the same.
+ */
+enum defaults {
+	DEFAULT_NORMAL_WAIT_S = 7 * 24 * 3600, /* one week */
+	DEFAULT_NORMAL_FACTOR = 128,
+	DEFAULT_NORMAL_FACTOR_DEN = 32,
+	DEFAULT_ANOMALY_LIMIT = 30,
+	DEFAULT_TOLERIZE_LIMIT = 12,
+	DEFAULT_MAX_PROFILES = 4096,
+	DEFAULT_MAX_ROWS = 65536,
+	DEFAULT_RING_BYTES = 4 << 20,
+	DEFAULT_TRACE_BYTES = 64 << 10,
+};
+
 /* Tunables; the monitor writes them while the programs run. */
 struct settings {
 	__u64 normal_wait_ns;
@@ -268,6 +285,15 @@ struct task_record {
 	__u32 depth;
 	__u64 count;
 	char comm[COMM_LEN];
+};
+
+/*
+ * One member of every enum above that no record field names, so that each
+ * reaches BTF and with it the Rust skeleton (`types::defaults` and so on);
+ * ebpfh.bpf.c defines one such global.
+ */
+struct abi_enums {
+	enum defaults defaults;
 };
 
 #endif /* EBPFH_H */

@@ -105,15 +105,21 @@ pub struct Capacity {
     pub trace_bytes: u32,
 }
 
+impl Capacity {
+    /// 4096 profiles x 4 KiB index + 65536 rows x 512 B = 48 MiB of locked kernel memory.
+    pub const DEFAULT: Capacity = Capacity {
+        profiles: 4096,
+        rows: 65536,
+        ring_bytes: 4 << 20,
+        trace_bytes: 64 << 10,
+    };
+    /// The trace ring buffer `ebpfh record` asks for: a recorder must keep up with every call.
+    pub const RECORD_TRACE_BYTES: u32 = 64 << 20;
+}
+
 impl Default for Capacity {
     fn default() -> Self {
-        // 4096 profiles x 4 KiB index + 65536 rows x 512 B = 48 MiB of locked kernel memory.
-        Capacity {
-            profiles: 4096,
-            rows: 65536,
-            ring_bytes: 4 << 20,
-            trace_bytes: 64 << 10,
-        }
+        Capacity::DEFAULT
     }
 }
 
@@ -678,7 +684,7 @@ unsafe fn libc_close(fd: i32) {
 }
 
 fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
-    dst.normal_wait_ns = u64::try_from(s.normal_wait.as_nanos()).unwrap_or(u64::MAX / 2);
+    dst.normal_wait_ns = crate::settings::wait_ns(s.normal_wait);
     dst.normal_factor = s.normal_factor;
     dst.normal_factor_den = s.normal_factor_den;
     dst.anomaly_limit = s.anomaly_limit;
@@ -690,7 +696,7 @@ fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     dst.respond_listed = u32::from(s.respond_listed);
     dst.abort_execve = s.abort_execve;
     dst.execve_kill = u32::from(s.execve_kill);
-    dst.max_delay_ms = u32::try_from(s.max_delay.as_millis()).unwrap_or(u32::MAX);
+    dst.max_delay_ms = crate::settings::millis_u32(s.max_delay);
     (dst.record, dst.record_root) = match s.record {
         crate::settings::RecordMode::Off => (0, 0),
         crate::settings::RecordMode::All => (1, 0),

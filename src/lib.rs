@@ -2,6 +2,7 @@
 //!
 //! The binary in `main.rs` is a thin CLI over these modules; `tests/` uses them directly.
 
+pub mod abi;
 pub mod bpf;
 pub mod clock;
 pub mod control;

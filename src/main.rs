@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use ebpfh::bpf::Capacity;
 use ebpfh::control::protocol::{Op, Request, Target};
 use ebpfh::control::{client, print, DEFAULT_RUN_DIR};
-use ebpfh::settings::{parse_duration, Settings};
+use ebpfh::settings::{defaults, parse_duration, Settings};
+use ebpfh::store::DEFAULT_DIR;
 use ebpfh::{monitor, record, tui};
 
 /// Host-based intrusion detection: learns each program's system calls and reports what is new.
@@ -84,7 +85,7 @@ struct ResumeArgs {
     #[arg(long, required = true)]
     all: bool,
     /// The monitor's state directory, where the list of stopped processes is kept.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpfh")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     state_dir: PathBuf,
 }
 
@@ -147,27 +148,27 @@ struct TopArgs {
 #[derive(Args, Debug, Clone)]
 struct Tunables {
     /// How long a profile stays frozen before it becomes normal (e.g. 3s, 10m, 7d).
-    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::NORMAL_WAIT_TEXT, value_parser = parse_duration)]
     normal_wait: Duration,
     /// Anomalous calls a normal profile tolerates before it stops being normal.
-    #[arg(long, value_name = "N", default_value_t = 30)]
+    #[arg(long, value_name = "N", default_value_t = defaults::ANOMALY_LIMIT)]
     anomaly_limit: u32,
     /// A task whose recent anomalies (LFC, of the last 128 calls) exceed N resets its profile's training.
-    #[arg(long, value_name = "N", default_value_t = 12)]
+    #[arg(long, value_name = "N", default_value_t = defaults::TOLERIZE_LIMIT)]
     tolerize_limit: u32,
     /// pH's freeze rule: a profile freezes once train_count / (train_count - last_mod_count) < FACTOR/DEN.
-    #[arg(long, value_name = "N", default_value_t = 128)]
+    #[arg(long, value_name = "N", default_value_t = defaults::NORMAL_FACTOR)]
     normal_factor: u32,
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = defaults::NORMAL_FACTOR_DEN, value_parser = clap::value_parser!(u32).range(1..))]
     normal_factor_den: u32,
     /// Emit a new_sequence event for every new lookahead pair set learned (verbose).
     #[arg(long)]
     log_sequences: bool,
     /// Profiles the kernel can hold.
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..))]
+    #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.profiles, value_parser = clap::value_parser!(u32).range(16..))]
     max_profiles: u32,
     /// 512-byte lookahead rows the kernel can hold (shared by all profiles).
-    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..))]
+    #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.rows, value_parser = clap::value_parser!(u32).range(64..))]
     max_rows: u32,
 }
 
@@ -210,13 +211,13 @@ struct MonitorOpts {
     #[arg(long, value_name = "FILE")]
     log: Option<String>,
     /// Where profiles are kept.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpfh")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     state_dir: PathBuf,
     /// How often profiles are written to disk (they are also saved at exit).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     save_interval: Duration,
     /// Size of the kernel's event ring buffer in bytes (a power of two, at least one page).
-    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = Capacity::DEFAULT.ring_bytes, value_parser = parse_ring_bytes)]
     ring_bytes: u32,
     /// Respond to anomalies as pH did: stop a task with recent anomalies for 2^LFC x the delay
     /// factor before it goes on (off by default).
@@ -226,7 +227,7 @@ struct MonitorOpts {
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=60_000))]
     delay_factor: Option<u32>,
     /// Longest single delay.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_DELAY_TEXT, value_parser = parse_duration)]
     max_delay: Duration,
     /// An executable that responses never touch (repeatable); PID 1 and ebpfh itself never are.
     #[arg(long, value_name = "PATH")]
@@ -251,7 +252,7 @@ struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
     /// Size of the kernel's trace ring buffer in bytes (records that do not fit are counted).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = parse_ring_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = Capacity::RECORD_TRACE_BYTES, value_parser = parse_ring_bytes)]
     trace_bytes: u32,
     #[command(flatten)]
     tunables: Tunables,
@@ -377,10 +378,18 @@ impl MonitorOpts {
     fn options(self, log: Option<String>, run_dir: PathBuf, verbose: bool) -> monitor::Options {
         let mut settings = self.tunables.settings();
         let respond = self.respond || !self.respond_only.is_empty();
-        settings.delay_factor_ms = self.delay_factor.unwrap_or(u32::from(respond));
+        let (delay_factor, abort_execve) = if respond {
+            (
+                defaults::RESPOND_DELAY_FACTOR_MS,
+                defaults::RESPOND_ABORT_EXECVE,
+            )
+        } else {
+            (0, 0)
+        };
+        settings.delay_factor_ms = self.delay_factor.unwrap_or(delay_factor);
         settings.max_delay = self.max_delay;
         settings.respond_listed = !self.respond_only.is_empty();
-        settings.abort_execve = self.abort_execve.unwrap_or(if respond { 10 } else { 0 });
+        settings.abort_execve = self.abort_execve.unwrap_or(abort_execve);
         settings.execve_kill = self.execve_response == "kill";
         monitor::Options {
             state_dir: self.state_dir,
@@ -527,5 +536,67 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer) -> anyhow::Result<u8> {
             monitor::run(&opts)?;
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The help of `ebpfh SUB` for `--ARG` (doc comments cannot name constants, so they repeat
+    /// the defaults; these tests keep them honest).
+    fn help(sub: &str, arg: &str) -> String {
+        let mut cmd = Cli::command();
+        let sub = cmd.find_subcommand_mut(sub).expect("subcommand exists");
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_id() == arg)
+            .expect("argument exists");
+        arg.get_help().expect("argument has help").to_string()
+    }
+
+    #[test]
+    fn help_texts_name_the_real_defaults() {
+        for (arg, value) in [
+            ("anomaly_limit", defaults::ANOMALY_LIMIT),
+            ("tolerize_limit", defaults::TOLERIZE_LIMIT),
+            ("normal_factor", defaults::NORMAL_FACTOR),
+            ("normal_factor_den", defaults::NORMAL_FACTOR_DEN),
+        ] {
+            let h = help("replay", arg);
+            assert!(h.contains(&format!("else {value})")), "{arg}: {h}");
+        }
+        let h = help("replay", "normal_wait");
+        assert!(
+            h.ends_with(&format!("else {}", defaults::NORMAL_WAIT_TEXT)),
+            "{h}"
+        );
+        let h = help("top", "delay_factor");
+        let want = format!("with --respond: {})", defaults::RESPOND_DELAY_FACTOR_MS);
+        assert!(h.contains(&want), "{h}");
+        let h = help("top", "abort_execve");
+        let want = format!("with --respond: {};", defaults::RESPOND_ABORT_EXECVE);
+        assert!(h.contains(&want), "{h}");
+        let h = help("top", "tolerize_limit");
+        let want = format!("of the last {} calls", ebpfh::model::LOCALITY);
+        assert!(h.contains(&want), "{h}");
+    }
+
+    #[test]
+    fn clap_defaults_are_the_settings_defaults() {
+        let cli = Cli::try_parse_from(["ebpfh", "--headless"]).unwrap();
+        let opts = cli
+            .monitor
+            .opts
+            .options(None, PathBuf::from("/run/x"), false);
+        assert_eq!(opts.settings, Settings::default());
+        assert_eq!(opts.state_dir, PathBuf::from(DEFAULT_DIR));
+        let c = opts.capacity;
+        let d = Capacity::DEFAULT;
+        assert_eq!(
+            (c.profiles, c.rows, c.ring_bytes, c.trace_bytes),
+            (d.profiles, d.rows, d.ring_bytes, d.trace_bytes)
+        );
     }
 }

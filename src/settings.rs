@@ -1,6 +1,43 @@
 //! The pH tunables, with pH's defaults; the monitor copies them into the kernel's settings map.
+//!
+//! Every default is defined here once (the kernel's own initial values, `enum defaults` in
+//! `bpf/ebpfh.h`, are checked against these at compile time in `src/abi.rs`), and so is every
+//! unit conversion from these settings to the kernel's and the model's integers.
 
 use std::time::Duration;
+
+/// The defaults, used by [`Settings::default`], the command line and replay.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// pH's one week.
+    pub const NORMAL_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// [`NORMAL_WAIT`] as the command line writes it (a test checks the two agree).
+    pub const NORMAL_WAIT_TEXT: &str = "7d";
+    pub const NORMAL_FACTOR: u32 = 128;
+    pub const NORMAL_FACTOR_DEN: u32 = 32;
+    pub const ANOMALY_LIMIT: u32 = 30;
+    pub const TOLERIZE_LIMIT: u32 = 12;
+    /// Longest single delay of the delay response.
+    pub const MAX_DELAY: Duration = Duration::from_secs(10);
+    /// [`MAX_DELAY`] as the command line writes it.
+    pub const MAX_DELAY_TEXT: &str = "10s";
+    /// The delay factor `--respond` alone turns on, in milliseconds.
+    pub const RESPOND_DELAY_FACTOR_MS: u32 = 1;
+    /// The LFC above which `--respond` alone denies execve.
+    pub const RESPOND_ABORT_EXECVE: u32 = 10;
+}
+
+/// A duration in the kernel's nanoseconds. Waits beyond u64 saturate at half its range, so
+/// `now + wait` still cannot wrap (the kernel compares `now > normal_time`).
+pub fn wait_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2)
+}
+
+/// A duration in whole milliseconds, saturating at u32 (the kernel's `max_delay_ms`).
+pub fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -44,16 +81,16 @@ pub enum RecordMode {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            normal_wait: Duration::from_secs(7 * 24 * 3600),
-            normal_factor: 128,
-            normal_factor_den: 32,
-            anomaly_limit: 30,
-            tolerize_limit: 12,
+            normal_wait: defaults::NORMAL_WAIT,
+            normal_factor: defaults::NORMAL_FACTOR,
+            normal_factor_den: defaults::NORMAL_FACTOR_DEN,
+            anomaly_limit: defaults::ANOMALY_LIMIT,
+            tolerize_limit: defaults::TOLERIZE_LIMIT,
             log_sequences: false,
             monitoring: true,
             record: RecordMode::Off,
             delay_factor_ms: 0,
-            max_delay: Duration::from_secs(10),
+            max_delay: defaults::MAX_DELAY,
             respond_listed: false,
             abort_execve: 0,
             execve_kill: false,
@@ -77,6 +114,26 @@ mod tests {
         assert_eq!(s.normal_wait, Duration::from_secs(604_800));
         assert_eq!((s.normal_factor, s.normal_factor_den), (128, 32));
         assert_eq!((s.anomaly_limit, s.tolerize_limit), (30, 12));
+    }
+
+    #[test]
+    fn default_texts_say_the_default_durations() {
+        assert_eq!(
+            parse_duration(defaults::NORMAL_WAIT_TEXT),
+            Ok(defaults::NORMAL_WAIT)
+        );
+        assert_eq!(
+            parse_duration(defaults::MAX_DELAY_TEXT),
+            Ok(defaults::MAX_DELAY)
+        );
+    }
+
+    #[test]
+    fn conversions_saturate_instead_of_wrapping() {
+        assert_eq!(wait_ns(Duration::from_secs(3)), 3_000_000_000);
+        assert_eq!(wait_ns(Duration::MAX), u64::MAX / 2);
+        assert_eq!(millis_u32(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis_u32(Duration::from_secs(u64::MAX)), u32::MAX);
     }
 
     #[test]

@@ -61,16 +61,9 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// The monitor's defaults, converted as the monitor converts them.
     fn default() -> Self {
-        Settings {
-            normal_wait_ns: 7 * 24 * 3600 * 1_000_000_000,
-            normal_factor: 128,
-            normal_factor_den: 32,
-            anomaly_limit: 30,
-            tolerize_limit: 12,
-            log_sequences: false,
-            monitoring: true,
-        }
+        Settings::from(&crate::settings::Settings::default())
     }
 }
 
@@ -78,7 +71,7 @@ impl From<&crate::settings::Settings> for Settings {
     /// The values the monitor writes into the kernel (same saturation for huge waits).
     fn from(s: &crate::settings::Settings) -> Self {
         Settings {
-            normal_wait_ns: u64::try_from(s.normal_wait.as_nanos()).unwrap_or(u64::MAX / 2),
+            normal_wait_ns: crate::settings::wait_ns(s.normal_wait),
             normal_factor: s.normal_factor,
             normal_factor_den: s.normal_factor_den,
             anomaly_limit: s.anomaly_limit,

@@ -239,7 +239,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
     let settings = Settings {
         normal_wait_ns: match t.normal_wait {
             Some(Wait::Calls(n)) => n,
-            Some(Wait::Time(d)) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2),
+            Some(Wait::Time(d)) => crate::settings::wait_ns(d),
             None => defaults.normal_wait_ns,
         },
         anomaly_limit: t.anomaly_limit.unwrap_or(defaults.anomaly_limit),
