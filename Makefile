@@ -3,8 +3,9 @@ CARGO ?= cargo
 STATE_DIR ?= /var/lib/ebpfh
 LOG ?= -
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
-# tmux: the dashboard's end-to-end tests drive `ebpfh top` in a real terminal.
-APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux
+# tmux: the dashboard's end-to-end tests drive `ebpfh top` in a real terminal; man-db and
+# groff-base: the man page test renders it.
+APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux man-db groff-base
 # What `make bench` adds: the peers it compares with, and python3 for the harness.
 BENCH_PACKAGES := bpftrace strace python3 util-linux
 # make install: PREFIX=/usr/local puts the binary in /usr/local/sbin; DESTDIR for packaging.
@@ -12,8 +13,15 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/sbin
 UNITDIR ?= /etc/systemd/system
 LOGROTATEDIR ?= /etc/logrotate.d
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+# Generated from the clap definitions by `make completions man`.
+GEN := target/gen
 
-.PHONY: all deps build release run test test-kernels lint fmt vmlinux clean bench bench-deps install uninstall
+.PHONY: all deps build release run test test-kernels lint fmt vmlinux clean bench bench-deps install uninstall \
+	completions man
 
 all: build
 
@@ -75,9 +83,26 @@ bench-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# The binary, the systemd unit and the logrotate snippet; then `systemctl enable --now ebpfh`.
-install: build
+# Shell completions (bash, zsh, fish) and the man page, written by the binary from its own
+# command-line definitions, so they always match it.
+completions: build
+	mkdir -p $(GEN)
+	./target/release/ebpfh completions bash > $(GEN)/ebpfh.bash
+	./target/release/ebpfh completions zsh > $(GEN)/_ebpfh
+	./target/release/ebpfh completions fish > $(GEN)/ebpfh.fish
+
+man: build
+	mkdir -p $(GEN)
+	./target/release/ebpfh man > $(GEN)/ebpfh.8
+
+# The binary, the systemd unit, the logrotate snippet, completions and the man page; then
+# `systemctl enable --now ebpfh`.
+install: build completions man
 	install -D -m 0755 target/release/ebpfh $(DESTDIR)$(BINDIR)/ebpfh
+	install -D -m 0644 $(GEN)/ebpfh.8 $(DESTDIR)$(MANDIR)/man8/ebpfh.8
+	install -D -m 0644 $(GEN)/ebpfh.bash $(DESTDIR)$(BASHCOMPDIR)/ebpfh
+	install -D -m 0644 $(GEN)/_ebpfh $(DESTDIR)$(ZSHCOMPDIR)/_ebpfh
+	install -D -m 0644 $(GEN)/ebpfh.fish $(DESTDIR)$(FISHCOMPDIR)/ebpfh.fish
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LOGROTATEDIR)
 	sed 's|/usr/local/sbin/ebpfh|$(BINDIR)/ebpfh|' assets/ebpfh.service > $(DESTDIR)$(UNITDIR)/ebpfh.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ebpfh.service
@@ -90,6 +115,8 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemctl disable --now ebpfh.service 2>/dev/null || true; fi
 	rm -f $(DESTDIR)$(BINDIR)/ebpfh $(DESTDIR)$(UNITDIR)/ebpfh.service $(DESTDIR)$(LOGROTATEDIR)/ebpfh
+	rm -f $(DESTDIR)$(MANDIR)/man8/ebpfh.8 $(DESTDIR)$(BASHCOMPDIR)/ebpfh \
+		$(DESTDIR)$(ZSHCOMPDIR)/_ebpfh $(DESTDIR)$(FISHCOMPDIR)/ebpfh.fish
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "removed ebpfh; profiles in /var/lib/ebpfh and logs in /var/log/ebpfh are kept"
 

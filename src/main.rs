@@ -77,6 +77,15 @@ enum Cmd {
     /// Feed traces through the pH model offline: evaluate detection (--train with --normal/--attack)
     /// or replay in order and print the monitor's JSON lines.
     Replay(ReplayArgs),
+    /// Print a shell completion script (`make completions` writes them).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page in roff (`make man` writes it).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -409,6 +418,15 @@ impl MonitorOpts {
     }
 }
 
+/// Writes generated text (completions, the man page) to standard output.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<u8> {
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(bytes)
+        .context("cannot write to standard output")?;
+    Ok(0)
+}
+
 /// Sends one request for subcommand `name` and prints the reply.
 fn client_command(
     run_dir: &std::path::Path,
@@ -523,6 +541,18 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer) -> anyhow::Result<u8> {
             json,
         }) => client_command(&run_dir, "set", Request::Set { setting, value }, json.json),
         Some(Cmd::Save(j)) => client_command(&run_dir, "save", Request::Save, j.json),
+        Some(Cmd::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ebpfh", &mut out);
+            write_stdout(&out)
+        }
+        Some(Cmd::Man) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).section("8").render(&mut out)?;
+            write_stdout(&out)
+        }
         None => {
             let m = cli.monitor;
             if !m.headless {
