@@ -34,7 +34,9 @@ impl TaiClock {
     }
 
     pub fn to_utc(&self, tai_ns: u64) -> DateTime<Utc> {
-        DateTime::from_timestamp_nanos(tai_ns as i64 - self.offset_ns)
+        // Saturates rather than wraps: a deadline past 2262 reads as 2262, never as 1942.
+        let ns = i64::try_from(tai_ns).unwrap_or(i64::MAX);
+        DateTime::from_timestamp_nanos(ns.saturating_sub(self.offset_ns))
     }
 }
 
@@ -60,6 +62,13 @@ mod tests {
         let converted = clock.to_utc(tai_now());
         let diff = (converted - now).num_milliseconds().abs();
         assert!(diff < 1000, "TAI converted to UTC is {diff} ms off");
+    }
+
+    #[test]
+    fn far_deadlines_saturate_instead_of_wrapping() {
+        let clock = TaiClock { offset_ns: 0 };
+        let far = clock.to_utc(u64::MAX - 1);
+        assert_eq!(far, DateTime::from_timestamp_nanos(i64::MAX));
     }
 
     #[test]

@@ -99,10 +99,23 @@ impl Default for Settings {
 }
 
 /// Parses durations such as `3s`, `10m`, `7d`, `1w 2d`.
+///
+/// At most [`MAX_DURATION`]: a deadline is a CLOCK_TAI time in nanoseconds, and one further
+/// away than about 2262 (where 64-bit nanoseconds end) would wrap into the past.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration ({e}); write it like 3s, 10m, 12h or 7d"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration ({e}); write it like 3s, 10m, 12h or 7d"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "'{s}' is longer than the longest duration ebpfh takes, {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration any option or setting takes: 100 years.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400 + 25 * 86_400);
 
 #[cfg(test)]
 mod tests {
@@ -142,5 +155,11 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         let err = parse_duration("soon").unwrap_err();
         assert!(err.contains("'soon'"), "{err}");
+        assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
+        let err = parse_duration("500y").unwrap_err();
+        assert_eq!(
+            err,
+            "'500y' is longer than the longest duration ebpfh takes, 100years"
+        );
     }
 }
