@@ -82,6 +82,8 @@ pub enum ParseError {
     Unknown(String),
     #[error("'{0}' line {1} is not {2}")]
     Line(String, usize, &'static str),
+    #[error("'{0}' is empty: it holds no {1} record")]
+    Empty(String, &'static str),
 }
 
 fn shown(path: &Path) -> String {
@@ -143,6 +145,14 @@ pub fn read(
         Format::Strace => {
             let bytes = std::fs::read(path).map_err(|e| ParseError::Io(shown(path), e))?;
             let text = String::from_utf8_lossy(&bytes);
+            // Lines strace did not write are skipped, but a file of nothing else is no trace:
+            // replaying it silently would score a binary or a typo as a clean run.
+            if !text.lines().any(|l| strace_line(l).is_some()) {
+                return Err(match text.lines().position(|l| !l.trim().is_empty()) {
+                    Some(i) => ParseError::Line(shown(path), i + 1, "strace output"),
+                    None => ParseError::Empty(shown(path), "strace"),
+                });
+            }
             Ok(parse_strace(&text, abi, sink))
         }
         Format::PidNr => {
