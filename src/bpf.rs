@@ -317,8 +317,10 @@ impl<'obj> Kernel<'obj> {
             st.trace_lost = bss.trace_lost;
         }
         if let Some(d) = self.skel.maps.data_data.as_deref() {
-            st.profiles_used = d.next_profile.saturating_sub(1).min(self.cap.profiles);
-            st.rows_used = d.next_row.saturating_sub(1).min(self.cap.rows);
+            // Slot 0 and row 0 are reserved, so N entries hold N - 1; the counters run past
+            // the end while the kernel refuses new ones.
+            st.profiles_used = used(d.next_profile, self.cap.profiles);
+            st.rows_used = used(d.next_row, self.cap.rows);
         }
         st
     }
@@ -720,4 +722,9 @@ pub fn route_libbpf_log(verbose: bool) {
         libbpf_rs::PrintLevel::Warn
     };
     libbpf_rs::set_print(Some((level, libbpf_log)));
+}
+
+/// Entries in use of a table of `entries` whose entry 0 is reserved, from its next-free counter.
+fn used(next: u32, entries: u32) -> u32 {
+    next.saturating_sub(1).min(entries.saturating_sub(1))
 }
