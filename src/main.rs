@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ebpfh::bpf::Capacity;
 use ebpfh::control::protocol::{Op, Request, Target};
 use ebpfh::control::{client, print, DEFAULT_RUN_DIR};
@@ -15,7 +16,7 @@ use ebpfh::{monitor, record, tui};
 
 /// Host-based intrusion detection: learns each program's system calls and reports what is new.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -355,8 +356,55 @@ fn parse_ring_bytes(s: &str) -> Result<u32, String> {
     }
 }
 
+/// The monitor's own flags (`--headless`, `--log`, ...) given together with a subcommand: they
+/// would be ignored, so name the first one. The global options (`--run-dir`, `-v`) are fine.
+fn misplaced_monitor_flag(cmd: &clap::Command, m: &clap::ArgMatches) -> Option<String> {
+    m.subcommand_name()?;
+    cmd.get_arguments()
+        .filter(|a| !a.is_global_set())
+        .find(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|a| {
+            a.get_long()
+                .map_or_else(|| a.get_id().to_string(), |l| format!("--{l}"))
+        })
+}
+
+/// Parses the command line; global options work before or after the subcommand.
+fn parse_cli() -> Cli {
+    let mut cmd = Cli::command();
+    let matches = cmd.get_matches_mut();
+    if let Some(flag) = misplaced_monitor_flag(&cmd, &matches) {
+        let sub = matches.subcommand_name().unwrap_or_default();
+        cmd.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("'{flag}' belongs to the monitor (`ebpfh --headless`), not to `ebpfh {sub}`; give it after the subcommand if that takes it, or leave it out"),
+        )
+        .exit();
+    }
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Whether an error comes from writing to a pipe whose reader has gone (`ebpfh ps | head -1`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes a client's output to standard output; every client prints through here, so a closed
+/// pipe or a full disk is handled in one place (see `main`).
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let level = if cli.verbose { "debug" } else { "info" };
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
@@ -374,6 +422,9 @@ fn main() -> ExitCode {
     logger.init();
     match run(cli, log_buffer) {
         Ok(code) => ExitCode::from(code),
+        // Like coreutils: the reader of our output went away, so there is nobody to tell; exit as
+        // a process killed by SIGPIPE would report it (128 + 13).
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             // Not eprintln: after the dashboard's terminal hung up, stderr may be gone.
             use std::io::Write;
@@ -436,7 +487,7 @@ fn client_command(
 ) -> anyhow::Result<u8> {
     match client::request(run_dir, &req) {
         Ok(resp) => {
-            print!("{}", print::response(&resp, json));
+            out(&print::response(&resp, json))?;
             Ok(0)
         }
         Err(client::ClientError::NeedRoot(_)) => {
@@ -492,7 +543,7 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer) -> anyhow::Result<u8> {
                     args.state_dir.display()
                 )
             })?;
-            println!("resumed {n} stopped processes");
+            out(&format!("resumed {n} stopped processes\n"))?;
             Ok(0)
         }
         Some(Cmd::Record(args)) => {

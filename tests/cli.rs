@@ -76,3 +76,111 @@ fn root_a_second_monitor_on_one_state_dir_is_refused() {
     assert!(err.contains("--state-dir"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Global options work before the subcommand as well as after it.
+#[test]
+fn global_options_go_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    for args in [
+        vec!["--run-dir", run_dir.to_str().unwrap(), "status"],
+        vec!["-v", "--run-dir", run_dir.to_str().unwrap(), "status"],
+        vec!["status", "--run-dir", run_dir.to_str().unwrap()],
+    ] {
+        let out = ebpfh().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("no socket at {}/control.sock", run_dir.display())),
+            "{args:?}: {err}"
+        );
+    }
+    // A monitor flag before a subcommand would be ignored: it is refused instead.
+    let out = ebpfh().args(["--headless", "status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'--headless' belongs to the monitor"), "{err}");
+}
+
+#[test]
+fn durations_past_the_maximum_are_refused() {
+    let out = ebpfh()
+        .args(["--headless", "--normal-wait", "500y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'500y' is longer than the longest duration ebpfh takes, 100years"),
+        "{err}"
+    );
+}
+
+/// Bytes that are no trace: fixed pseudo-random ones (an LCG, so the test is repeatable) and a
+/// real binary.
+#[test]
+fn replay_refuses_files_without_a_single_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let noise = dir.path().join("noise");
+    let mut x: u32 = 12345;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    std::fs::write(&noise, bytes).unwrap();
+    let ls = std::path::Path::new("/bin/ls");
+    for format in ["strace", "pid-nr", "adfa"] {
+        for file in [noise.as_path(), ls] {
+            let out = ebpfh()
+                .args(["replay", "--normal-wait", "5calls", "--format", format])
+                .arg(file)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{format} {file:?}: {err}");
+            assert!(out.stdout.is_empty(), "{format} {file:?}");
+            assert!(
+                err.starts_with(&format!("ebpfh: '{}' line 1 is not ", file.display())),
+                "{format} {file:?}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+}
+
+fn trace_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/unm.txt")
+}
+
+/// Output to a pipe nobody reads ends quietly, as coreutils do; a full disk gets one sentence.
+#[test]
+fn closed_pipes_end_quietly_and_full_disks_are_told() {
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let out = ebpfh()
+        .args(["replay", "--normal-wait", "5calls"])
+        .arg(trace_fixture())
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = ebpfh()
+        .args(["replay", "--normal-wait", "5calls"])
+        .arg(trace_fixture())
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write to standard output"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -258,3 +258,63 @@ fn root_a_second_monitor_on_one_run_dir_is_refused() {
     assert!(err.contains("another ebpfh monitor (pid"), "{err}");
     assert!(err.contains("--run-dir"), "{err}");
 }
+
+/// A full kernel table is shown as full, never as more than full (slot 0 and row 0 are
+/// reserved); client output to a closed pipe ends quietly and to a full disk says so.
+#[test]
+fn root_capacity_is_counted_consistently_and_clients_handle_closed_output() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mon = Monitor::start(
+        dir.path(),
+        &dir.path().join("state"),
+        &["--max-profiles", "16", "--max-rows", "64"],
+    );
+    // More distinct executables than the table holds: copies of `true` are new inodes.
+    for i in 0..24 {
+        let copy = dir.path().join(format!("true{i}"));
+        std::fs::copy("/bin/true", &copy).unwrap();
+        run(&copy, &[]);
+    }
+    let status = mon.client_json(&["status"]);
+    assert_eq!(status["profiles_max"], 15, "{status}");
+    assert_eq!(status["profiles_used"], 15, "the table is full: {status}");
+    assert_eq!(status["rows_max"], 63, "{status}");
+    assert!(
+        status["rows_used"].as_u64() <= status["rows_max"].as_u64(),
+        "{status}"
+    );
+    let text = String::from_utf8_lossy(&mon.client(&["status"]).stdout).to_string();
+    assert!(text.contains("capacity     15/15 profiles"), "{text}");
+    // Every used slot is listed, and no slot past the table.
+    assert_eq!(mon.client_json(&["profiles"]).as_array().unwrap().len(), 15);
+
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+        .arg("--run-dir")
+        .arg(&mon.run_dir)
+        .args(["ps", "-t"])
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
+        .arg("--run-dir")
+        .arg(&mon.run_dir)
+        .arg("status")
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "ebpfh: cannot write to standard output: No space left on device (os error 28)"
+    );
+}
