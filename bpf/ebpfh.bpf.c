@@ -38,6 +38,15 @@
 #define SIGSTOP 19
 #define SIGKILL 9
 #define EPERM 1
+
+/* What Rust must know of the definitions above (checked in src/abi.rs). */
+enum bpf_constants {
+	K_ENOENT = ENOENT,   /* command: no such profile */
+	K_EBUSY = EBUSY,     /* command: the profile is being promoted */
+	K_ENODATA = ENODATA, /* command: normalize without training data */
+	K_NR_RT_SIGRETURN = NR_rt_sigreturn,
+};
+enum bpf_constants _bpf_constants = 0;
 #define SIG_DFL_HANDLER 0
 #define SIG_IGN_HANDLER 1
 /* Four EMPTY symbols packed in one word, to wipe a frame's ring fast. */

@@ -287,13 +287,39 @@ struct task_record {
 	char comm[COMM_LEN];
 };
 
+/* The #define constants above, as an enum so they reach the Rust skeleton. */
+enum abi_constants {
+	ABI_WINDOW = WINDOW,
+	ABI_DISTANCES = DISTANCES,
+	ABI_NSYMBOLS = NSYMBOLS,
+	ABI_SYM_OTHER = SYM_OTHER,
+	ABI_SYM_EMPTY = SYM_EMPTY,
+	ABI_RING = RING,
+	ABI_SIGSTACK = SIGSTACK,
+	ABI_LOCALITY = LOCALITY,
+	ABI_COMM_LEN = COMM_LEN,
+	ABI_PATH_LEN = PATH_LEN,
+	ABI_PS_FROZEN = PS_FROZEN,
+	ABI_PS_NORMAL = PS_NORMAL,
+	ABI_PS_PROMOTING = PS_PROMOTING,
+};
+
 /*
- * One member of every enum above that no record field names, so that each
- * reaches BTF and with it the Rust skeleton (`types::defaults` and so on);
- * ebpfh.bpf.c defines one such global.
+ * One member of every enum above, so that each reaches BTF and with it the
+ * Rust skeleton (`types::event_kind::EV_ANOMALY` and so on), where src/abi.rs
+ * checks the Rust side's numbers against them; ebpfh.bpf.c defines one such
+ * global. A new enum gets a member here.
  */
 struct abi_enums {
 	enum defaults defaults;
+	enum abi_constants constants;
+	enum response_policy policy;
+	enum event_kind event_kind;
+	enum stop_reason stop_reason;
+	enum stat_index stat_index;
+	enum record_mode record_mode;
+	enum trace_kind trace_kind;
+	enum command_op command_op;
 };
 
 #endif /* EBPFH_H */

@@ -50,3 +50,45 @@ same!(
     Capacity::DEFAULT.trace_bytes,
     types::defaults::DEFAULT_TRACE_BYTES.0
 );
+
+// The alphabet and the window (`#define`s exported as `enum abi_constants`).
+use types::abi_constants as c;
+same!(crate::syscalls::NSYMBOLS, c::ABI_NSYMBOLS.0);
+same!(crate::syscalls::SYM_OTHER, c::ABI_SYM_OTHER.0);
+same!(crate::syscalls::SYM_EMPTY, c::ABI_SYM_EMPTY.0);
+same!(crate::model::WINDOW, c::ABI_WINDOW.0);
+same!(crate::model::DISTANCES, c::ABI_DISTANCES.0);
+same!(crate::model::RING, c::ABI_RING.0);
+same!(crate::model::SIGSTACK, c::ABI_SIGSTACK.0);
+same!(crate::model::LOCALITY, c::ABI_LOCALITY.0);
+same!(crate::profile::PS_FROZEN, c::ABI_PS_FROZEN.0);
+same!(crate::profile::PS_NORMAL, c::ABI_PS_NORMAL.0);
+same!(
+    crate::profile::KERNEL_SLOT_BYTES,
+    std::mem::size_of::<types::profile>()
+);
+
+// The model's rt_sigreturn is the one the kernel program was built with.
+same!(
+    crate::model::NR_RT_SIGRETURN,
+    types::bpf_constants::K_NR_RT_SIGRETURN.0
+);
+
+// The command program's errors are the kernel's errnos, which Rust reads through libc.
+same!(nix::libc::ENOENT, types::bpf_constants::K_ENOENT.0);
+same!(nix::libc::EBUSY, types::bpf_constants::K_EBUSY.0);
+same!(nix::libc::ENODATA, types::bpf_constants::K_ENODATA.0);
+
+// The `policy` map's value is one byte.
+const _: () = assert!(types::response_policy::POLICY_ALLOW.0 <= u8::MAX as u32);
+const _: () = assert!(types::response_policy::POLICY_TARGET.0 <= u8::MAX as u32);
+
+// Trace kinds travel in a __u16.
+const _: () = assert!(types::trace_kind::TR_SIGRETURN.0 <= u16::MAX as u32);
+
+// Loss counters: one per event kind, one per stat index.
+same!(crate::bpf::EVENT_KINDS, types::event_kind::EV_KIND_MAX.0);
+const _: () = assert!(types::stat_index::STAT_INDEX_RACE.0 < types::stat_index::STAT_MAX.0);
+
+// Event windows: src/event.rs copies the C `window` arrays into `[u16; model::WINDOW]`, which
+// compiles only while the lengths agree.

@@ -58,15 +58,19 @@ unsafe impl plain::Plain for types::trace_task {}
 // SAFETY: as above (the `.data.settings` section: one `struct settings`).
 unsafe impl plain::Plain for types::data_settings {}
 
-/// An operator command on one profile (see `enum command_op` in `bpf/ebpfh.h`).
+/// An operator command on one profile (`enum command_op` in `bpf/ebpfh.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum Command {
-    Normalize = 1,
-    Sensitize = 2,
-    Tolerize = 3,
-    Reset = 4,
-    Freeze = 5,
+    Normalize = types::command_op::CMD_NORMALIZE.0,
+    Sensitize = types::command_op::CMD_SENSITIZE.0,
+    Tolerize = types::command_op::CMD_TOLERIZE.0,
+    Reset = types::command_op::CMD_RESET.0,
+    Freeze = types::command_op::CMD_FREEZE.0,
 }
+
+/// Number of kernel event kinds, counting the unused kind 0 (`EV_KIND_MAX`).
+pub const EVENT_KINDS: usize = types::event_kind::EV_KIND_MAX.0 as usize;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CommandError {
@@ -133,7 +137,7 @@ pub struct Stats {
     pub sigstack_overflow: u64,
     pub index_races: u64,
     /// Ring-buffer reservations that failed, per event kind (index = `event_kind`).
-    pub events_lost: [u64; 9],
+    pub events_lost: [u64; EVENT_KINDS],
     pub profiles_used: u32,
     pub rows_used: u32,
     /// Trace records dropped because the trace ring buffer was full.
@@ -306,13 +310,14 @@ impl<'obj> Kernel<'obj> {
     pub fn stats(&self) -> Stats {
         let mut st = Stats::default();
         if let Some(bss) = self.skel.maps.bss_data.as_deref() {
-            let s = &bss.stats;
-            st.other_ids = s[0];
-            st.rows_full = s[1];
-            st.profiles_full = s[2];
-            st.tasks_failed = s[3];
-            st.sigstack_overflow = s[4];
-            st.index_races = s[5];
+            use types::stat_index as I;
+            let s = |i: I| bss.stats[i.0 as usize];
+            st.other_ids = s(I::STAT_OTHER_IDS);
+            st.rows_full = s(I::STAT_ROWS_FULL);
+            st.profiles_full = s(I::STAT_PROFILES_FULL);
+            st.tasks_failed = s(I::STAT_TASKS_FAILED);
+            st.sigstack_overflow = s(I::STAT_SIGSTACK_OVERFLOW);
+            st.index_races = s(I::STAT_INDEX_RACE);
             st.events_lost = bss.lost;
             st.trace_lost = bss.trace_lost;
         }
@@ -381,11 +386,12 @@ impl<'obj> Kernel<'obj> {
             .command
             .test_run(input)
             .map_err(|e| CommandError::Kernel(e.to_string()))?;
+        use types::bpf_constants as k;
         match -args.result {
             0 => Ok(()),
-            2 => Err(CommandError::NoProfile),
-            61 => Err(CommandError::Untrained),
-            16 => Err(CommandError::Busy),
+            e if e == k::K_ENOENT.0 as i32 => Err(CommandError::NoProfile),
+            e if e == k::K_ENODATA.0 as i32 => Err(CommandError::Untrained),
+            e if e == k::K_EBUSY.0 as i32 => Err(CommandError::Busy),
             e => Err(CommandError::Kernel(
                 std::io::Error::from_raw_os_error(e).to_string(),
             )),
@@ -428,7 +434,13 @@ impl<'obj> Kernel<'obj> {
         };
         // SAFETY: plain C record.
         let bytes = unsafe { plain::as_bytes(&k) };
-        let value = if respond { 2u8 } else { 1u8 };
+        use types::response_policy as p;
+        let value = if respond {
+            p::POLICY_TARGET
+        } else {
+            p::POLICY_ALLOW
+        };
+        let value = value.0 as u8; // the map's value is one byte (src/abi.rs checks the fit)
         self.skel
             .maps
             .policy
@@ -699,11 +711,13 @@ fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     dst.abort_execve = s.abort_execve;
     dst.execve_kill = u32::from(s.execve_kill);
     dst.max_delay_ms = crate::settings::millis_u32(s.max_delay);
-    (dst.record, dst.record_root) = match s.record {
-        crate::settings::RecordMode::Off => (0, 0),
-        crate::settings::RecordMode::All => (1, 0),
-        crate::settings::RecordMode::Tree { recorder } => (2, recorder),
+    use types::record_mode as m;
+    let (mode, root) = match s.record {
+        crate::settings::RecordMode::Off => (m::RECORD_OFF, 0),
+        crate::settings::RecordMode::All => (m::RECORD_ALL, 0),
+        crate::settings::RecordMode::Tree { recorder } => (m::RECORD_TREE, recorder),
     };
+    (dst.record, dst.record_root) = (mode.0, root);
 }
 
 fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {

@@ -1,7 +1,24 @@
 //! Kernel events: ring-buffer records decoded into a typed [`Event`].
 
-use crate::bpf::types;
+use crate::bpf::{types, EVENT_KINDS};
 use crate::profile::ProfileKey;
+
+use types::event_kind as Kind;
+
+/// JSON names of the kernel's event kinds, indexed by `enum event_kind` (as
+/// `Stats::events_lost` is); kind 0 is unused.
+pub const KIND_NAMES: [&str; EVENT_KINDS] = {
+    let mut n = [""; EVENT_KINDS];
+    n[Kind::EV_PROFILE_CREATED.0 as usize] = "profile_created";
+    n[Kind::EV_ANOMALY.0 as usize] = "anomaly";
+    n[Kind::EV_NORMAL_STARTED.0 as usize] = "normal_started";
+    n[Kind::EV_NORMAL_STOPPED.0 as usize] = "normal_stopped";
+    n[Kind::EV_TOLERIZE_LIMIT.0 as usize] = "tolerize_limit";
+    n[Kind::EV_NEW_SEQUENCE.0 as usize] = "new_sequence";
+    n[Kind::EV_DELAY.0 as usize] = "delay";
+    n[Kind::EV_EXECVE_DENIED.0 as usize] = "execve_denied";
+    n
+};
 
 /// Who caused an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +55,7 @@ pub enum Event {
     Anomaly {
         origin: Origin,
         /// Oldest first; the last entry is the anomalous call.
-        window: [u16; 9],
+        window: [u16; crate::model::WINDOW],
         misses: u16,
         lfc: u32,
         profile_anomalies: u64,
@@ -60,7 +77,7 @@ pub enum Event {
     },
     NewSequence {
         origin: Origin,
-        window: [u16; 9],
+        window: [u16; crate::model::WINDOW],
         counters: Counters,
     },
     /// The kernel stopped the task; the monitor must resume it after `delay_ms`.
@@ -87,10 +104,10 @@ pub enum StopReason {
 
 impl StopReason {
     fn from_raw(r: u32) -> Self {
-        match r {
-            1 => StopReason::AnomalyLimit,
-            2 => StopReason::Command,
-            other => StopReason::Unknown(other),
+        match types::stop_reason(r) {
+            types::stop_reason::STOP_ANOMALY_LIMIT => StopReason::AnomalyLimit,
+            types::stop_reason::STOP_COMMAND => StopReason::Command,
+            other => StopReason::Unknown(other.0),
         }
     }
 
@@ -170,8 +187,8 @@ fn read<T: plain::Plain + Default>(kind: u32, data: &[u8]) -> Result<T, DecodeEr
 
 pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
     let h: types::ev_header = read(0, data).map_err(|_| DecodeError::Short(data.len()))?;
-    Ok(match h.kind {
-        1 => {
+    Ok(match Kind(h.kind) {
+        Kind::EV_PROFILE_CREATED => {
             let e: types::ev_profile_created = read(h.kind, data)?;
             let name: Vec<u8> = e.filename.iter().map(|&c| c as u8).collect();
             Event::ProfileCreated {
@@ -183,7 +200,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 filename: c_str(&name),
             }
         }
-        2 => {
+        Kind::EV_ANOMALY => {
             let e: types::ev_anomaly = read(h.kind, data)?;
             Event::Anomaly {
                 origin: origin(&e.h),
@@ -194,20 +211,23 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 task_count: e.task_count,
             }
         }
-        3..=6 => {
+        k @ (Kind::EV_NORMAL_STARTED
+        | Kind::EV_NORMAL_STOPPED
+        | Kind::EV_TOLERIZE_LIMIT
+        | Kind::EV_NEW_SEQUENCE) => {
             let e: types::ev_state = read(h.kind, data)?;
             let o = origin(&e.h);
-            match h.kind {
-                3 => Event::NormalStarted {
+            match k {
+                Kind::EV_NORMAL_STARTED => Event::NormalStarted {
                     origin: o,
                     before: counters(&e),
                 },
-                4 => Event::NormalStopped {
+                Kind::EV_NORMAL_STOPPED => Event::NormalStopped {
                     origin: o,
                     counters: counters(&e),
                     reason: StopReason::from_raw(e.reason),
                 },
-                5 => Event::TolerizeLimit {
+                Kind::EV_TOLERIZE_LIMIT => Event::TolerizeLimit {
                     origin: o,
                     lfc: e.lfc,
                     counters: counters(&e),
@@ -219,7 +239,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 },
             }
         }
-        7 => {
+        Kind::EV_DELAY => {
             let e: types::ev_delay = read(h.kind, data)?;
             Event::Delay {
                 origin: origin(&e.h),
@@ -227,7 +247,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 lfc: e.lfc,
             }
         }
-        8 => {
+        Kind::EV_EXECVE_DENIED => {
             let e: types::ev_execve_denied = read(h.kind, data)?;
             let name: Vec<u8> = e.filename.iter().map(|&c| c as u8).collect();
             Event::ExecveDenied {
@@ -237,7 +257,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 filename: c_str(&name),
             }
         }
-        other => return Err(DecodeError::UnknownKind(other)),
+        other => return Err(DecodeError::UnknownKind(other.0)),
     })
 }
 

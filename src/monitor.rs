@@ -67,19 +67,6 @@ struct Monitor<'k, 'obj> {
     opts: &'k Options,
 }
 
-/// JSON names of the kernel's event kinds, indexed like `enum event_kind` (and `Stats::events_lost`).
-const EVENT_NAMES: [&str; 9] = [
-    "",
-    "profile_created",
-    "anomaly",
-    "normal_started",
-    "normal_stopped",
-    "tolerize_limit",
-    "new_sequence",
-    "delay",
-    "execve_denied",
-];
-
 impl Monitor<'_, '_> {
     fn emit(&mut self, time_tai: u64, rec: &Record) {
         let time = self.clock.to_utc(time_tai);
@@ -268,7 +255,7 @@ impl Monitor<'_, '_> {
         let now = self.kernel.stats();
         let before = std::mem::replace(&mut self.last_stats, now);
         let mut lost = BTreeMap::new();
-        for (i, name) in EVENT_NAMES.iter().enumerate().skip(1) {
+        for (i, name) in event::KIND_NAMES.iter().enumerate().skip(1) {
             let d = now.events_lost[i] - before.events_lost[i];
             if d > 0 {
                 lost.insert(name.to_string(), d);

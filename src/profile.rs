@@ -12,6 +12,9 @@ use crate::syscalls::NSYMBOLS;
 pub const PS_FROZEN: u32 = 1;
 pub const PS_NORMAL: u32 = 2;
 
+/// Size of one `struct profile` slot in the kernel: counters plus two row indexes.
+pub const KERNEL_SLOT_BYTES: usize = 72 + 2 * 4 * NSYMBOLS;
+
 /// An executable's identity: the kernel's raw `s_dev` and the inode number, both full width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ProfileKey {
@@ -169,8 +172,7 @@ impl Profile {
 
     /// Kernel memory this profile occupies: its slot plus one 512-byte row per table row.
     pub fn kernel_bytes(&self) -> usize {
-        const SLOT: usize = 72 + 2 * 4 * NSYMBOLS;
-        SLOT + (self.train.rows.len() + self.test.rows.len()) * NSYMBOLS
+        KERNEL_SLOT_BYTES + (self.train.rows.len() + self.test.rows.len()) * NSYMBOLS
     }
 }
 

@@ -39,17 +39,17 @@ fn decode(data: &[u8]) -> Option<Record> {
     if data.len() == std::mem::size_of::<types::trace_call>() {
         let mut r = types::trace_call::default();
         plain::copy_from_bytes(&mut r, data).ok()?;
-        return Some(match r.kind {
-            1 => Record::Call {
+        return Some(match types::trace_kind(u32::from(r.kind)) {
+            types::trace_kind::TR_CALL => Record::Call {
                 tid: r.tid,
                 nr: r.nr,
                 time: r.time,
             },
-            2 => Record::Exit {
+            types::trace_kind::TR_EXIT => Record::Exit {
                 tid: r.tid,
                 time: r.time,
             },
-            3 => Record::Signal {
+            types::trace_kind::TR_SIGNAL => Record::Signal {
                 tid: r.tid,
                 time: r.time,
             },
@@ -62,20 +62,20 @@ fn decode(data: &[u8]) -> Option<Record> {
         kdev: r.key.dev,
         ino: r.key.ino,
     };
-    Some(match r.kind {
-        4 => Record::Exec {
+    Some(match types::trace_kind(u32::from(r.kind)) {
+        types::trace_kind::TR_EXEC => Record::Exec {
             tid: r.tid,
             tgid: r.tgid,
             key,
             time: r.time,
         },
-        5 => Record::Fork {
+        types::trace_kind::TR_FORK => Record::Fork {
             child: r.tid,
             tgid: r.tgid,
             parent: r.other,
             time: r.time,
         },
-        6 => Record::Adopt {
+        types::trace_kind::TR_ADOPT => Record::Adopt {
             tid: r.tid,
             tgid: r.tgid,
             key,
@@ -251,7 +251,7 @@ mod tests {
         let c = types::trace_call {
             time: 5,
             tid: 7,
-            kind: 1,
+            kind: types::trace_kind::TR_CALL.0 as u16,
             nr: 59,
         };
         // SAFETY: plain C record.
@@ -267,7 +267,7 @@ mod tests {
         let t = types::trace_task {
             time: 9,
             tid: 8,
-            kind: 5,
+            kind: types::trace_kind::TR_FORK.0 as u16,
             tgid: 8,
             other: 7,
             key: types::profile_key { dev: 1, ino: 2 },
