@@ -13,6 +13,7 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/sbin
 UNITDIR ?= /etc/systemd/system
 LOGROTATEDIR ?= /etc/logrotate.d
+CONFDIR ?= /etc/ebpfh
 MANDIR ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
@@ -95,8 +96,8 @@ man: build
 	mkdir -p $(GEN)
 	./target/release/ebpfh man > $(GEN)/ebpfh.8
 
-# The binary, the systemd unit, the logrotate snippet, completions and the man page; then
-# `systemctl enable --now ebpfh`.
+# The binary, the systemd unit, the logrotate snippet, completions, the man page and the
+# configuration file (never over an existing one); then `systemctl enable --now ebpfh`.
 install: build completions man
 	install -D -m 0755 target/release/ebpfh $(DESTDIR)$(BINDIR)/ebpfh
 	install -D -m 0644 $(GEN)/ebpfh.8 $(DESTDIR)$(MANDIR)/man8/ebpfh.8
@@ -107,10 +108,15 @@ install: build completions man
 	sed 's|/usr/local/sbin/ebpfh|$(BINDIR)/ebpfh|' assets/ebpfh.service > $(DESTDIR)$(UNITDIR)/ebpfh.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ebpfh.service
 	install -m 0644 assets/ebpfh.logrotate $(DESTDIR)$(LOGROTATEDIR)/ebpfh
+	install -d -m 0755 $(DESTDIR)$(CONFDIR)
+	@if [ -e $(DESTDIR)$(CONFDIR)/ebpfh.toml ]; then \
+		echo "kept the existing $(CONFDIR)/ebpfh.toml (the shipped one is assets/ebpfh.toml)"; \
+	else install -m 0644 assets/ebpfh.toml $(DESTDIR)$(CONFDIR)/ebpfh.toml; fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "installed $(BINDIR)/ebpfh; start the service with: systemctl enable --now ebpfh"
 
-# Removes what install put in place; profiles (/var/lib/ebpfh) and logs (/var/log/ebpfh) stay.
+# Removes what install put in place; profiles (/var/lib/ebpfh), logs (/var/log/ebpfh) and the
+# configuration (/etc/ebpfh) stay.
 uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemctl disable --now ebpfh.service 2>/dev/null || true; fi
@@ -118,7 +124,7 @@ uninstall:
 	rm -f $(DESTDIR)$(MANDIR)/man8/ebpfh.8 $(DESTDIR)$(BASHCOMPDIR)/ebpfh \
 		$(DESTDIR)$(ZSHCOMPDIR)/_ebpfh $(DESTDIR)$(FISHCOMPDIR)/ebpfh.fish
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
-	@echo "removed ebpfh; profiles in /var/lib/ebpfh and logs in /var/log/ebpfh are kept"
+	@echo "removed ebpfh; profiles in /var/lib/ebpfh, logs in /var/log/ebpfh and $(CONFDIR) are kept"
 
 clean:
 	$(CARGO) clean

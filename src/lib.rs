@@ -5,6 +5,7 @@
 pub mod abi;
 pub mod bpf;
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod event;
 pub mod jsonl;

@@ -12,7 +12,7 @@ use ebpfh::control::protocol::{Op, Request, Target};
 use ebpfh::control::{client, print, DEFAULT_RUN_DIR};
 use ebpfh::settings::{defaults, parse_duration, Settings};
 use ebpfh::store::DEFAULT_DIR;
-use ebpfh::{monitor, record, tui};
+use ebpfh::{config, monitor, record, tui};
 
 /// Host-based intrusion detection: learns each program's system calls and reports what is new.
 #[derive(Parser, Debug)]
@@ -28,6 +28,10 @@ struct Cli {
     /// Where the monitor's control socket and pid file are.
     #[arg(long, value_name = "DIR", global = true, default_value = DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
+    /// The configuration file (default: /etc/ebpfh/ebpfh.toml when it exists): TOML whose keys
+    /// are these long options written with _, e.g. normal_wait = "10m"; flags override it.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +82,9 @@ enum Cmd {
     /// Feed traces through the pH model offline: evaluate detection (--train with --normal/--attack)
     /// or replay in order and print the monitor's JSON lines.
     Replay(ReplayArgs),
+    /// Print the effective configuration: every option's value and where it came from (default,
+    /// the configuration file and line, or a flag given here).
+    Config(ConfigArgs),
     /// Print a shell completion script (`make completions` writes them).
     #[command(hide = true)]
     Completions {
@@ -87,6 +94,12 @@ enum Cmd {
     /// Print the man page in roff (`make man` writes it).
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    #[command(flatten)]
+    monitor: MonitorArgs,
 }
 
 #[derive(Args, Debug)]
@@ -369,21 +382,6 @@ fn misplaced_monitor_flag(cmd: &clap::Command, m: &clap::ArgMatches) -> Option<S
         })
 }
 
-/// Parses the command line; global options work before or after the subcommand.
-fn parse_cli() -> Cli {
-    let mut cmd = Cli::command();
-    let matches = cmd.get_matches_mut();
-    if let Some(flag) = misplaced_monitor_flag(&cmd, &matches) {
-        let sub = matches.subcommand_name().unwrap_or_default();
-        cmd.error(
-            clap::error::ErrorKind::ArgumentConflict,
-            format!("'{flag}' belongs to the monitor (`ebpfh --headless`), not to `ebpfh {sub}`; give it after the subcommand if that takes it, or leave it out"),
-        )
-        .exit();
-    }
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-}
-
 /// Whether an error comes from writing to a pipe whose reader has gone (`ebpfh ps | head -1`).
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -403,8 +401,75 @@ fn out(text: &str) -> anyhow::Result<()> {
         .context("cannot write to standard output")
 }
 
+/// Subcommands whose options the configuration file sets too, besides the monitor's own.
+const CONFIGURED: &[&str] = &["top", "config", "record", "resume"];
+
+/// What the command line and the configuration file say together.
+struct Parsed {
+    layer: Option<config::Layer>,
+    matches: clap::ArgMatches,
+}
+
+/// Parses the command line over the configuration file's values (clap exits on a bad flag; a
+/// bad file is one sentence and exit status 2, like a bad flag). Global options work before or
+/// after the subcommand.
+fn parse() -> (Cli, Parsed) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let plain = Cli::command().get_matches_from(&args);
+    // Generated text describes the options themselves, whatever this machine's file says.
+    let generating = matches!(plain.subcommand_name(), Some("completions" | "man"));
+    let path = match plain.get_one::<PathBuf>(config::CONFIG_ARG) {
+        Some(p) => Some(p.clone()),
+        None => Some(PathBuf::from(config::DEFAULT_PATH)).filter(|p| p.exists()),
+    };
+    let layer = path.filter(|_| !generating).map(|p| {
+        config::load(&p, &Cli::command()).unwrap_or_else(|e| {
+            eprintln!("ebpfh: {e}");
+            std::process::exit(2)
+        })
+    });
+    let mut cmd = match &layer {
+        Some(l) => l.apply(Cli::command(), CONFIGURED),
+        None => Cli::command(),
+    };
+    let matches = cmd
+        .try_get_matches_from_mut(&args)
+        .unwrap_or_else(|e| e.exit());
+    if let Some(flag) = misplaced_monitor_flag(&cmd, &matches) {
+        let sub = matches.subcommand_name().unwrap_or_default();
+        cmd.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("'{flag}' belongs to the monitor (`ebpfh --headless`), not to `ebpfh {sub}`; give it after the subcommand if that takes it, or leave it out"),
+        )
+        .exit();
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (cli, Parsed { layer, matches })
+}
+
+/// `ebpfh config`: the file used, then every key with its value and origin.
+fn explain(parsed: &Parsed) -> String {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let sub = cmd
+        .find_subcommand("config")
+        .expect("the config subcommand exists");
+    let matches = parsed
+        .matches
+        .subcommand_matches("config")
+        .unwrap_or(&parsed.matches);
+    let head = match &parsed.layer {
+        Some(l) => format!("# configuration file: {}\n", l.path.display()),
+        None => format!(
+            "# no configuration file ({} does not exist)\n",
+            config::DEFAULT_PATH
+        ),
+    };
+    head + &config::explain(sub, matches, parsed.layer.as_ref())
+}
+
 fn main() -> ExitCode {
-    let cli = parse_cli();
+    let (cli, parsed) = parse();
     let level = if cli.verbose { "debug" } else { "info" };
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
@@ -420,7 +485,7 @@ fn main() -> ExitCode {
         logger.target(env_logger::Target::Pipe(Box::new(log_buffer.clone())));
     }
     logger.init();
-    match run(cli, log_buffer) {
+    match run(cli, log_buffer, &parsed) {
         Ok(code) => ExitCode::from(code),
         // Like coreutils: the reader of our output went away, so there is nobody to tell; exit as
         // a process killed by SIGPIPE would report it (128 + 13).
@@ -469,15 +534,6 @@ impl MonitorOpts {
     }
 }
 
-/// Writes generated text (completions, the man page) to standard output.
-fn write_stdout(bytes: &[u8]) -> anyhow::Result<u8> {
-    use std::io::Write;
-    std::io::stdout()
-        .write_all(bytes)
-        .context("cannot write to standard output")?;
-    Ok(0)
-}
-
 /// Sends one request for subcommand `name` and prints the reply.
 fn client_command(
     run_dir: &std::path::Path,
@@ -497,7 +553,7 @@ fn client_command(
     }
 }
 
-fn run(cli: Cli, log_buffer: tui::LogBuffer) -> anyhow::Result<u8> {
+fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<u8> {
     let run_dir = cli.run_dir;
     let command = |op: Op, args: CommandArgs| {
         client_command(
@@ -592,17 +648,23 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer) -> anyhow::Result<u8> {
             json,
         }) => client_command(&run_dir, "set", Request::Set { setting, value }, json.json),
         Some(Cmd::Save(j)) => client_command(&run_dir, "save", Request::Save, j.json),
+        Some(Cmd::Config(_)) => {
+            out(&explain(parsed))?;
+            Ok(0)
+        }
         Some(Cmd::Completions { shell }) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "ebpfh", &mut out);
-            write_stdout(&out)
+            let mut cmd = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ebpfh", &mut script);
+            out(&String::from_utf8_lossy(&script))?;
+            Ok(0)
         }
         Some(Cmd::Man) => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd).section("8").render(&mut out)?;
-            write_stdout(&out)
+            let cmd = Cli::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).section("8").render(&mut page)?;
+            out(&String::from_utf8_lossy(&page))?;
+            Ok(0)
         }
         None => {
             let m = cli.monitor;
@@ -679,5 +741,49 @@ mod tests {
             (c.profiles, c.rows, c.ring_bytes, c.trace_bytes),
             (d.profiles, d.rows, d.ring_bytes, d.trace_bytes)
         );
+    }
+    /// The shipped, commented configuration file names every key with its real default, and
+    /// uncommented it is a file ebpfh accepts.
+    #[test]
+    fn the_shipped_configuration_lists_every_key_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/ebpfh.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut mentioned = Vec::new();
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            let assignment = line.strip_prefix("# ").unwrap_or(line);
+            let Some((key, value)) = assignment.split_once(" = ") else {
+                continue;
+            };
+            if !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                continue;
+            }
+            mentioned.push(key.to_string());
+            uncommented.push_str(&format!("{key} = {value}\n"));
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == key)
+                .unwrap_or_else(|| panic!("{key} is not an option"));
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            if line.starts_with('#') && !defaults.is_empty() {
+                let table: toml::Table = toml::from_str(assignment).unwrap();
+                let shown = match &table[key] {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(shown, defaults.join(","), "{key}");
+            }
+        }
+        config::parse(std::path::Path::new(path), &uncommented, &cmd).unwrap();
+        let mut keys: Vec<String> = config::keys(&cmd).map(|a| a.get_id().to_string()).collect();
+        keys.sort();
+        mentioned.sort();
+        assert_eq!(mentioned, keys);
     }
 }
