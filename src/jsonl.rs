@@ -167,6 +167,7 @@ pub enum Record {
         pid: u32,
         reason: String,
         profiles_saved: usize,
+        profiles_failed: usize,
     },
 }
 
@@ -331,11 +332,13 @@ mod tests {
             pid: 5,
             reason: "SIGTERM".into(),
             profiles_saved: 3,
+            profiles_failed: 2,
         };
         let v: Value = serde_json::from_str(&to_line(t, "h", &rec)).unwrap();
         assert_eq!(v["event"], "monitor_stopped");
         assert_eq!(v["reason"], "SIGTERM");
         assert_eq!(v["profiles_saved"], 3);
+        assert_eq!(v["profiles_failed"], 2);
         let rec = Record::NormalStopped {
             process: process(),
             profile: ProfileRef::new(ProfileKey::default(), State::Training),
@@ -357,6 +360,7 @@ mod tests {
             pid: 1,
             reason: "test".into(),
             profiles_saved: 0,
+            profiles_failed: 0,
         };
         let t = DateTime::from_timestamp_nanos(0);
         sink.write(t, &rec);

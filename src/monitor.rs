@@ -314,19 +314,39 @@ impl Monitor<'_, '_> {
         out
     }
 
-    fn save(&mut self) -> usize {
+    /// Saves every profile. Whatever failed is summed up in one sentence (see [`Saved`]), so a
+    /// failing disk costs one log line per save, not one per file.
+    fn save(&mut self) -> Saved {
         let profiles = self.snapshot();
         let report = self.store.save_all(&profiles);
-        for (path, why) in &report.failed {
-            log::error!("could not save profile '{}': {why}", path.display());
-        }
         log::debug!(
             "saved {} changed profiles of {}",
             report.saved,
             profiles.len()
         );
-        profiles.len() - report.failed.len()
+        Saved {
+            saved: profiles.len() - report.failed.len(),
+            failed: report.failed.len(),
+            error: report.failed.first().map(|(_, why)| {
+                format!(
+                    "could not save {} of {} profiles ({why}{}); their earlier files, if any, are kept",
+                    report.failed.len(),
+                    profiles.len(),
+                    if report.failed.len() > 1 { ", and likewise the others" } else { "" }
+                )
+            }),
+        }
     }
+}
+
+/// What one save of every profile did.
+struct Saved {
+    /// Profiles whose file now holds exactly their state (written now, or already identical).
+    saved: usize,
+    /// Profiles that could not be written.
+    failed: usize,
+    /// One sentence about the failures, if any.
+    error: Option<String>,
 }
 
 /// What the control server may use of the monitor (see `control::server`).
@@ -361,8 +381,25 @@ impl Host for Monitor<'_, '_> {
         Ok(())
     }
 
-    fn save(&mut self) -> usize {
-        Monitor::save(self)
+    fn save(&mut self) -> Result<usize, String> {
+        let saved = Monitor::save(self);
+        saved.error.map_or(Ok(saved.saved), Err)
+    }
+
+    fn persist(&mut self, slot: u32) -> Result<(), String> {
+        let mut p = self
+            .kernel
+            .profile(slot)
+            .ok_or("the profile is gone from the kernel")?;
+        p.exe = Host::exe(self, slot);
+        self.store.save(&p).map_err(|e| e.to_string())
+    }
+
+    fn persist_setting(&mut self, setting: &str, value: &str) -> Result<(), String> {
+        let mut all = self.store.load_settings().unwrap_or_default();
+        all.retain(|(k, _)| k != setting);
+        all.push((setting.to_string(), value.to_string()));
+        self.store.save_settings(&all).map_err(|e| e.to_string())
     }
 
     fn emit(&mut self, rec: &Record) {
@@ -425,7 +462,8 @@ pub fn run(opts: &Options) -> Result<()> {
     crate::bpf::route_libbpf_log(opts.verbose);
     let pid = std::process::id();
     let mut obj = MaybeUninit::uninit();
-    let mut kernel = Kernel::load(&mut obj, opts.capacity, &opts.settings, pid).map_err(refused)?;
+    let settings = with_saved_settings(&store, &opts.settings);
+    let mut kernel = Kernel::load(&mut obj, opts.capacity, &settings, pid).map_err(refused)?;
     let slots = kernel.load_profiles(&loaded.profiles)?;
     let known = slots
         .iter()
@@ -468,7 +506,7 @@ pub fn run(opts: &Options) -> Result<()> {
         last_stats: Stats::default(),
         responder,
         states: HashMap::new(),
-        settings: opts.settings.clone(),
+        settings,
         host: host_name,
         hub: Hub::default(),
         opts,
@@ -549,7 +587,12 @@ pub fn run(opts: &Options) -> Result<()> {
             next_check = now + Duration::from_secs(1);
         }
         if now >= next_save {
-            m.save();
+            if let Some(e) = m.save().error {
+                log::error!(
+                    "{e}; trying again in {}",
+                    humantime::format_duration(opts.save_interval)
+                );
+            }
             next_save = now + opts.save_interval;
         }
         if int.load(Ordering::Relaxed) {
@@ -577,16 +620,38 @@ pub fn run(opts: &Options) -> Result<()> {
     // Nothing can stop a task any more: let every delayed task go before leaving.
     m.resume(u64::MAX, Why::MonitorStopping);
     let saved = m.save();
-    log::info!(
-        "stopping ({reason}): saved {saved} profiles to '{}'",
-        opts.state_dir.display()
-    );
+    match &saved.error {
+        None => log::info!(
+            "stopping ({reason}): saved {} profiles to '{}'",
+            saved.saved,
+            opts.state_dir.display()
+        ),
+        Some(e) => log::error!("stopping ({reason}): {e}"),
+    }
     m.emit_now(&Record::MonitorStopped {
         pid,
         reason: reason.into(),
-        profiles_saved: saved,
+        profiles_saved: saved.saved,
+        profiles_failed: saved.failed,
     });
     Ok(())
+}
+
+/// The start-up settings with what `ebpfh set` changed on top (it outlives a restart); a saved
+/// value this version no longer takes is skipped with a warning.
+fn with_saved_settings(store: &Store, flags: &Settings) -> Settings {
+    let mut settings = flags.clone();
+    let saved = store.load_settings().unwrap_or_else(|e| {
+        log::warn!("cannot read the settings `ebpfh set` saved: {e}; starting with the flags");
+        Vec::new()
+    });
+    for (name, value) in saved {
+        match crate::control::protocol::apply_setting(&mut settings, &name, &value) {
+            Ok(()) => log::info!("{name} = {value}, as `ebpfh set` left it"),
+            Err(e) => log::warn!("ignoring the saved setting {name}: {e}"),
+        }
+    }
+    settings
 }
 
 fn refused(e: crate::bpf::LoadError) -> anyhow::Error {

@@ -5,6 +5,7 @@
 //! ```text
 //! format                    store layout version ("1\n")
 //! lock                      flock(2)ed by the running monitor, holds its pid
+//! settings                  what `ebpfh set` changed, `name value` per line
 //! profiles/<dev>-<ino>.prof one file per profile (see [`encode`]), 0600
 //! quarantine/<name>.<time>  files that could not be read, kept for a human to look at
 //! ```
@@ -44,6 +45,8 @@ const PROFILES: &str = "profiles";
 const QUARANTINE: &str = "quarantine";
 const FORMAT_FILE: &str = "format";
 const LOCK_FILE: &str = "lock";
+/// Settings changed with `ebpfh set`, applied again when the monitor restarts.
+const SETTINGS_FILE: &str = "settings";
 const SUFFIX: &str = ".prof";
 const ROW_BYTES: usize = 2 + NSYMBOLS;
 /// Size of the fixed part: magic, version, key, state, six counters.
@@ -714,6 +717,51 @@ impl Store {
         replace_file(&self.profiles, &file_name(&p.key), &bytes)?;
         Ok(Some(hash))
     }
+}
+
+impl Store {
+    /// The settings `ebpfh set` changed, as `(name, value)` in the order they were first set;
+    /// none when the file is missing.
+    pub fn load_settings(&self) -> io::Result<Vec<(String, String)>> {
+        let path = self.dir.join(SETTINGS_FILE);
+        let text = match read_no_follow(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    /// Replaces the settings file atomically (one `name value` line each) and makes it durable.
+    pub fn save_settings(&self, settings: &[(String, String)]) -> io::Result<()> {
+        let text: String = settings.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        replace_file(&self.dir, SETTINGS_FILE, text.as_bytes())
+            .and_then(|()| sync_dir(&self.dir))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot save the settings to '{}': {e}",
+                        self.dir.join(SETTINGS_FILE).display()
+                    ),
+                )
+            })
+    }
+}
+
+/// Reads a small text file without following a symlink planted at its name.
+fn read_no_follow(path: &Path) -> io::Result<String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let mut text = String::new();
+    (&mut file).take(64 << 10).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Proof that this process owns the state directory; dropping it lets another monitor in.

@@ -82,8 +82,13 @@ pub trait Host {
     fn settings(&self) -> &Settings;
     /// Applies new settings to the kernel and remembers them.
     fn set_settings(&mut self, settings: Settings) -> Result<(), String>;
-    /// Saves every profile; returns how many were saved.
-    fn save(&mut self) -> usize;
+    /// Saves every profile; returns how many are on disk, or one sentence about those that
+    /// could not be written.
+    fn save(&mut self) -> Result<usize, String>;
+    /// Writes one profile's file now (atomically), so a command survives a crash right after it.
+    fn persist(&mut self, slot: u32) -> Result<(), String>;
+    /// Records a changed setting in the state directory, to apply again after a restart.
+    fn persist_setting(&mut self, setting: &str, value: &str) -> Result<(), String>;
     /// Writes an event line (log and subscribers).
     fn emit(&mut self, rec: &Record);
     fn hub(&mut self) -> &mut Hub;
@@ -330,8 +335,13 @@ impl Server {
             Request::Command { op, target } => self.command(host, peer, op, target),
             Request::Set { setting, value } => {
                 let mut s = host.settings().clone();
-                let result =
-                    apply_setting(&mut s, &setting, &value).and_then(|()| host.set_settings(s));
+                let result = apply_setting(&mut s, &setting, &value)
+                    .and_then(|()| host.set_settings(s))
+                    .and_then(|()| {
+                        host.persist_setting(&setting, &value).map_err(|e| {
+                            format!("{setting} is {value} now, but only until the monitor restarts: {e}")
+                        })
+                    });
                 host.emit(&Record::Command {
                     peer_uid: peer.uid,
                     peer_pid: peer.pid,
@@ -354,7 +364,7 @@ impl Server {
                 Ok(Response::Settings(SettingsView::from(host.settings())))
             }
             Request::Save => {
-                let profiles = host.save();
+                let result = host.save();
                 host.emit(&Record::Command {
                     peer_uid: peer.uid,
                     peer_pid: peer.pid,
@@ -365,10 +375,10 @@ impl Server {
                     profile_state: None,
                     setting: None,
                     value: None,
-                    result: "ok".into(),
-                    error: None,
+                    result: if result.is_ok() { "ok" } else { "failed" }.into(),
+                    error: result.as_ref().err().cloned(),
                 });
-                Ok(Response::Saved { profiles })
+                Ok(Response::Saved { profiles: result? })
             }
             Request::EventStream => Err("the event stream is served by the socket thread".into()),
             Request::ReturnError => Err("you asked for an error".into()),
@@ -378,14 +388,19 @@ impl Server {
     fn command(&mut self, host: &mut dyn Host, peer: Peer, op: Op, target: Target) -> Reply {
         let slot = resolve(host, &target);
         let exe = slot.as_ref().ok().map(|&s| host.exe(s));
+        let name = exe
+            .clone()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "the profile".into());
         let result = slot.clone().and_then(|slot| {
-            host.kernel().command(slot, op.kernel()).map_err(|e| {
+            host.kernel()
+                .command(slot, op.kernel())
+                .map_err(|e| format!("cannot {} {name}: {e}", op.as_str()))?;
+            // On disk before the reply: a crash right after the command must not undo it.
+            host.persist(slot).map_err(|e| {
                 format!(
-                    "cannot {} {}: {e}",
-                    op.as_str(),
-                    exe.as_deref()
-                        .filter(|e| !e.is_empty())
-                        .unwrap_or("the profile")
+                    "{} {name} took effect, but only until the monitor stops: {e}",
+                    op.as_str()
                 )
             })
         });
@@ -776,6 +791,7 @@ mod tests {
             pid: 1,
             reason: "x".into(),
             profiles_saved: 0,
+            profiles_failed: 0,
         };
         for _ in 0..3 {
             hub.publish(&rec, "{}".into());
