@@ -5,7 +5,7 @@ LOG ?= -
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # tmux: the dashboard's end-to-end tests drive `ebpfh top` in a real terminal; man-db and
 # groff-base: the man page test renders it.
-APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux man-db groff-base
+APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux man-db groff-base python3
 # What `make bench` adds: the peers it compares with, and python3 for the harness.
 BENCH_PACKAGES := bpftrace strace python3 util-linux
 # make install: PREFIX=/usr/local puts the binary in /usr/local/sbin; DESTDIR for packaging.
@@ -21,7 +21,7 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 # Generated from the clap definitions by `make completions man`.
 GEN := target/gen
 
-.PHONY: all deps build release run test test-kernels lint fmt vmlinux clean bench bench-deps install uninstall \
+.PHONY: all deps build release run test test-kernels lint fmt vmlinux clean bench bench-deps eval install uninstall \
 	completions man
 
 all: build
@@ -47,6 +47,7 @@ run: build
 # Unit tests, then the BPF integration tests (root, real kernel; they fail without root).
 # One test at a time: the BPF tests each run a monitor that traces the whole (2-core) machine.
 test: deps lint
+	cd eval && python3 -m unittest -q test_score
 	$(CARGO) test -- --test-threads=1
 
 # Boots Debian's kernel (BPF LSM on) in QEMU and checks execve abort end to end (~30 s with TCG).
@@ -83,6 +84,19 @@ bench-deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The evaluation (root, 10-15 minutes): everyday programs trained on generated sysadmin days,
+# then test days and local attacks; prints detection, false alarms, time to normal, lines per
+# incident. EVAL_ARGS=--quick runs 8 training and 3 test days; see README "Evaluation".
+EVAL_PACKAGES := python3 bash dash perl tar gzip findutils grep sed mawk coreutils less curl git make gcc
+eval: deps
+	@missing=""; for p in $(EVAL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(CARGO) build --release --bin ebpfh
+	python3 eval/eval.py $(EVAL_ARGS)
 
 # Shell completions (bash, zsh, fish) and the man page, written by the binary from its own
 # command-line definitions, so they always match it.
