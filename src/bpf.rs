@@ -521,6 +521,7 @@ impl<'obj> Kernel<'obj> {
                 ino: p.key.ino,
             },
             exe: String::new(),
+            identity: None,
             state: p.state,
             count: p.count,
             train_count: p.train_count,

@@ -65,6 +65,8 @@ pub enum Record {
         process: Process,
         #[serde(flatten)]
         profile: ProfileRef,
+        /// SHA-256 of the executable's bytes (null if it could not be read).
+        sha256: Option<crate::identity::Digest>,
     },
     NormalStarted {
         #[serde(flatten)]

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod event;
+pub mod identity;
 pub mod jsonl;
 pub mod model;
 pub mod monitor;

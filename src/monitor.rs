@@ -17,6 +17,7 @@ use crate::bpf::{Capacity, Kernel, Stats};
 use crate::clock::TaiClock;
 use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
+use crate::identity::{self, Identity};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::profile::{Profile, ProfileKey, State};
 use crate::respond::{Responder, Why};
@@ -43,11 +44,13 @@ pub struct Options {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
-/// What userspace knows about a kernel profile slot that the kernel does not: its path.
+/// What userspace knows about a kernel profile slot that the kernel does not: its path and
+/// content identity.
 #[derive(Clone, Debug)]
 struct Known {
     key: ProfileKey,
     exe: String,
+    identity: Option<Identity>,
 }
 
 struct Monitor<'k, 'obj> {
@@ -65,6 +68,8 @@ struct Monitor<'k, 'obj> {
     host: String,
     hub: Hub,
     opts: &'k Options,
+    /// Digests of executables already hashed (see `src/identity.rs`).
+    digests: identity::Cache,
 }
 
 impl Monitor<'_, '_> {
@@ -93,6 +98,7 @@ impl Monitor<'_, '_> {
         let k = Known {
             key,
             exe: procfs::exe_path(tgid, key, filename),
+            identity: self.known.get(&slot).and_then(|k| k.identity),
         };
         self.known.insert(slot, k.clone());
         k
@@ -108,6 +114,28 @@ impl Monitor<'_, '_> {
                 .map(State::from_bits)
                 .unwrap_or(State::Training)
         })
+    }
+
+    /// The content identity of a slot's executable, hashing it the first time: through
+    /// `/proc/PID/exe` while the process lives, else through its path, and only if that is still
+    /// the profile's inode.
+    fn identify(&mut self, slot: u32, tgid: u32) -> Option<Identity> {
+        let k = self.known.get(&slot)?;
+        if k.identity.is_some() {
+            return k.identity;
+        }
+        let proc_exe = std::path::PathBuf::from(format!("/proc/{tgid}/exe"));
+        let exe = std::path::PathBuf::from(&k.exe);
+        let mut paths = vec![proc_exe.as_path()];
+        if !k.exe.is_empty() {
+            paths.push(exe.as_path());
+        }
+        let digest = self.digests.digest(k.key, &paths)?;
+        let id = Identity::exe(digest);
+        if let Some(k) = self.known.get_mut(&slot) {
+            k.identity = Some(id);
+        }
+        Some(id)
     }
 
     fn parts(&mut self, o: &Origin, filename: &str) -> (jsonl::Process, ProfileRef) {
@@ -132,8 +160,13 @@ impl Monitor<'_, '_> {
         let (process, profile) = self.parts(&o, filename);
         let rec = match ev {
             Event::ProfileCreated { .. } => {
+                let identity = self.identify(o.slot, o.tgid);
                 log::debug!("new profile {} for {}", profile.profile, process.exe);
-                Record::ProfileCreated { process, profile }
+                Record::ProfileCreated {
+                    process,
+                    profile,
+                    sha256: identity.map(|i| i.sha256),
+                }
             }
             Event::Anomaly {
                 window,
@@ -303,11 +336,10 @@ impl Monitor<'_, '_> {
         let mut out = Vec::new();
         for slot in self.kernel.slots() {
             if let Some(mut p) = self.kernel.profile(slot) {
-                p.exe = self
-                    .known
-                    .get(&slot)
-                    .map(|k| k.exe.clone())
-                    .unwrap_or_default();
+                if let Some(k) = self.known.get(&slot) {
+                    p.exe = k.exe.clone();
+                    p.identity = k.identity;
+                }
                 out.push(p);
             }
         }
@@ -360,6 +392,10 @@ impl Host for Monitor<'_, '_> {
             .get(&slot)
             .map(|k| k.exe.clone())
             .unwrap_or_default()
+    }
+
+    fn identity(&self, slot: u32) -> Option<Identity> {
+        self.known.get(&slot).and_then(|k| k.identity)
     }
 
     fn known_exes(&self) -> Vec<(u32, String)> {
@@ -474,6 +510,7 @@ pub fn run(opts: &Options) -> Result<()> {
                 Known {
                     key: p.key,
                     exe: p.exe.clone(),
+                    identity: p.identity,
                 },
             )
         })
@@ -510,7 +547,18 @@ pub fn run(opts: &Options) -> Result<()> {
         host: host_name,
         hub: Hub::default(),
         opts,
+        digests: identity::Cache::default(),
     };
+    // Profiles saved before they carried an identity get one now, if their file is still there.
+    let unidentified: Vec<u32> = m
+        .known
+        .iter()
+        .filter(|(_, k)| k.identity.is_none() && !k.exe.is_empty())
+        .map(|(&slot, _)| slot)
+        .collect();
+    for slot in unidentified {
+        m.identify(slot, 0);
+    }
     // Tasks a killed monitor left stopped: resume those whose delay is over, keep the rest.
     m.resume(crate::clock::tai_now(), Why::DelayOver);
     let mut responses = Vec::new();

@@ -153,6 +153,8 @@ pub struct Profile {
     pub key: ProfileKey,
     /// Full path of the executable, as best known (empty if never learned).
     pub exe: String,
+    /// What the profile is of on any host (see `src/identity.rs`), once userspace has hashed it.
+    pub identity: Option<crate::identity::Identity>,
     pub state: u32,
     pub count: u64,
     pub train_count: u64,

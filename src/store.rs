@@ -34,8 +34,11 @@ use crate::syscalls::NSYMBOLS;
 pub const DEFAULT_DIR: &str = "/var/lib/ebpfh";
 /// Version of the directory layout, written to `<dir>/format`.
 pub const STORE_FORMAT: u32 = 1;
-/// Version of a profile file, written after [`MAGIC`].
-pub const FILE_FORMAT: u32 = 1;
+/// Version of a profile file, written after [`MAGIC`]. Version 1 (no content identity) is still
+/// read.
+pub const FILE_FORMAT: u32 = 2;
+/// The oldest profile file version this ebpfh reads.
+const OLDEST_FILE_FORMAT: u32 = 1;
 /// First bytes of every profile file.
 pub const MAGIC: &[u8; 8] = b"EBPFHPRF";
 /// Longest executable path a file may carry (Linux's `PATH_MAX`).
@@ -51,8 +54,11 @@ const SUFFIX: &str = ".prof";
 const ROW_BYTES: usize = 2 + NSYMBOLS;
 /// Size of the fixed part: magic, version, key, state, six counters.
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 6 * 8;
+/// Digests of a profile's identity: the executable's and, for a script profile, the script's.
+const MAX_DIGESTS: usize = 2;
 /// The largest file [`encode`] can produce; anything bigger is not ours and is not read whole.
-const MAX_FILE_BYTES: usize = HEADER_BYTES + 4 + MAX_EXE + 2 * (4 + NSYMBOLS * ROW_BYTES) + 4;
+const MAX_FILE_BYTES: usize =
+    HEADER_BYTES + 4 + MAX_EXE + 1 + MAX_DIGESTS * 32 + 2 * (4 + NSYMBOLS * ROW_BYTES) + 4;
 
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +106,8 @@ pub enum FormatError {
     ExeTooLong(usize),
     #[error("the executable path is not valid UTF-8")]
     ExeNotUtf8,
+    #[error("the identity holds {0} digests, more than {MAX_DIGESTS}")]
+    Digests(u8),
     #[error("the {table} table has a row for symbol {symbol}, outside 0..{NSYMBOLS}")]
     SymbolRange { table: &'static str, symbol: u16 },
     #[error("the {table} table's rows are out of order (symbol {symbol} follows {previous})")]
@@ -120,14 +128,28 @@ pub enum FormatError {
 /// u64 kdev, u64 ino, u32 state, u64 count, train_count, last_mod_count, sequences, anomalies,
 ///     normal_time
 /// u32 exe length, exe bytes (UTF-8, at most 4096)
+/// u8 digests (0: identity unknown, 1: executable, 2: executable then script), 32 bytes each
+///     (SHA-256, see `src/identity.rs`; version 2 on, absent from version 1 files)
 /// train table, test table: u32 rows, then per row u16 symbol (< 512, increasing) + 512 bytes
 /// u32 CRC32 of everything before it
 /// ```
 pub fn encode(p: &Profile) -> Vec<u8> {
     let exe = clip_exe(&p.exe);
     let (train, test) = (rows(&p.train), rows(&p.test));
+    let digests: Vec<&crate::identity::Digest> = p
+        .identity
+        .iter()
+        .flat_map(|id| std::iter::once(&id.sha256).chain(&id.script_sha256))
+        .collect();
     let mut out = Vec::with_capacity(
-        HEADER_BYTES + 4 + exe.len() + 8 + (train.len() + test.len()) * ROW_BYTES + 4,
+        HEADER_BYTES
+            + 4
+            + exe.len()
+            + 1
+            + 32 * digests.len()
+            + 8
+            + (train.len() + test.len()) * ROW_BYTES
+            + 4,
     );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FILE_FORMAT.to_le_bytes());
@@ -146,6 +168,10 @@ pub fn encode(p: &Profile) -> Vec<u8> {
     }
     out.extend_from_slice(&(exe.len() as u32).to_le_bytes());
     out.extend_from_slice(exe.as_bytes());
+    out.push(digests.len() as u8);
+    for d in digests {
+        out.extend_from_slice(&d.0);
+    }
     for table in [train, test] {
         out.extend_from_slice(&(table.len() as u32).to_le_bytes());
         for (symbol, row) in table {
@@ -243,11 +269,11 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
     if r.take(MAGIC.len(), "header")? != MAGIC {
         return Err(FormatError::NotAProfile);
     }
-    match r.u32("header")? {
-        FILE_FORMAT => {}
+    let version = match r.u32("header")? {
+        v @ OLDEST_FILE_FORMAT..=FILE_FORMAT => v,
         v if v > FILE_FORMAT => return Err(FormatError::Newer(v)),
         v => return Err(FormatError::UnknownVersion(v)),
-    }
+    };
     let key = ProfileKey {
         kdev: r.u64("header")?,
         ino: r.u64("header")?,
@@ -259,6 +285,16 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
     }
     let exe_len = r.u32("executable path")? as usize;
     let exe = r.take(exe_len, "executable path")?;
+    let mut digests = Vec::new();
+    let mut n_digests = 0;
+    if version >= 2 {
+        n_digests = r.take(1, "identity")?[0];
+        // Checked before the CRC only as far as the structure needs: a bad count is refused after.
+        for _ in 0..n_digests.min(MAX_DIGESTS as u8) {
+            let d: [u8; 32] = r.take(32, "identity")?.try_into().unwrap();
+            digests.push(crate::identity::Digest(d));
+        }
+    }
     let train = r.rows("train table")?;
     let test = r.rows("test table")?;
     let body = r.pos;
@@ -277,11 +313,19 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
     if exe_len > MAX_EXE {
         return Err(FormatError::ExeTooLong(exe_len));
     }
+    if usize::from(n_digests) > MAX_DIGESTS {
+        return Err(FormatError::Digests(n_digests));
+    }
+    let identity = digests.first().map(|&sha256| crate::identity::Identity {
+        sha256,
+        script_sha256: digests.get(1).copied(),
+    });
     let exe = std::str::from_utf8(exe).map_err(|_| FormatError::ExeNotUtf8)?;
     let [count, train_count, last_mod_count, sequences, anomalies, normal_time] = counters;
     Ok(Profile {
         key,
         exe: exe.to_owned(),
+        identity,
         state,
         count,
         train_count,
@@ -808,6 +852,10 @@ mod tests {
             sequences: 98_765,
             anomalies: 17,
             normal_time: 1_900_000_000_123_456_789,
+            identity: Some(crate::identity::Identity {
+                sha256: crate::identity::Digest::of(b"ls"),
+                script_sha256: None,
+            }),
             ..Profile::default()
         };
         p.train.rows.insert(0, row(&[(0, 0x01), (511, 0xff)]));
@@ -836,9 +884,17 @@ mod tests {
         bytes[n..].copy_from_slice(&crc.to_le_bytes());
     }
 
+    /// Offset of the identity's digest count in `encode(p)`.
+    fn identity_offset(p: &Profile) -> usize {
+        HEADER_BYTES + 4 + p.exe.len()
+    }
+
     /// Offset of the train table's row count in `encode(p)`.
     fn train_offset(p: &Profile) -> usize {
-        HEADER_BYTES + 4 + p.exe.len()
+        let digests = p
+            .identity
+            .map_or(0, |id| 1 + usize::from(id.script_sha256.is_some()));
+        identity_offset(p) + 1 + 32 * digests
     }
 
     fn temp_names(dir: &Path) -> Vec<String> {
@@ -860,11 +916,12 @@ mod tests {
         assert_eq!(&bytes[..8], MAGIC);
         assert_eq!(
             bytes.len(),
-            HEADER_BYTES + 4 + p.exe.len() + 4 + 4 * ROW_BYTES + 4 + 2 * ROW_BYTES + 4
+            HEADER_BYTES + 4 + p.exe.len() + 1 + 32 + 4 + 4 * ROW_BYTES + 4 + 2 * ROW_BYTES + 4
         );
         let back = decode(&bytes).unwrap();
         assert_eq!(back.key, p.key);
         assert_eq!(back.exe, p.exe);
+        assert_eq!(back.identity, p.identity);
         assert_eq!(back.state, p.state);
         assert_eq!(back.count, p.count);
         assert_eq!(back.train_count, p.train_count);
@@ -883,7 +940,7 @@ mod tests {
     fn empty_profile_round_trips() {
         let p = Profile::default();
         let bytes = encode(&p);
-        assert_eq!(bytes.len(), HEADER_BYTES + 4 + 4 + 4 + 4);
+        assert_eq!(bytes.len(), HEADER_BYTES + 4 + 1 + 4 + 4 + 4);
         assert_eq!(decode(&bytes).unwrap(), p);
 
         let mut p = sample();
@@ -952,7 +1009,9 @@ mod tests {
             let err = decode(&damaged).expect_err(&format!("flip at {i} went unnoticed"));
             // Bytes that only carry data (not magic, version or lengths) must trip the checksum.
             let is_version = i < 12;
-            let is_length = exe_len_at.contains(&i) || (train..train + 4).contains(&i);
+            let is_length = exe_len_at.contains(&i)
+                || i == identity_offset(&p)
+                || (train..train + 4).contains(&i);
             let is_row_count = {
                 let test = train + 4 + p.train.rows.len() * ROW_BYTES;
                 (test..test + 4).contains(&i)
@@ -986,16 +1045,16 @@ mod tests {
     #[test]
     fn newer_and_unknown_versions_are_refused() {
         let mut bytes = encode(&sample());
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert_eq!(err, FormatError::Newer(2));
+        assert_eq!(err, FormatError::Newer(3));
         assert!(err
             .to_string()
-            .starts_with("written by a newer ebpfh (format 2"));
+            .starts_with("written by a newer ebpfh (format 3"));
         // A newer format may have any layout, so it is refused before anything else is read.
         assert_eq!(
             decode(&bytes[..12]).unwrap_err(),
-            FormatError::Newer(2),
+            FormatError::Newer(3),
             "version must be checked before the rest"
         );
         bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
@@ -1038,6 +1097,50 @@ mod tests {
                 symbol: 512
             })
         );
+    }
+
+    /// A file written before profiles carried a content identity still loads, without one, and is
+    /// written back in the current format.
+    #[test]
+    fn version_1_files_are_still_read() {
+        let mut p = sample();
+        p.identity = None;
+        let current = encode(&p);
+        // Version 1 is version 2 without the digest count byte.
+        let mut v1 = current.clone();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1.remove(identity_offset(&p));
+        reseal(&mut v1);
+        assert_eq!(decode(&v1).unwrap(), p);
+        assert_eq!(encode(&decode(&v1).unwrap()), current);
+        // Truncation inside a version 1 file is still named.
+        assert!(matches!(
+            decode(&v1[..v1.len() - 1]),
+            Err(FormatError::Truncated("checksum"))
+        ));
+    }
+
+    #[test]
+    fn script_identities_round_trip_and_too_many_digests_are_refused() {
+        let mut p = sample();
+        p.identity = Some(crate::identity::Identity {
+            sha256: crate::identity::Digest::of(b"bash"),
+            script_sha256: Some(crate::identity::Digest::of(b"backup.sh")),
+        });
+        let bytes = encode(&p);
+        assert_eq!(decode(&bytes).unwrap(), p);
+        let mut bad = bytes.clone();
+        bad[identity_offset(&p)] = 3;
+        // The third digest is not read, so the rest is misaligned: refused either way.
+        assert!(decode(&bad).is_err());
+        let p = Profile::default();
+        let mut bytes = encode(&p);
+        let at = identity_offset(&p);
+        bytes[at] = 9;
+        // 2 digests' worth of bytes follow, then the tables: structure first, then the count.
+        bytes.splice(at + 1..at + 1, [0u8; 64]);
+        reseal(&mut bytes);
+        assert_eq!(decode(&bytes), Err(FormatError::Digests(9)));
     }
 
     #[test]

@@ -277,6 +277,16 @@ fn profile(p: &ProfileDetail) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "exe            {}", name(&r.exe, "?"));
     let _ = writeln!(o, "key            {}", r.profile);
+    let _ = writeln!(
+        o,
+        "sha256         {}",
+        r.sha256
+            .map_or("unknown (the file could not be read)".into(), |d| d
+                .to_string())
+    );
+    if let Some(script) = r.script_sha256 {
+        let _ = writeln!(o, "script sha256  {script}");
+    }
     let _ = writeln!(o, "state          {}", r.state);
     if let (Some(at), Some(secs)) = (&p.normal_at, r.normal_in_secs) {
         let _ = writeln!(o, "normal at      {at} (in {})", duration(secs));

@@ -234,6 +234,12 @@ pub struct ProcessRow {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProfileRow {
     pub exe: String,
+    /// SHA-256 of the executable's bytes, once the monitor has read them.
+    #[serde(default)]
+    pub sha256: Option<crate::identity::Digest>,
+    /// SHA-256 of the script, for a per-script profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_sha256: Option<crate::identity::Digest>,
     pub profile: String,
     pub state: State,
     pub calls: u64,

@@ -77,6 +77,8 @@ pub trait Host {
     fn kernel(&self) -> &Kernel<'_>;
     /// The executable's path for a profile slot, as far as the monitor knows it.
     fn exe(&self, slot: u32) -> String;
+    /// The content identity of a slot's executable, once the monitor has hashed it.
+    fn identity(&self, slot: u32) -> Option<crate::identity::Identity>;
     /// Every slot whose path the monitor knows.
     fn known_exes(&self) -> Vec<(u32, String)>;
     fn settings(&self) -> &Settings;
@@ -527,8 +529,11 @@ impl Server {
         let state = p.state();
         let normal_in_secs = (state == State::Frozen)
             .then(|| p.normal_time.saturating_sub(crate::clock::tai_now()) / 1_000_000_000);
+        let identity = host.identity(slot);
         ProfileRow {
             exe: host.exe(slot),
+            sha256: identity.map(|i| i.sha256),
+            script_sha256: identity.and_then(|i| i.script_sha256),
             profile: p.key.to_string(),
             state,
             calls: p.count,

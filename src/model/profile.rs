@@ -105,6 +105,7 @@ impl ModelProfile {
         Profile {
             key: self.key,
             exe: self.exe.clone(),
+            identity: None,
             state: self.state,
             count: self.count,
             train_count: self.train_count,

@@ -157,7 +157,11 @@ impl Online<'_> {
         let state = State::from_bits(self.model.state(key).unwrap_or(0));
         let profile = ProfileRef::new(key, state);
         match e {
-            Event::ProfileCreated { .. } => Line::ProfileCreated { process, profile },
+            Event::ProfileCreated { .. } => Line::ProfileCreated {
+                process,
+                profile,
+                sha256: None,
+            },
             Event::Anomaly {
                 window,
                 misses,

@@ -583,6 +583,8 @@ mod tests {
     pub fn profile(exe: &str, key: &str, calls: u64, state: State) -> ProfileRow {
         ProfileRow {
             exe: exe.into(),
+            sha256: None,
+            script_sha256: None,
             profile: key.into(),
             state,
             calls,

@@ -653,6 +653,8 @@ mod tests {
     fn row(exe: &str, key: &str, state: State, calls: u64) -> ProfileRow {
         ProfileRow {
             exe: exe.into(),
+            sha256: None,
+            script_sha256: None,
             profile: key.into(),
             state,
             calls,
