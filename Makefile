@@ -4,8 +4,9 @@ STATE_DIR ?= /var/lib/ebpfh
 LOG ?= -
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # tmux: the dashboard's end-to-end tests drive `ebpfh top` in a real terminal; man-db and
-# groff-base: the man page test renders it.
-APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux man-db groff-base python3
+# groff-base: the man page test renders it; prometheus: the metrics test scrapes with it.
+APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux man-db groff-base \
+	python3 prometheus
 # What `make bench` adds: the peers it compares with, and python3 for the harness.
 BENCH_PACKAGES := bpftrace strace python3 util-linux
 # make install: PREFIX=/usr/local puts the binary in /usr/local/sbin; DESTDIR for packaging.

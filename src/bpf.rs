@@ -6,8 +6,8 @@
 use std::io::Read;
 use std::mem::MaybeUninit;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Iter, Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{AsRawLibbpf, Iter, Link, MapCore, MapFlags, OpenObject};
 
 use crate::profile::{Profile, ProfileKey, Table};
 use crate::settings::Settings;
@@ -328,6 +328,31 @@ impl<'obj> Kernel<'obj> {
             st.rows_used = used(d.next_row, self.cap.rows);
         }
         st
+    }
+
+    /// Each loaded program's name, run time (ns) and run count, as the kernel counts them while
+    /// `kernel.bpf_stats_enabled` is 1 (0 otherwise).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        let mut out = Vec::new();
+        for prog in self.skel.object().progs() {
+            // SAFETY: the program belongs to the loaded object, which outlives this call.
+            let fd =
+                unsafe { libbpf_rs::libbpf_sys::bpf_program__fd(prog.as_libbpf_object().as_ptr()) };
+            if fd < 0 {
+                continue; // not loaded (the LSM program where BPF LSM is off)
+            }
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            // SAFETY: `info` is a plain C record of `len` bytes that the kernel fills in.
+            let rc = unsafe {
+                libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(fd, (&raw mut info).cast(), &mut len)
+            };
+            if rc == 0 {
+                let name = prog.name().to_string_lossy().into_owned();
+                out.push((name, info.run_time_ns, info.run_cnt));
+            }
+        }
+        out
     }
 
     fn raw_profile(&self, slot: u32) -> Option<types::profile> {

@@ -10,6 +10,7 @@ pub mod control;
 pub mod event;
 pub mod identity;
 pub mod jsonl;
+pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod preflight;

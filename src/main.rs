@@ -265,6 +265,9 @@ struct MonitorOpts {
     /// Respond only to these executables (repeatable), e.g. to roll responses out service by service.
     #[arg(long, value_name = "PATH")]
     respond_only: Vec<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464 (off by default).
+    #[arg(long, value_name = "ADDR", value_parser = ebpfh::metrics::parse_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     tunables: Tunables,
 }
@@ -530,6 +533,7 @@ impl MonitorOpts {
             verbose,
             run_dir: Some(run_dir),
             stop: None,
+            metrics_addr: self.metrics_addr,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
 use crate::identity::{self, Identity};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
+use crate::metrics::{Exporter, Metrics};
 use crate::profile::{Profile, ProfileKey, State};
 use crate::respond::{Responder, Why};
 use crate::settings::Settings;
@@ -42,6 +43,8 @@ pub struct Options {
     pub run_dir: Option<PathBuf>,
     /// Set by whoever hosts the monitor in-process (`ebpfh top`) to stop it like SIGTERM.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Where to serve Prometheus metrics; `None` serves none.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What userspace knows about a kernel profile slot that the kernel does not: its path and
@@ -70,11 +73,15 @@ struct Monitor<'k, 'obj> {
     opts: &'k Options,
     /// Digests of executables already hashed (see `src/identity.rs`).
     digests: identity::Cache,
+    metrics: Option<Metrics>,
 }
 
 impl Monitor<'_, '_> {
     fn emit(&mut self, time_tai: u64, rec: &Record) {
         let time = self.clock.to_utc(time_tai);
+        if let Some(mx) = &self.metrics {
+            mx.record(rec);
+        }
         if let Some(sink) = &mut self.sink {
             sink.write(time, rec);
         }
@@ -351,6 +358,12 @@ impl Monitor<'_, '_> {
     fn save(&mut self) -> Saved {
         let profiles = self.snapshot();
         let report = self.store.save_all(&profiles);
+        if let Some(mx) = &self.metrics {
+            mx.saved(report.saved, report.failed.len());
+        }
+        for (path, why) in &report.failed {
+            log::error!("could not save profile '{}': {why}", path.display());
+        }
         log::debug!(
             "saved {} changed profiles of {}",
             report.saved,
@@ -471,6 +484,7 @@ pub fn run(opts: &Options) -> Result<()> {
     preflight::check()?;
     let store = Store::open(&opts.state_dir)?;
     let _lock = store.lock()?;
+    let mut exporter = opts.metrics_addr.map(Exporter::bind).transpose()?;
     let mut server = match &opts.run_dir {
         Some(dir) => Some(Server::start(dir)?),
         None => None,
@@ -525,6 +539,8 @@ pub fn run(opts: &Options) -> Result<()> {
             .with_context(|| format!("cannot set a response policy for '{}'", path.display()))?;
         kernel.set_policy(ProfileKey::from_stat(meta.dev(), meta.ino()), respond)?;
     }
+    // Before attaching: the calls counted in the loaded profiles are not this run's.
+    let metrics = exporter.as_ref().map(|_| Metrics::new(&kernel));
     kernel.attach().map_err(refused)?;
     kernel.adopt_running_tasks().map_err(refused)?;
     log::info!(
@@ -548,7 +564,11 @@ pub fn run(opts: &Options) -> Result<()> {
         hub: Hub::default(),
         opts,
         digests: identity::Cache::default(),
+        metrics,
     };
+    if let (Some(e), Some(mx)) = (&mut exporter, &m.metrics) {
+        e.serve(mx)?;
+    }
     // Profiles saved before they carried an identity get one now, if their file is still there.
     let unidentified: Vec<u32> = m
         .known
@@ -632,6 +652,9 @@ pub fn run(opts: &Options) -> Result<()> {
         let now = Instant::now();
         if now >= next_check {
             m.check_losses();
+            if let Some(mx) = &mut m.metrics {
+                mx.tick(m.kernel, m.sink.as_ref().map_or(0, |s| s.failed));
+            }
             next_check = now + Duration::from_secs(1);
         }
         if now >= next_save {
