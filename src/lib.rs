@@ -19,6 +19,7 @@ pub mod profile;
 pub mod record;
 pub mod replay;
 pub mod respond;
+pub mod safedir;
 pub mod settings;
 pub mod store;
 pub mod syscalls;

@@ -77,6 +77,8 @@ pub enum StoreError {
     Lock { path: PathBuf, error: io::Error },
     #[error("another ebpfh monitor{} is using '{}'; stop it or pass --state-dir", holder(*pid), dir.display())]
     Locked { dir: PathBuf, pid: Option<u32> },
+    #[error(transparent)]
+    Unsafe(#[from] crate::safedir::UnsafeDir),
 }
 
 fn holder(pid: Option<u32>) -> String {
@@ -522,6 +524,10 @@ impl Store {
         }
         let profiles = dir.join(PROFILES);
         make_dir(&profiles)?;
+        // A symlink here (or a directory someone else can write) would send every save
+        // elsewhere; the state directory itself was checked by the monitor.
+        let me = nix::unistd::geteuid().as_raw();
+        crate::safedir::check_one(&profiles, &profiles, "profiles directory", me)?;
         // Fail here, loudly, rather than in load_all, which must not stop the monitor: starting
         // with no profiles over a directory we cannot list would overwrite trained ones.
         fs::read_dir(&profiles).map_err(|error| StoreError::ReadDir {

@@ -1,6 +1,7 @@
 //! A small blocking client for the control socket, used by `ebpfh top` and the subcommands.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,24 +23,54 @@ pub enum ClientError {
     },
     #[error("the monitor sent something this ebpfh does not understand ({0}); did you forget to restart the monitor after an update?")]
     Protocol(String),
+    #[error("refusing to talk to the {what} '{}': it belongs to uid {uid}, not root, so it is not an ebpfh monitor's; check who controls that directory", path.display())]
+    NotRoots {
+        what: &'static str,
+        path: PathBuf,
+        uid: u32,
+    },
     /// The monitor refused; the text is its one-sentence reason.
     #[error("{0}")]
     Refused(String),
 }
 
-/// Connects to the monitor serving `run_dir`.
+/// Connects to the monitor serving `run_dir`, after checking that the socket is root's: in a
+/// directory another user controls, the "monitor" could be anyone's program.
 pub fn connect(run_dir: &Path) -> Result<UnixStream, ClientError> {
     let path = socket_path(run_dir);
-    match UnixStream::connect(&path) {
-        Ok(s) => Ok(s),
-        Err(e) => Err(match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NoMonitor(path)
-            }
-            std::io::ErrorKind::PermissionDenied => ClientError::NeedRoot(path),
-            _ => ClientError::Io { path, source: e },
-        }),
+    let refused = |e: std::io::Error, path: PathBuf| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NoMonitor(path)
+        }
+        std::io::ErrorKind::PermissionDenied => ClientError::NeedRoot(path),
+        _ => ClientError::Io { path, source: e },
+    };
+    for (what, p) in [("directory", run_dir), ("socket", path.as_path())] {
+        let meta = std::fs::symlink_metadata(p).map_err(|e| refused(e, path.clone()))?;
+        if meta.uid() != 0 || (what == "directory" && meta.mode() & 0o022 != 0) {
+            return Err(ClientError::NotRoots {
+                what,
+                path: p.to_owned(),
+                uid: meta.uid(),
+            });
+        }
     }
+    let stream = UnixStream::connect(&path).map_err(|e| refused(e, path.clone()))?;
+    // The socket file could still be swapped between the check and the connect; the peer's
+    // credentials cannot.
+    let server = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| ClientError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+    if server.uid() != 0 {
+        return Err(ClientError::NotRoots {
+            what: "server",
+            path,
+            uid: server.uid(),
+        });
+    }
+    Ok(stream)
 }
 
 /// Whether a monitor answers on `run_dir`'s socket.

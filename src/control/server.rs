@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,11 +218,7 @@ impl Server {
     /// Creates the run directory (0700), the socket (0600) and the pid file, and starts
     /// accepting connections.
     pub fn start(run_dir: &Path) -> Result<Server> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(run_dir)
-            .with_context(|| format!("cannot create the run directory '{}'", run_dir.display()))?;
+        crate::safedir::prepare(run_dir, "run directory")?;
         std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict '{}' to root", run_dir.display()))?;
         let path = socket_path(run_dir);
@@ -241,7 +237,7 @@ impl Server {
             .with_context(|| format!("cannot create the control socket '{}'", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict '{}' to root", path.display()))?;
-        std::fs::write(&pidfile, format!("{}\n", std::process::id()))
+        write_pidfile(&pidfile)
             .with_context(|| format!("cannot write the pid file '{}'", pidfile.display()))?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
@@ -547,6 +543,23 @@ impl Server {
             processes: 0,
         }
     }
+}
+
+/// Writes our pid to a fresh file: an old one is removed first and the new one created with
+/// O_EXCL and O_NOFOLLOW, so a symlink or hard link planted at the name is never written through.
+fn write_pidfile(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    writeln!(f, "{}", std::process::id())
 }
 
 impl Drop for Server {
