@@ -2,8 +2,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::libc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -196,46 +199,121 @@ pub fn to_line(time: DateTime<Utc>, host: &str, record: &Record) -> String {
 pub struct Sink {
     path: Option<PathBuf>,
     out: Box<dyn Write + Send>,
+    /// The open log file, to notice that it was deleted or moved away (see [`Sink::check_path`]).
+    file: Option<File>,
+    /// Reopening the path failed; said once until it works again.
+    reopen_failed: bool,
     host: String,
     /// Lines that could not be written (e.g. disk full), reported once per failure streak.
     pub failed: u64,
 }
 
 impl Sink {
-    /// `-` means standard output.
+    /// `-` means standard output; anything else must be a regular file (created if missing).
     pub fn open(target: &str, host: String) -> io::Result<Sink> {
         if target == "-" {
             return Ok(Sink {
                 path: None,
                 out: Box::new(io::stdout()),
+                file: None,
+                reopen_failed: false,
                 host,
                 failed: 0,
             });
         }
         let path = PathBuf::from(target);
-        let out = Box::new(Self::open_file(&path)?);
+        let file = Self::open_file(&path)?;
         Ok(Sink {
             path: Some(path),
-            out,
+            out: Box::new(file.try_clone()?),
+            file: Some(file),
+            reopen_failed: false,
             host,
             failed: 0,
         })
     }
 
-    fn open_file(path: &PathBuf) -> io::Result<File> {
-        OpenOptions::new()
+    /// Opens the log for appending without following a symlink and without blocking: a FIFO
+    /// would otherwise hang the monitor until some reader came, and a device is no log.
+    fn open_file(path: &Path) -> io::Result<File> {
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => io::Error::new(
+                    e.kind(),
+                    "it is a symbolic link; give the path of the file itself",
+                ),
+                Some(libc::ENXIO) => io::Error::new(
+                    e.kind(),
+                    "it is a FIFO, not a regular file; --log takes a regular file or '-' (standard output)",
+                ),
+                _ => e,
+            })?;
+        let kind = file.metadata()?.file_type();
+        if !kind.is_file() {
+            let what = if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_char_device() || kind.is_block_device() {
+                "a device"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "not a file"
+            };
+            return Err(io::Error::other(format!(
+                "it is {what}, not a regular file; --log takes a regular file or '-' (standard output)"
+            )));
+        }
+        // Appends to a regular file never block anyway; clear the flag so nothing depends on it.
+        let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+        fcntl(&file, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK))?;
+        Ok(file)
     }
 
     /// Reopens the file by name, so a rotated log is followed by a fresh one.
     pub fn reopen(&mut self) -> io::Result<()> {
         if let Some(path) = &self.path {
-            self.out = Box::new(Self::open_file(path)?);
+            let file = Self::open_file(path)?;
+            self.out = Box::new(file.try_clone()?);
+            self.file = Some(file);
         }
         Ok(())
+    }
+
+    /// Notices a log file that was deleted, or moved or replaced without a SIGHUP: its lines
+    /// would go nowhere anyone looks. Says so once and reopens the path. Called periodically.
+    pub fn check_path(&mut self) {
+        let (Some(path), Some(file)) = (&self.path, &self.file) else {
+            return;
+        };
+        let Ok(open) = file.metadata() else {
+            return;
+        };
+        let why = if open.nlink() == 0 {
+            "was deleted"
+        } else {
+            match std::fs::metadata(path) {
+                Ok(m) if (m.dev(), m.ino()) == (open.dev(), open.ino()) => return,
+                Ok(_) => "was replaced by another file",
+                Err(_) => "was moved away",
+            }
+        };
+        let shown = path.display().to_string();
+        match self.reopen() {
+            Ok(()) => {
+                log::warn!("the event log '{shown}' {why} without a SIGHUP; writing to a new file at that path from now on");
+                self.reopen_failed = false;
+            }
+            Err(e) if !self.reopen_failed => {
+                log::error!("the event log '{shown}' {why} and cannot be opened again ({e}); events go to the old file until it can");
+                self.reopen_failed = true;
+            }
+            Err(_) => {}
+        }
     }
 
     pub fn write(&mut self, time: DateTime<Utc>, record: &Record) {

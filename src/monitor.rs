@@ -482,18 +482,17 @@ fn signal_flags() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>, Arc<AtomicBool>)>
 /// Runs the monitor until SIGINT or SIGTERM.
 pub fn run(opts: &Options) -> Result<()> {
     preflight::check()?;
+    crate::safedir::prepare(&opts.state_dir, "state directory")?;
     let store = Store::open(&opts.state_dir)?;
     let _lock = store.lock()?;
+    // Before the socket and pid file exist, so that a signal from now on stops the monitor
+    // through its loop, which removes them, and never by the default action.
+    let (int, term, hup) = signal_flags()?;
     let mut exporter = opts.metrics_addr.map(Exporter::bind).transpose()?;
-    let mut server = match &opts.run_dir {
-        Some(dir) => Some(Server::start(dir)?),
-        None => None,
-    };
-    // load_all warns about every file it sets aside, naming where it went.
-    let loaded = store.load_all();
     let host_name = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Also before the socket: a log that cannot be opened stops the start with nothing left.
     let sink = match &opts.log {
         Some(target) => Some(
             Sink::open(target, host_name.clone())
@@ -501,7 +500,12 @@ pub fn run(opts: &Options) -> Result<()> {
         ),
         None => None,
     };
-    let (int, term, hup) = signal_flags()?;
+    let mut server = match &opts.run_dir {
+        Some(dir) => Some(Server::start(dir)?),
+        None => None,
+    };
+    // load_all warns about every file it sets aside, naming where it went.
+    let loaded = store.load_all();
     let responder = Responder::open(&opts.state_dir).with_context(|| {
         format!(
             "cannot read the stopped-process list in '{}'",
@@ -654,6 +658,9 @@ pub fn run(opts: &Options) -> Result<()> {
             m.check_losses();
             if let Some(mx) = &mut m.metrics {
                 mx.tick(m.kernel, m.sink.as_ref().map_or(0, |s| s.failed));
+            }
+            if let Some(sink) = &mut m.sink {
+                sink.check_path();
             }
             next_check = now + Duration::from_secs(1);
         }
