@@ -361,9 +361,6 @@ impl Monitor<'_, '_> {
         if let Some(mx) = &self.metrics {
             mx.saved(report.saved, report.failed.len());
         }
-        for (path, why) in &report.failed {
-            log::error!("could not save profile '{}': {why}", path.display());
-        }
         log::debug!(
             "saved {} changed profiles of {}",
             report.saved,
