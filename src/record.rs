@@ -53,6 +53,10 @@ fn decode(data: &[u8]) -> Option<Record> {
                 tid: r.tid,
                 time: r.time,
             },
+            types::trace_kind::TR_SIGRETURN => Record::Sigreturn {
+                tid: r.tid,
+                time: r.time,
+            },
             _ => return None,
         });
     }
@@ -284,6 +288,15 @@ mod tests {
                 time: 9
             })
         );
+        // A handler frame closed by a call that is not a recorded rt_sigreturn.
+        let pop = types::trace_call {
+            kind: types::trace_kind::TR_SIGRETURN.0 as u16,
+            nr: 0,
+            ..c
+        };
+        // SAFETY: plain C record.
+        let bytes = unsafe { plain::as_bytes(&pop) };
+        assert_eq!(decode(bytes), Some(Record::Sigreturn { tid: 7, time: 5 }));
         let bad = types::trace_call { kind: 77, ..c };
         // SAFETY: plain C record.
         assert_eq!(decode(unsafe { plain::as_bytes(&bad) }), None);
