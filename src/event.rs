@@ -1,6 +1,8 @@
-//! Kernel events: ring-buffer records decoded into a typed [`Event`].
+//! Events: the one [`Event`] type the model emits and the kernel's ring-buffer records decode
+//! into ([`decode`], the only decoder).
 
 use crate::bpf::{types, EVENT_KINDS};
+use crate::model::WINDOW;
 use crate::profile::ProfileKey;
 
 use types::event_kind as Kind;
@@ -20,11 +22,11 @@ pub const KIND_NAMES: [&str; EVENT_KINDS] = {
     n
 };
 
-/// Who caused an event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the kernel knows about an event that the model does not: the ring record's header
+/// (and, for `profile_created`, what exec was asked to run).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Origin {
     pub tgid: u32,
-    pub tid: u32,
     pub ppid: u32,
     pub uid: u32,
     pub comm: String,
@@ -32,6 +34,9 @@ pub struct Origin {
     pub slot: u32,
     /// CLOCK_TAI nanoseconds.
     pub time: u64,
+    /// `profile_created` only: the path exec was given, as given (may be relative); empty for
+    /// processes adopted at start-up and for every other kind.
+    pub filename: String,
 }
 
 /// Profile counters as they were when the event fired.
@@ -44,51 +49,73 @@ pub struct Counters {
     pub anomalies: u64,
 }
 
+/// What the per-call algorithm reports: the model emits these, and the kernel's ring-buffer
+/// records decode into them (with an [`Origin`]). `tid` is the task whose call or exec caused
+/// the event, `key` its profile. `jsonl::Record::from_event` is the one mapping to a JSON line.
+///
+/// A new kind is a variant here, its C record and `enum event_kind` value, an arm in [`decode`]
+/// and in `Record::from_event`; the compiler finds every other place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     ProfileCreated {
-        origin: Origin,
+        tid: u32,
         key: ProfileKey,
-        /// What exec was asked to run, as given; empty for processes adopted at start.
-        filename: String,
     },
     Anomaly {
-        origin: Origin,
+        tid: u32,
+        key: ProfileKey,
         /// Oldest first; the last entry is the anomalous call.
-        window: [u16; crate::model::WINDOW],
+        window: [u16; WINDOW],
+        /// Distances whose pair the testing data lacks.
         misses: u16,
+        /// The task's LFC, this call included.
         lfc: u32,
+        /// The profile's anomaly count, this call included.
         profile_anomalies: u64,
         task_count: u64,
     },
     NormalStarted {
-        origin: Origin,
+        tid: u32,
+        key: ProfileKey,
+        lfc: u32,
+        /// Counters as they were before start_normal zeroed them.
         before: Counters,
     },
     NormalStopped {
-        origin: Origin,
+        tid: u32,
+        key: ProfileKey,
+        lfc: u32,
         counters: Counters,
         reason: StopReason,
     },
     TolerizeLimit {
-        origin: Origin,
+        tid: u32,
+        key: ProfileKey,
         lfc: u32,
+        /// After the training data was reset.
         counters: Counters,
     },
     NewSequence {
-        origin: Origin,
-        window: [u16; crate::model::WINDOW],
+        tid: u32,
+        key: ProfileKey,
+        lfc: u32,
+        window: [u16; WINDOW],
+        /// After the new pairs were counted.
         counters: Counters,
     },
-    /// The kernel stopped the task; the monitor must resume it after `delay_ms`.
+    /// Kernel only (the model has no responses): the kernel stopped the task, and the monitor
+    /// must resume it after `delay_ms`.
     Delay {
-        origin: Origin,
+        tid: u32,
+        key: ProfileKey,
         delay_ms: u32,
         lfc: u32,
     },
-    /// An execve refused (and the task killed, with `killed`) because its LFC was too high.
+    /// Kernel only: an execve refused (and the task killed, with `killed`) because its LFC was
+    /// too high.
     ExecveDenied {
-        origin: Origin,
+        tid: u32,
+        key: ProfileKey,
         lfc: u32,
         killed: bool,
         filename: String,
@@ -121,16 +148,26 @@ impl StopReason {
 }
 
 impl Event {
-    pub fn origin(&self) -> &Origin {
+    /// The task that caused the event.
+    pub fn tid(&self) -> u32 {
+        self.subject().0
+    }
+
+    /// The profile the event is about.
+    pub fn key(&self) -> ProfileKey {
+        self.subject().1
+    }
+
+    fn subject(&self) -> (u32, ProfileKey) {
         match self {
-            Event::ProfileCreated { origin, .. }
-            | Event::Anomaly { origin, .. }
-            | Event::NormalStarted { origin, .. }
-            | Event::NormalStopped { origin, .. }
-            | Event::TolerizeLimit { origin, .. }
-            | Event::NewSequence { origin, .. }
-            | Event::Delay { origin, .. }
-            | Event::ExecveDenied { origin, .. } => origin,
+            Event::ProfileCreated { tid, key }
+            | Event::Anomaly { tid, key, .. }
+            | Event::NormalStarted { tid, key, .. }
+            | Event::NormalStopped { tid, key, .. }
+            | Event::TolerizeLimit { tid, key, .. }
+            | Event::NewSequence { tid, key, .. }
+            | Event::Delay { tid, key, .. }
+            | Event::ExecveDenied { tid, key, .. } => (*tid, *key),
         }
     }
 }
@@ -155,12 +192,12 @@ fn origin(h: &types::ev_header) -> Origin {
     let comm: Vec<u8> = h.comm.iter().map(|&c| c as u8).collect();
     Origin {
         tgid: h.tgid,
-        tid: h.tid,
         ppid: h.ppid,
         uid: h.uid,
         comm: c_str(&comm),
         slot: h.profile,
         time: h.time,
+        filename: String::new(),
     }
 }
 
@@ -185,25 +222,33 @@ fn read<T: plain::Plain + Default>(kind: u32, data: &[u8]) -> Result<T, DecodeEr
     Ok(v)
 }
 
-pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
+/// Decodes one record of the `events` ring buffer. The records name a profile by its kernel
+/// slot; `key_of` turns a slot into its key (except for `profile_created`, which carries it).
+pub fn decode(
+    data: &[u8],
+    key_of: impl FnOnce(u32) -> ProfileKey,
+) -> Result<(Event, Origin), DecodeError> {
     let h: types::ev_header = read(0, data).map_err(|_| DecodeError::Short(data.len()))?;
-    Ok(match Kind(h.kind) {
-        Kind::EV_PROFILE_CREATED => {
-            let e: types::ev_profile_created = read(h.kind, data)?;
-            let name: Vec<u8> = e.filename.iter().map(|&c| c as u8).collect();
-            Event::ProfileCreated {
-                origin: origin(&e.h),
-                key: ProfileKey {
-                    kdev: e.key.dev,
-                    ino: e.key.ino,
-                },
-                filename: c_str(&name),
-            }
-        }
+    let tid = h.tid;
+    if Kind(h.kind) == Kind::EV_PROFILE_CREATED {
+        let e: types::ev_profile_created = read(h.kind, data)?;
+        let name: Vec<u8> = e.filename.iter().map(|&c| c as u8).collect();
+        let key = ProfileKey {
+            kdev: e.key.dev,
+            ino: e.key.ino,
+        };
+        let origin = Origin {
+            filename: c_str(&name),
+            ..origin(&e.h)
+        };
+        return Ok((Event::ProfileCreated { tid, key }, origin));
+    }
+    let event = match Kind(h.kind) {
         Kind::EV_ANOMALY => {
             let e: types::ev_anomaly = read(h.kind, data)?;
             Event::Anomaly {
-                origin: origin(&e.h),
+                tid,
+                key: key_of(h.profile),
                 window: e.window,
                 misses: e.misses,
                 lfc: e.lfc,
@@ -216,24 +261,32 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
         | Kind::EV_TOLERIZE_LIMIT
         | Kind::EV_NEW_SEQUENCE) => {
             let e: types::ev_state = read(h.kind, data)?;
-            let o = origin(&e.h);
+            let key = key_of(h.profile);
+            let lfc = e.lfc;
             match k {
                 Kind::EV_NORMAL_STARTED => Event::NormalStarted {
-                    origin: o,
+                    tid,
+                    key,
+                    lfc,
                     before: counters(&e),
                 },
                 Kind::EV_NORMAL_STOPPED => Event::NormalStopped {
-                    origin: o,
+                    tid,
+                    key,
+                    lfc,
                     counters: counters(&e),
                     reason: StopReason::from_raw(e.reason),
                 },
                 Kind::EV_TOLERIZE_LIMIT => Event::TolerizeLimit {
-                    origin: o,
-                    lfc: e.lfc,
+                    tid,
+                    key,
+                    lfc,
                     counters: counters(&e),
                 },
                 _ => Event::NewSequence {
-                    origin: o,
+                    tid,
+                    key,
+                    lfc,
                     window: e.window,
                     counters: counters(&e),
                 },
@@ -242,7 +295,8 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
         Kind::EV_DELAY => {
             let e: types::ev_delay = read(h.kind, data)?;
             Event::Delay {
-                origin: origin(&e.h),
+                tid,
+                key: key_of(h.profile),
                 delay_ms: e.delay_ms,
                 lfc: e.lfc,
             }
@@ -251,14 +305,16 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
             let e: types::ev_execve_denied = read(h.kind, data)?;
             let name: Vec<u8> = e.filename.iter().map(|&c| c as u8).collect();
             Event::ExecveDenied {
-                origin: origin(&e.h),
+                tid,
+                key: key_of(h.profile),
                 lfc: e.lfc,
                 killed: e.killed != 0,
                 filename: c_str(&name),
             }
         }
         other => return Err(DecodeError::UnknownKind(other.0)),
-    })
+    };
+    Ok((event, origin(&h)))
 }
 
 #[cfg(test)]
@@ -287,6 +343,18 @@ mod tests {
         unsafe { plain::as_bytes(v) }.to_vec()
     }
 
+    /// The key the tests' slot 7 resolves to.
+    const K7: ProfileKey = ProfileKey { kdev: 8, ino: 7 };
+
+    fn key_of(slot: u32) -> ProfileKey {
+        assert_eq!(slot, 7, "the key of the record's own slot is asked for");
+        K7
+    }
+
+    fn dec(data: &[u8]) -> Result<(Event, Origin), DecodeError> {
+        decode(data, key_of)
+    }
+
     #[test]
     fn decodes_an_anomaly_with_its_window() {
         let e = types::ev_anomaly {
@@ -298,35 +366,35 @@ mod tests {
             task_count: 77,
             ..Default::default()
         };
-        let ev = decode(&bytes(&e)).unwrap();
-        let Event::Anomaly {
-            origin,
-            window,
-            misses,
-            lfc,
-            profile_anomalies,
-            task_count,
-        } = ev
-        else {
-            panic!("decoded {ev:?}");
-        };
-        assert_eq!(origin.comm, "anomaly");
+        let (ev, origin) = dec(&bytes(&e)).unwrap();
         assert_eq!(
-            (
-                origin.tgid,
-                origin.tid,
-                origin.ppid,
-                origin.uid,
-                origin.slot
-            ),
-            (100, 101, 1, 1000, 7)
+            ev,
+            Event::Anomaly {
+                tid: 101,
+                key: K7,
+                window: [5, 12, 12, 1, 1, 1, 1, 1, 1],
+                misses: 5,
+                lfc: 1,
+                profile_anomalies: 3,
+                task_count: 77,
+            }
         );
-        assert_eq!(window, [5, 12, 12, 1, 1, 1, 1, 1, 1]);
-        assert_eq!((misses, lfc, profile_anomalies, task_count), (5, 1, 3, 77));
+        assert_eq!(
+            origin,
+            Origin {
+                tgid: 100,
+                ppid: 1,
+                uid: 1000,
+                comm: "anomaly".into(),
+                slot: 7,
+                time: 42,
+                filename: String::new(),
+            }
+        );
     }
 
     #[test]
-    fn decodes_profile_creation_with_path() {
+    fn decodes_profile_creation_with_key_and_path() {
         let mut e = types::ev_profile_created {
             h: header(1),
             ..Default::default()
@@ -338,19 +406,13 @@ mod tests {
         for (d, s) in e.filename.iter_mut().zip(b"/usr/bin/ls\0junk") {
             *d = *s as _;
         }
-        match decode(&bytes(&e)).unwrap() {
-            Event::ProfileCreated { key, filename, .. } => {
-                assert_eq!(
-                    key,
-                    ProfileKey {
-                        kdev: (254 << 20) | 1,
-                        ino: 99
-                    }
-                );
-                assert_eq!(filename, "/usr/bin/ls");
-            }
-            other => panic!("decoded {other:?}"),
-        }
+        let (ev, origin) = decode(&bytes(&e), |_| panic!("the record carries its key")).unwrap();
+        let key = ProfileKey {
+            kdev: (254 << 20) | 1,
+            ino: 99,
+        };
+        assert_eq!(ev, Event::ProfileCreated { tid: 101, key });
+        assert_eq!(origin.filename, "/usr/bin/ls");
     }
 
     #[test]
@@ -360,12 +422,18 @@ mod tests {
             reason: 1,
             count: 9,
             anomalies: 31,
+            lfc: 2,
             ..Default::default()
         };
-        match decode(&bytes(&e)).unwrap() {
+        match dec(&bytes(&e)).unwrap().0 {
             Event::NormalStopped {
-                reason, counters, ..
+                tid,
+                key,
+                lfc,
+                reason,
+                counters,
             } => {
+                assert_eq!((tid, key, lfc), (101, K7, 2));
                 assert_eq!(reason, StopReason::AnomalyLimit);
                 assert_eq!((counters.count, counters.anomalies), (9, 31));
             }
@@ -374,24 +442,61 @@ mod tests {
         e.h.kind = 5;
         e.lfc = 13;
         assert!(matches!(
-            decode(&bytes(&e)).unwrap(),
+            dec(&bytes(&e)).unwrap().0,
             Event::TolerizeLimit { lfc: 13, .. }
         ));
         e.h.kind = 3;
         assert!(matches!(
-            decode(&bytes(&e)).unwrap(),
-            Event::NormalStarted { .. }
+            dec(&bytes(&e)).unwrap().0,
+            Event::NormalStarted { lfc: 13, .. }
         ));
     }
 
     #[test]
+    fn decodes_the_responses() {
+        let d = types::ev_delay {
+            h: header(7),
+            delay_ms: 8,
+            lfc: 3,
+        };
+        assert_eq!(
+            dec(&bytes(&d)).unwrap().0,
+            Event::Delay {
+                tid: 101,
+                key: K7,
+                delay_ms: 8,
+                lfc: 3
+            }
+        );
+        let mut x = types::ev_execve_denied {
+            h: header(8),
+            lfc: 14,
+            killed: 1,
+            ..Default::default()
+        };
+        for (d, s) in x.filename.iter_mut().zip(b"/bin/sh\0") {
+            *d = *s as _;
+        }
+        assert_eq!(
+            dec(&bytes(&x)).unwrap().0,
+            Event::ExecveDenied {
+                tid: 101,
+                key: K7,
+                lfc: 14,
+                killed: true,
+                filename: "/bin/sh".into()
+            }
+        );
+    }
+
+    #[test]
     fn rejects_short_and_unknown_records() {
-        assert_eq!(decode(&[0u8; 4]), Err(DecodeError::Short(4)));
+        assert_eq!(dec(&[0u8; 4]), Err(DecodeError::Short(4)));
         let h = header(99);
-        assert_eq!(decode(&bytes(&h)), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(dec(&bytes(&h)), Err(DecodeError::UnknownKind(99)));
         let h = header(2);
         assert!(matches!(
-            decode(&bytes(&h)),
+            dec(&bytes(&h)),
             Err(DecodeError::Truncated { kind: 2, .. })
         ));
     }

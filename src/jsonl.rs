@@ -1,4 +1,7 @@
-//! JSON lines: one event per line, the schema of design §3, flushed per line, reopened on SIGHUP.
+//! JSON lines: one event per line, flushed per line, reopened on SIGHUP. [`Record`] is the
+//! schema (README's "Events" lists it for users); [`Record::from_event`] is the one mapping from
+//! an [`Event`] to a line, used by the monitor and by replay; [`Line`] reads one back (the
+//! dashboard).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -9,13 +12,14 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::libc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339;
+use crate::event::Event;
 use crate::profile::{ProfileKey, State};
 
 /// The process an event is about.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
     pub tid: u32,
@@ -26,7 +30,7 @@ pub struct Process {
 }
 
 /// The profile an event is about.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProfileRef {
     pub profile: String,
     pub profile_state: State,
@@ -41,14 +45,14 @@ impl ProfileRef {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Syscall {
     pub nr: u16,
     pub name: String,
 }
 
 /// Every kind of line, with its own fields; common fields are added by [`Line`].
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Record {
     Anomaly {
@@ -174,6 +178,138 @@ pub enum Record {
         profiles_saved: usize,
         profiles_failed: usize,
     },
+}
+
+/// What a line says beyond its event: the monitor knows it from the kernel and the system,
+/// replay from the trace. A field that only some kinds carry goes here as an `Option`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// Who caused the event.
+    pub process: Process,
+    /// Which profile, in which state.
+    pub profile: ProfileRef,
+    /// `profile_created`: the executable's content identity, if it could be read.
+    pub sha256: Option<crate::identity::Digest>,
+}
+
+impl Record {
+    /// The line for an event in its context; `name` names a call's symbol.
+    pub fn from_event(e: &Event, cx: Context, name: impl Fn(u16) -> String) -> Record {
+        let Context {
+            process,
+            profile,
+            sha256,
+        } = cx;
+        let sequence = |w: &[u16]| w.iter().map(|&s| name(s)).collect();
+        match e {
+            Event::ProfileCreated { .. } => Record::ProfileCreated {
+                process,
+                profile,
+                sha256,
+            },
+            Event::Anomaly {
+                window,
+                misses,
+                lfc,
+                profile_anomalies,
+                ..
+            } => {
+                let call = window[window.len() - 1];
+                Record::Anomaly {
+                    process,
+                    profile,
+                    syscall: Syscall {
+                        nr: call,
+                        name: name(call),
+                    },
+                    misses: *misses,
+                    sequence: sequence(window),
+                    lfc: *lfc,
+                    profile_anomalies: *profile_anomalies,
+                }
+            }
+            Event::NormalStarted { before, .. } => Record::NormalStarted {
+                process,
+                profile,
+                train_count: before.train_count,
+                last_mod_count: before.last_mod_count,
+                sequences: before.sequences,
+            },
+            Event::NormalStopped {
+                counters, reason, ..
+            } => Record::NormalStopped {
+                process,
+                profile,
+                reason: reason.as_str().into(),
+                profile_anomalies: counters.anomalies,
+            },
+            Event::TolerizeLimit { lfc, .. } => Record::TolerizeLimit {
+                process,
+                profile,
+                lfc: *lfc,
+            },
+            Event::NewSequence { window, .. } => Record::NewSequence {
+                process,
+                profile,
+                sequence: sequence(window),
+            },
+            Event::Delay { delay_ms, lfc, .. } => Record::Delay {
+                process,
+                profile,
+                lfc: *lfc,
+                delay_ms: *delay_ms,
+            },
+            Event::ExecveDenied {
+                lfc,
+                killed,
+                filename,
+                ..
+            } => Record::ExecveDenied {
+                process,
+                profile,
+                lfc: *lfc,
+                filename: filename.clone(),
+                killed: *killed,
+            },
+        }
+    }
+
+    /// The `event` field: the kind's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Anomaly { .. } => "anomaly",
+            Record::ProfileCreated { .. } => "profile_created",
+            Record::NormalStarted { .. } => "normal_started",
+            Record::NormalStopped { .. } => "normal_stopped",
+            Record::TolerizeLimit { .. } => "tolerize_limit",
+            Record::NewSequence { .. } => "new_sequence",
+            Record::Delay { .. } => "delay",
+            Record::ExecveDenied { .. } => "execve_denied",
+            Record::Resumed { .. } => "resumed",
+            Record::EventsLost { .. } => "events_lost",
+            Record::Command { .. } => "command",
+            Record::MonitorStarted { .. } => "monitor_started",
+            Record::MonitorStopped { .. } => "monitor_stopped",
+        }
+    }
+}
+
+/// One JSON line read back: the common fields and the record.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Line {
+    /// RFC 3339, UTC, nanoseconds.
+    pub time: String,
+    pub host: String,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+impl Line {
+    /// Parses one line as [`to_line`] writes it; None for what is not such a line (or a kind this
+    /// version does not know).
+    pub fn parse(line: &str) -> Option<Line> {
+        serde_json::from_str(line).ok()
+    }
 }
 
 /// Serialises one record as a single line (no trailing newline), common fields first:
@@ -429,6 +565,246 @@ mod tests {
         assert_eq!(v["event"], "normal_stopped");
         assert_eq!(v["profile_state"], "training");
         assert_eq!(v["reason"], "anomaly_limit");
+    }
+
+    /// One record of every kind.
+    fn every_kind() -> Vec<Record> {
+        let profile = || ProfileRef::new(ProfileKey::from_stat(66307, 32381778), State::Frozen);
+        vec![
+            Record::Anomaly {
+                process: process(),
+                profile: profile(),
+                syscall: Syscall {
+                    nr: 1,
+                    name: "write".into(),
+                },
+                misses: 2,
+                sequence: vec!["EMPTY".into(), "write".into()],
+                lfc: 1,
+                profile_anomalies: 4,
+            },
+            Record::ProfileCreated {
+                process: process(),
+                profile: profile(),
+                sha256: Some(crate::identity::Digest::of(b"ls")),
+            },
+            Record::ProfileCreated {
+                process: process(),
+                profile: profile(),
+                sha256: None,
+            },
+            Record::NormalStarted {
+                process: process(),
+                profile: profile(),
+                train_count: 10,
+                last_mod_count: 5,
+                sequences: 3,
+            },
+            Record::NormalStopped {
+                process: process(),
+                profile: profile(),
+                reason: "command".into(),
+                profile_anomalies: 3,
+            },
+            Record::TolerizeLimit {
+                process: process(),
+                profile: profile(),
+                lfc: 13,
+            },
+            Record::NewSequence {
+                process: process(),
+                profile: profile(),
+                sequence: vec!["read".into()],
+            },
+            Record::Delay {
+                process: process(),
+                profile: profile(),
+                lfc: 2,
+                delay_ms: 4,
+            },
+            Record::ExecveDenied {
+                process: process(),
+                profile: profile(),
+                lfc: 11,
+                filename: "/bin/sh".into(),
+                killed: true,
+            },
+            Record::Resumed {
+                pid: 3,
+                stopped_ms: 8,
+                reason: "delay_over".into(),
+                resumed: true,
+            },
+            Record::EventsLost {
+                lost: [("anomaly".to_string(), 2)].into(),
+                failed: Default::default(),
+            },
+            Record::Command {
+                peer_uid: 0,
+                peer_pid: 9,
+                command: "normalize".into(),
+                target: Some("profile ls".into()),
+                profile: Some("1:2".into()),
+                exe: Some("/usr/bin/ls".into()),
+                profile_state: Some(State::Normal),
+                setting: None,
+                value: None,
+                result: "ok".into(),
+                error: None,
+            },
+            Record::MonitorStarted {
+                version: "0.1.0".into(),
+                pid: 5,
+                responses: vec!["delay".into()],
+                profiles_loaded: 1,
+                profiles_set_aside: 0,
+                state_dir: "/var/lib/ebpfh".into(),
+            },
+            Record::MonitorStopped {
+                pid: 5,
+                reason: "SIGTERM".into(),
+                profiles_saved: 1,
+                profiles_failed: 0,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_line_reads_back_as_its_record() {
+        let t = DateTime::from_timestamp_nanos(1_795_468_037_123_456_789);
+        for rec in every_kind() {
+            let text = to_line(t, "web1", &rec);
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["event"], rec.kind(), "{text}");
+            let line = Line::parse(&text).unwrap_or_else(|| panic!("unreadable: {text}"));
+            assert_eq!(line.time, "2026-11-23T21:07:17.123456789Z");
+            assert_eq!(line.host, "web1");
+            assert_eq!(line.record, rec);
+        }
+        assert_eq!(
+            Line::parse(r#"{"time":"t","host":"h","event":"future_kind"}"#),
+            None
+        );
+        assert_eq!(Line::parse("not json"), None);
+    }
+
+    #[test]
+    fn events_map_to_their_lines() {
+        use crate::event::{Counters, StopReason};
+        let key = ProfileKey::from_stat(66307, 32381778);
+        let name = |s: u16| format!("s{s}");
+        let line = |e: &Event| {
+            let cx = Context {
+                process: process(),
+                profile: ProfileRef::new(key, State::Normal),
+                sha256: None,
+            };
+            let r = Record::from_event(e, cx, name);
+            serde_json::from_str::<Value>(&to_line(DateTime::from_timestamp_nanos(0), "h", &r))
+                .unwrap()
+        };
+        let v = line(&Event::Anomaly {
+            tid: 1,
+            key,
+            window: [511, 511, 511, 511, 511, 511, 0, 1, 2],
+            misses: 3,
+            lfc: 4,
+            profile_anomalies: 5,
+            task_count: 6,
+        });
+        assert_eq!(v["event"], "anomaly");
+        assert_eq!(v["syscall"]["nr"], 2);
+        assert_eq!(v["syscall"]["name"], "s2");
+        assert_eq!(v["sequence"][0], "s511");
+        assert_eq!(v["sequence"][8], "s2");
+        assert_eq!(
+            (v["misses"].as_u64(), v["lfc"].as_u64()),
+            (Some(3), Some(4))
+        );
+        assert_eq!(v["profile_anomalies"], 5);
+        assert_eq!(v["pid"], 1417900);
+        assert_eq!(v["profile"], "66307:32381778");
+        let counters = Counters {
+            count: 100,
+            train_count: 90,
+            last_mod_count: 40,
+            sequences: 12,
+            anomalies: 31,
+        };
+        let v = line(&Event::NormalStarted {
+            tid: 1,
+            key,
+            lfc: 0,
+            before: counters,
+        });
+        assert_eq!(
+            (&v["train_count"], &v["last_mod_count"], &v["sequences"]),
+            (&Value::from(90), &Value::from(40), &Value::from(12))
+        );
+        let v = line(&Event::NormalStopped {
+            tid: 1,
+            key,
+            lfc: 0,
+            counters,
+            reason: StopReason::AnomalyLimit,
+        });
+        assert_eq!(v["reason"], "anomaly_limit");
+        assert_eq!(v["profile_anomalies"], 31);
+        let v = line(&Event::ExecveDenied {
+            tid: 1,
+            key,
+            lfc: 11,
+            killed: false,
+            filename: "/bin/sh".into(),
+        });
+        assert_eq!(v["event"], "execve_denied");
+        assert_eq!(v["filename"], "/bin/sh");
+        assert_eq!(v["killed"], false);
+        let v = line(&Event::Delay {
+            tid: 1,
+            key,
+            delay_ms: 16,
+            lfc: 4,
+        });
+        assert_eq!(
+            (&v["delay_ms"], &v["lfc"]),
+            (&Value::from(16), &Value::from(4))
+        );
+        let digest = crate::identity::Digest::of(b"ls");
+        let cx = Context {
+            process: process(),
+            profile: ProfileRef::new(key, State::Training),
+            sha256: Some(digest),
+        };
+        let r = Record::from_event(&Event::ProfileCreated { tid: 1, key }, cx, name);
+        let v: Value =
+            serde_json::from_str(&to_line(DateTime::from_timestamp_nanos(0), "h", &r)).unwrap();
+        assert_eq!(v["event"], "profile_created");
+        assert_eq!(v["sha256"], digest.to_string());
+    }
+
+    #[test]
+    fn kernel_kind_names_are_the_lines_event_names() {
+        // Every kernel kind decodes to an Event whose line carries the name `events_lost`
+        // counts it under.
+        use crate::bpf::types;
+        use crate::event::{decode, KIND_NAMES};
+        for (k, name) in KIND_NAMES.iter().enumerate().skip(1) {
+            let mut rec = types::ev_execve_denied::default(); // the largest record
+            rec.h.kind = k as u32;
+            // SAFETY: plain C record.
+            let bytes = unsafe { plain::as_bytes(&rec) };
+            let mut buf = bytes.to_vec();
+            buf.resize(1024, 0);
+            let (e, _) = decode(&buf, |_| ProfileKey::default()).unwrap();
+            let cx = Context {
+                process: process(),
+                profile: ProfileRef::new(ProfileKey::default(), State::Training),
+                sha256: None,
+            };
+            let r = Record::from_event(&e, cx, |s| s.to_string());
+            assert_eq!(r.kind(), *name, "kind {k}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::event::{self, Event, Origin};
 use crate::identity::{self, Identity};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::metrics::{Exporter, Metrics};
+use crate::model::WINDOW;
 use crate::profile::{Profile, ProfileKey, State};
 use crate::respond::{Responder, Why};
 use crate::settings::Settings;
@@ -101,7 +102,11 @@ impl Monitor<'_, '_> {
                 return k.clone();
             }
         }
-        let key = self.kernel.profile(slot).map(|p| p.key).unwrap_or_default();
+        let key = self
+            .kernel
+            .profile_counters(slot)
+            .map(|p| p.key)
+            .unwrap_or_default();
         let k = Known {
             key,
             exe: procfs::exe_path(tgid, key, filename),
@@ -145,11 +150,11 @@ impl Monitor<'_, '_> {
         Some(id)
     }
 
-    fn parts(&mut self, o: &Origin, filename: &str) -> (jsonl::Process, ProfileRef) {
-        let k = self.known(o.slot, o.tgid, filename);
+    fn process(&mut self, tid: u32, o: &Origin) -> (jsonl::Process, ProfileRef) {
+        let k = self.known(o.slot, o.tgid, &o.filename);
         let process = jsonl::Process {
             pid: o.tgid,
-            tid: o.tid,
+            tid,
             ppid: o.ppid,
             uid: o.uid,
             comm: o.comm.clone(),
@@ -158,95 +163,59 @@ impl Monitor<'_, '_> {
         (process, ProfileRef::new(k.key, self.state(o.slot)))
     }
 
-    fn handle(&mut self, ev: Event) {
-        let o = ev.origin().clone();
-        let filename = match &ev {
-            Event::ProfileCreated { filename, .. } => filename.as_str(),
-            _ => "",
-        };
-        let (process, profile) = self.parts(&o, filename);
-        let rec = match ev {
+    /// Decodes one ring-buffer record and handles it.
+    fn handle_raw(&mut self, data: &[u8]) {
+        let kernel = self.kernel;
+        let known = &self.known;
+        let decoded = event::decode(data, |slot| match known.get(&slot) {
+            Some(k) => k.key,
+            None => kernel
+                .profile_counters(slot)
+                .map(|p| p.key)
+                .unwrap_or_default(),
+        });
+        match decoded {
+            Ok((ev, origin)) => self.handle(&ev, &origin),
+            Err(e) => log::warn!("skipped a kernel event: {e}"),
+        }
+    }
+
+    fn handle(&mut self, ev: &Event, o: &Origin) {
+        let (process, profile) = self.process(ev.tid(), o);
+        let mut sha256 = None;
+        match *ev {
             Event::ProfileCreated { .. } => {
-                let identity = self.identify(o.slot, o.tgid);
+                sha256 = self.identify(o.slot, o.tgid).map(|i| i.sha256);
                 log::debug!("new profile {} for {}", profile.profile, process.exe);
-                Record::ProfileCreated {
-                    process,
-                    profile,
-                    sha256: identity.map(|i| i.sha256),
-                }
             }
             Event::Anomaly {
                 window,
                 misses,
                 lfc,
-                profile_anomalies,
                 ..
-            } => {
-                let call = window[8];
-                log::warn!(
-                    "anomaly: {} in pid {} ({}), {} misses, LFC {}",
-                    syscalls::name(call),
-                    process.pid,
-                    process.exe,
-                    misses,
-                    lfc
-                );
-                Record::Anomaly {
-                    process,
-                    profile,
-                    syscall: jsonl::Syscall {
-                        nr: call,
-                        name: syscalls::name(call),
-                    },
-                    misses,
-                    sequence: window.iter().map(|&s| syscalls::name(s)).collect(),
-                    lfc,
-                    profile_anomalies,
-                }
+            } => log::warn!(
+                "anomaly: {} in pid {} ({}), {} misses, LFC {}",
+                syscalls::name(window[WINDOW - 1]),
+                process.pid,
+                process.exe,
+                misses,
+                lfc
+            ),
+            Event::NormalStarted { before, .. } => log::info!(
+                "{} is now normal ({} sequences learned)",
+                process.exe,
+                before.sequences
+            ),
+            Event::NormalStopped { reason, .. } => {
+                log::warn!("{} is no longer normal ({})", process.exe, reason.as_str())
             }
-            Event::NormalStarted { before, .. } => {
-                log::info!(
-                    "{} is now normal ({} sequences learned)",
-                    process.exe,
-                    before.sequences
-                );
-                Record::NormalStarted {
-                    process,
-                    profile,
-                    train_count: before.train_count,
-                    last_mod_count: before.last_mod_count,
-                    sequences: before.sequences,
-                }
-            }
-            Event::NormalStopped {
-                counters, reason, ..
-            } => {
-                log::warn!("{} is no longer normal ({})", process.exe, reason.as_str());
-                Record::NormalStopped {
-                    process,
-                    profile,
-                    reason: reason.as_str().into(),
-                    profile_anomalies: counters.anomalies,
-                }
-            }
-            Event::TolerizeLimit { lfc, .. } => {
-                log::warn!(
-                    "pid {} ({}) passed the tolerize limit (LFC {}): training data reset",
-                    process.pid,
-                    process.exe,
-                    lfc
-                );
-                Record::TolerizeLimit {
-                    process,
-                    profile,
-                    lfc,
-                }
-            }
-            Event::NewSequence { window, .. } => Record::NewSequence {
-                process,
-                profile,
-                sequence: window.iter().map(|&s| syscalls::name(s)).collect(),
-            },
+            Event::TolerizeLimit { lfc, .. } => log::warn!(
+                "pid {} ({}) passed the tolerize limit (LFC {}): training data reset",
+                process.pid,
+                process.exe,
+                lfc
+            ),
+            Event::NewSequence { .. } => {}
             Event::Delay { delay_ms, lfc, .. } => {
                 self.responder.on_stop(process.pid, delay_ms, o.time);
                 // On disk before the line is written: whoever sees the line and kills the
@@ -259,34 +228,25 @@ impl Monitor<'_, '_> {
                     process.pid,
                     process.exe
                 );
-                Record::Delay {
-                    process,
-                    profile,
-                    lfc,
-                    delay_ms,
-                }
             }
             Event::ExecveDenied {
                 lfc,
                 killed,
-                filename,
+                ref filename,
                 ..
-            } => {
-                log::warn!(
-                    "denied execve of '{filename}' to pid {} ({}), LFC {lfc}{}",
-                    process.pid,
-                    process.exe,
-                    if killed { "; killed it" } else { "" }
-                );
-                Record::ExecveDenied {
-                    process,
-                    profile,
-                    lfc,
-                    filename,
-                    killed,
-                }
-            }
+            } => log::warn!(
+                "denied execve of '{filename}' to pid {} ({}), LFC {lfc}{}",
+                process.pid,
+                process.exe,
+                if killed { "; killed it" } else { "" }
+            ),
+        }
+        let cx = jsonl::Context {
+            process,
+            profile,
+            sha256,
         };
+        let rec = Record::from_event(ev, cx, syscalls::name);
         self.emit(o.time, &rec);
     }
 
@@ -607,10 +567,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut builder = RingBufferBuilder::new();
     builder
         .add(kernel.events_map(), |data: &[u8]| {
-            match event::decode(data) {
-                Ok(ev) => queue.borrow_mut().push(ev),
-                Err(e) => log::warn!("skipped a kernel event: {e}"),
-            }
+            // Decoded after the poll: naming a record's profile needs the monitor's state.
+            queue.borrow_mut().push(data.to_vec());
             0
         })
         .context("cannot read the kernel's ring buffer")?;
@@ -635,8 +593,8 @@ pub fn run(opts: &Options) -> Result<()> {
         m.kernel.sync_clock();
         let batch = std::mem::take(&mut *queue.borrow_mut());
         m.states.clear();
-        for ev in batch {
-            m.handle(ev);
+        for data in batch {
+            m.handle_raw(&data);
         }
         m.resume(crate::clock::tai_now(), Why::DelayOver);
         if hup.swap(false, Ordering::Relaxed) {
@@ -687,8 +645,8 @@ pub fn run(opts: &Options) -> Result<()> {
 
     // Drain what is already in the ring, then save what the kernel learned.
     let _ = ring.consume();
-    for ev in std::mem::take(&mut *queue.borrow_mut()) {
-        m.handle(ev);
+    for data in std::mem::take(&mut *queue.borrow_mut()) {
+        m.handle_raw(&data);
     }
     m.check_losses();
     kernel.detach();

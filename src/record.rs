@@ -144,13 +144,11 @@ pub fn run(opts: &Options) -> Result<i32> {
         .context("cannot read the trace ring buffer")?;
     builder
         .add(kernel.events_map(), |data: &[u8]| {
-            if let Ok(Event::ProfileCreated {
-                origin,
-                key,
-                filename,
-            }) = event::decode(data)
+            // Only profile creations matter here, and they carry their key.
+            if let Ok((Event::ProfileCreated { key, .. }, origin)) =
+                event::decode(data, |_| ProfileKey::default())
             {
-                let path = procfs::exe_path(origin.tgid, key, &filename);
+                let path = procfs::exe_path(origin.tgid, key, &origin.filename);
                 created.borrow_mut().insert(key, path);
             }
             0

@@ -7,8 +7,9 @@
 //! time is passed in (CLOCK_TAI nanoseconds, like the kernel's `now_tai()`).
 //!
 //! Not modelled: capacities (the profile table and the row pool never fill here; the kernel
-//! counts those losses), lost events, the monitor's own tasks, races between CPUs, and the
-//! per-event header (pid, uid, comm, exact time) that only the kernel knows.
+//! counts those losses), lost events, the monitor's own tasks, races between CPUs, the
+//! responses (so [`Event::Delay`] and [`Event::ExecveDenied`] come only from the kernel), and
+//! the per-event header (pid, uid, comm, exact time) that only the kernel knows.
 
 mod locality;
 mod profile;
@@ -24,7 +25,7 @@ mod tests;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-pub use crate::event::{Counters, StopReason};
+pub use crate::event::{Counters, Event, StopReason};
 pub use locality::{LocalityFrame, LOCALITY};
 pub use task::Task;
 pub use window::{Frame, Prev, DISTANCES, RING, SIGSTACK, WINDOW};
@@ -80,59 +81,6 @@ impl From<&crate::settings::Settings> for Settings {
             monitoring: s.monitoring,
         }
     }
-}
-
-/// What the kernel program reports (`ev_profile_created`, `ev_anomaly`, `ev_state`), minus what
-/// only the kernel knows (the header's pid, ppid, uid, comm and precise time; exec's filename).
-/// `tid` is the task whose call or exec caused the event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    ProfileCreated {
-        tid: u32,
-        key: ProfileKey,
-    },
-    Anomaly {
-        tid: u32,
-        key: ProfileKey,
-        /// Oldest first; the last entry is the anomalous call.
-        window: [u16; WINDOW],
-        /// Distances whose pair the testing data lacks.
-        misses: u16,
-        /// The task's LFC, this call included.
-        lfc: u32,
-        /// The profile's anomaly count, this call included.
-        profile_anomalies: u64,
-        task_count: u64,
-    },
-    NormalStarted {
-        tid: u32,
-        key: ProfileKey,
-        lfc: u32,
-        /// Counters as they were before start_normal zeroed them.
-        before: Counters,
-    },
-    NormalStopped {
-        tid: u32,
-        key: ProfileKey,
-        lfc: u32,
-        counters: Counters,
-        reason: StopReason,
-    },
-    TolerizeLimit {
-        tid: u32,
-        key: ProfileKey,
-        lfc: u32,
-        /// After the training data was reset.
-        counters: Counters,
-    },
-    NewSequence {
-        tid: u32,
-        key: ProfileKey,
-        lfc: u32,
-        window: [u16; WINDOW],
-        /// After the new pairs were counted.
-        counters: Counters,
-    },
 }
 
 /// Why an operator command was refused (the kernel's `-ENOENT` and `-ENODATA`).

@@ -132,14 +132,7 @@ impl Online<'_> {
     }
 
     fn line(&self, e: &Event) -> Line {
-        let (tid, key) = match e {
-            Event::ProfileCreated { tid, key }
-            | Event::Anomaly { tid, key, .. }
-            | Event::NormalStarted { tid, key, .. }
-            | Event::NormalStopped { tid, key, .. }
-            | Event::TolerizeLimit { tid, key, .. }
-            | Event::NewSequence { tid, key, .. } => (*tid, *key),
-        };
+        let (tid, key) = (e.tid(), e.key());
         let p = self
             .procs
             .get(&tid)
@@ -156,56 +149,13 @@ impl Online<'_> {
         };
         let state = State::from_bits(self.model.state(key).unwrap_or(0));
         let profile = ProfileRef::new(key, state);
-        match e {
-            Event::ProfileCreated { .. } => Line::ProfileCreated {
-                process,
-                profile,
-                sha256: None,
-            },
-            Event::Anomaly {
-                window,
-                misses,
-                lfc,
-                profile_anomalies,
-                ..
-            } => Line::Anomaly {
-                process,
-                profile,
-                syscall: jsonl::Syscall {
-                    nr: window[8],
-                    name: self.name(window[8]),
-                },
-                misses: *misses,
-                sequence: window.iter().map(|&s| self.name(s)).collect(),
-                lfc: *lfc,
-                profile_anomalies: *profile_anomalies,
-            },
-            Event::NormalStarted { before, .. } => Line::NormalStarted {
-                process,
-                profile,
-                train_count: before.train_count,
-                last_mod_count: before.last_mod_count,
-                sequences: before.sequences,
-            },
-            Event::NormalStopped {
-                counters, reason, ..
-            } => Line::NormalStopped {
-                process,
-                profile,
-                reason: reason.as_str().into(),
-                profile_anomalies: counters.anomalies,
-            },
-            Event::TolerizeLimit { lfc, .. } => Line::TolerizeLimit {
-                process,
-                profile,
-                lfc: *lfc,
-            },
-            Event::NewSequence { window, .. } => Line::NewSequence {
-                process,
-                profile,
-                sequence: window.iter().map(|&s| self.name(s)).collect(),
-            },
-        }
+        let cx = jsonl::Context {
+            process,
+            profile,
+            // Replay has the trace's paths, not the executables' bytes.
+            sha256: None,
+        };
+        Line::from_event(e, cx, |s| self.name(s))
     }
 }
 

@@ -5,9 +5,8 @@
 
 use std::collections::VecDeque;
 
-use serde_json::Value;
-
 use crate::control::protocol::{Op, ProcessRow, ProfileDetail, ProfileRow, Snapshot, Target};
+use crate::jsonl::{Line, Process, Record};
 use crate::profile::State;
 
 /// Feed entries kept.
@@ -143,70 +142,91 @@ pub struct FeedItem {
 }
 
 impl FeedItem {
-    /// A feed line for a JSON-lines event, or None for events the feed does not show.
-    pub fn from_event(v: &Value) -> Option<FeedItem> {
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        let kind = s("event");
-        let time = v["time"]
-            .as_str()
-            .and_then(|t| t.get(11..19))
-            .unwrap_or("--:--:--")
-            .to_string();
-        let who = || format!("pid {} {} {}", v["pid"], s("comm"), s("exe"));
-        let text = match kind.as_str() {
-            "anomaly" => format!(
-                "{:<14} {}  misses {} LFC {}  [{}]",
-                v["syscall"]["name"].as_str().unwrap_or("?"),
-                who(),
-                v["misses"],
-                v["lfc"],
-                v["sequence"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" "))
-                    .unwrap_or_default()
+    /// A feed line for an event line, or None for events the feed does not show.
+    pub fn from_line(line: &Line) -> Option<FeedItem> {
+        let time = line.time.get(11..19).unwrap_or("--:--:--").to_string();
+        let who = |p: &Process| format!("pid {} {} {}", p.pid, p.comm, p.exe);
+        let text = match &line.record {
+            Record::Anomaly {
+                process,
+                syscall,
+                misses,
+                sequence,
+                lfc,
+                ..
+            } => format!(
+                "{:<14} {}  misses {misses} LFC {lfc}  [{}]",
+                syscall.name,
+                who(process),
+                sequence.join(" ")
             ),
-            "normal_started" => format!("{} is now normal", s("exe")),
-            "normal_stopped" => format!("{} is no longer normal ({})", s("exe"), s("reason")),
-            "tolerize_limit" => format!("{} passed the tolerize limit (LFC {})", who(), v["lfc"]),
-            "command" => {
-                let what = if s("setting").is_empty() {
-                    format!("{} {}", s("command"), s("exe"))
-                } else {
-                    format!("set {} {}", s("setting"), s("value"))
+            Record::NormalStarted { process, .. } => format!("{} is now normal", process.exe),
+            Record::NormalStopped {
+                process, reason, ..
+            } => format!("{} is no longer normal ({reason})", process.exe),
+            Record::TolerizeLimit { process, lfc, .. } => {
+                format!("{} passed the tolerize limit (LFC {lfc})", who(process))
+            }
+            Record::Command {
+                peer_uid,
+                peer_pid,
+                command,
+                exe,
+                setting,
+                value,
+                result,
+                error,
+                ..
+            } => {
+                let what = match setting {
+                    Some(setting) => {
+                        format!("set {setting} {}", value.as_deref().unwrap_or_default())
+                    }
+                    None => format!("{command} {}", exe.as_deref().unwrap_or_default()),
                 };
-                let error = s("error");
                 format!(
-                    "{what} by uid {} pid {}: {}",
-                    v["peer_uid"],
-                    v["peer_pid"],
-                    if error.is_empty() { s("result") } else { error }
+                    "{what} by uid {peer_uid} pid {peer_pid}: {}",
+                    error.as_deref().unwrap_or(result)
                 )
             }
-            "delay" => format!("{} delayed {} ms (LFC {})", who(), v["delay_ms"], v["lfc"]),
-            "resumed" => format!(
-                "pid {} resumed after {} ms ({})",
-                v["pid"],
-                v["stopped_ms"],
-                s("reason")
+            Record::Delay {
+                process,
+                lfc,
+                delay_ms,
+                ..
+            } => format!("{} delayed {delay_ms} ms (LFC {lfc})", who(process)),
+            Record::Resumed {
+                pid,
+                stopped_ms,
+                reason,
+                ..
+            } => format!("pid {pid} resumed after {stopped_ms} ms ({reason})"),
+            Record::ExecveDenied {
+                process,
+                lfc,
+                filename,
+                killed,
+                ..
+            } => format!(
+                "{} denied execve of {filename} (LFC {lfc}){}",
+                who(process),
+                if *killed { ", killed" } else { "" }
             ),
-            "execve_denied" => format!(
-                "{} denied execve of {} (LFC {}){}",
-                who(),
-                s("filename"),
-                v["lfc"],
-                if v["killed"] == true { ", killed" } else { "" }
-            ),
-            "events_lost" => format!(
+            Record::EventsLost { lost, failed } => format!(
                 "the kernel lost events {} failed {}",
-                v["lost"], v["failed"]
+                serde_json::to_string(lost).unwrap_or_default(),
+                serde_json::to_string(failed).unwrap_or_default()
             ),
-            _ => return None,
+            Record::ProfileCreated { .. }
+            | Record::NewSequence { .. }
+            | Record::MonitorStarted { .. }
+            | Record::MonitorStopped { .. } => return None,
         };
-        Some(FeedItem { time, kind, text })
+        Some(FeedItem {
+            time,
+            kind: line.record.kind().to_string(),
+            text,
+        })
     }
 }
 
@@ -324,8 +344,8 @@ impl App {
         }
     }
 
-    pub fn push_event(&mut self, v: &Value) {
-        if let Some(item) = FeedItem::from_event(v) {
+    pub fn push_event(&mut self, line: &Line) {
+        if let Some(item) = FeedItem::from_line(line) {
             if self.feed.len() == FEED {
                 self.feed.pop_back();
             }
@@ -691,29 +711,48 @@ mod tests {
         assert!(!app.quit);
     }
 
+    /// A line as the monitor writes it.
+    fn line(json: &str) -> Line {
+        Line::parse(json).unwrap_or_else(|| panic!("not an event line: {json}"))
+    }
+
+    const PROC: &str = r#""pid":9,"tid":9,"ppid":1,"uid":0,"comm":"a","exe":"/tmp/a","profile":"1:2","profile_state":"normal""#;
+
     #[test]
     fn the_feed_shows_anomalies_with_names() {
         let mut app = App::new("x");
-        let v: Value = serde_json::from_str(
-            r#"{"time":"2026-11-23T22:17:14.218516247Z","event":"anomaly","pid":7,"comm":"a","exe":"/tmp/a","syscall":{"nr":1,"name":"write"},"misses":6,"sequence":["munmap","write"],"lfc":1}"#,
-        )
-        .unwrap();
-        app.push_event(&v);
-        app.push_event(&serde_json::json!({"event": "new_sequence"}));
-        let delay = FeedItem::from_event(&serde_json::json!({
-            "time": "2026-11-23T22:17:14.2Z", "event": "delay", "pid": 9, "comm": "a",
-            "exe": "/tmp/a", "delay_ms": 8, "lfc": 3
-        }))
+        app.push_event(&line(
+            r#"{"time":"2026-11-23T22:17:14.218516247Z","event":"anomaly","host":"h","pid":7,"tid":7,"ppid":1,"uid":0,"comm":"a","exe":"/tmp/a","profile":"1:2","profile_state":"normal","syscall":{"nr":1,"name":"write"},"misses":6,"sequence":["munmap","write"],"lfc":1,"profile_anomalies":1}"#,
+        ));
+        app.push_event(&line(&format!(
+            r#"{{"time":"2026-11-23T22:17:15Z","event":"new_sequence","host":"h",{PROC},"sequence":["read"]}}"#
+        )));
+        let delay = FeedItem::from_line(&line(&format!(
+            r#"{{"time":"2026-11-23T22:17:14.2Z","event":"delay","host":"h",{PROC},"lfc":3,"delay_ms":8}}"#
+        )))
         .expect("responses show in the feed");
         assert_eq!(delay.text, "pid 9 a /tmp/a delayed 8 ms (LFC 3)");
-        let denied = FeedItem::from_event(&serde_json::json!({
-            "event": "execve_denied", "pid": 9, "comm": "a", "exe": "/tmp/a",
-            "filename": "/bin/sh", "lfc": 14, "killed": false
-        }))
+        let denied = FeedItem::from_line(&line(&format!(
+            r#"{{"time":"t","event":"execve_denied","host":"h",{PROC},"lfc":14,"filename":"/bin/sh","killed":false}}"#
+        )))
         .unwrap();
         assert_eq!(
             denied.text,
             "pid 9 a /tmp/a denied execve of /bin/sh (LFC 14)"
+        );
+        assert_eq!(denied.time, "--:--:--");
+        let set = FeedItem::from_line(&line(
+            r#"{"time":"t","event":"command","host":"h","peer_uid":0,"peer_pid":5,"command":"set","setting":"anomaly_limit","value":"5","result":"ok"}"#,
+        ))
+        .unwrap();
+        assert_eq!(set.text, "set anomaly_limit 5 by uid 0 pid 5: ok");
+        let lost = FeedItem::from_line(&line(
+            r#"{"time":"t","event":"events_lost","host":"h","lost":{"anomaly":3},"failed":{}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            lost.text,
+            r#"the kernel lost events {"anomaly":3} failed {}"#
         );
         assert_eq!(app.feed.len(), 1);
         assert_eq!(app.feed[0].time, "22:17:14");

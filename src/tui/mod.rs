@@ -69,7 +69,7 @@ impl Write for LogBuffer {
 enum Msg {
     Snapshot(Box<crate::control::protocol::Snapshot>),
     Detail(Box<crate::control::protocol::ProfileDetail>),
-    Event(serde_json::Value),
+    Event(Box<crate::jsonl::Line>),
     /// A command's result (ok, sentence).
     Result(bool, String),
 }
@@ -355,8 +355,9 @@ fn spawn_subscriber(run_dir: PathBuf, msgs: Sender<Msg>, quit: Arc<AtomicBool>) 
         .spawn(move || {
             while !quit.load(Ordering::Relaxed) {
                 if let Ok(events) = client::event_stream(&run_dir) {
-                    for v in events {
-                        if msgs.send(Msg::Event(v)).is_err() {
+                    // Lines of kinds this version does not know are skipped.
+                    for line in events.filter_map(|v| serde_json::from_value(v).ok()) {
+                        if msgs.send(Msg::Event(Box::new(line))).is_err() {
                             return;
                         }
                     }

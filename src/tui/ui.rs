@@ -719,12 +719,12 @@ mod tests {
     fn loaded() -> App {
         let mut app = App::new("monitor pid 1");
         app.set_snapshot(snapshot());
-        app.push_event(&serde_json::json!({
-            "time": "2026-11-23T22:17:14.218516247Z", "event": "anomaly", "pid": 6487,
-            "comm": "anomaly", "exe": "/usr/bin/anomaly-demo",
-            "syscall": {"nr": 1, "name": "write"}, "misses": 6, "lfc": 1,
-            "sequence": ["munmap", "write"]
-        }));
+        app.push_event(
+            &crate::jsonl::Line::parse(
+                r#"{"time":"2026-11-23T22:17:14.218516247Z","event":"anomaly","host":"h","pid":6487,"tid":6487,"ppid":1,"uid":0,"comm":"anomaly","exe":"/usr/bin/anomaly-demo","profile":"1:2","profile_state":"normal","syscall":{"nr":1,"name":"write"},"misses":6,"sequence":["munmap","write"],"lfc":1,"profile_anomalies":1}"#,
+            )
+            .expect("an event line"),
+        );
         app
     }
 
