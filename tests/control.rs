@@ -150,8 +150,12 @@ fn root_clients_read_and_steer_a_running_monitor() {
     // A normalized profile detects the backdoor at once.
     let backdoor = run(&prog, &["backdoor"]);
     assert!(
-        mon.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(10))
-            .is_some(),
+        mon.wait_for(
+            "anomaly",
+            |e| e["pid"] == backdoor && e["profile"] == key,
+            Duration::from_secs(10)
+        )
+        .is_some(),
         "no anomaly after normalize"
     );
 

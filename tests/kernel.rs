@@ -113,10 +113,15 @@ fn root_profiles_survive_a_restart() {
     let started = second.events_of("monitor_started");
     assert!(started[0]["profiles_loaded"].as_u64().unwrap() >= 1);
     let backdoor = run(&prog, &["backdoor"]);
-    let hit = second.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(10));
+    // By the profile too: on a slow machine the test harness's own profile may be normal by
+    // now, and the child's calls between fork and exec may be anomalous in it.
+    let hit = second.wait_for(
+        "anomaly",
+        |e| e["pid"] == backdoor && e["profile"] == key,
+        Duration::from_secs(10),
+    );
     second.stop();
     let hit = hit.expect("the reloaded normal profile detects the backdoor");
-    assert_eq!(hit["profile"], key);
     assert_eq!(hit["profile_state"], "normal");
     assert_eq!(
         hit["exe"],
@@ -336,26 +341,32 @@ fn root_an_anomaly_storm_counts_every_lost_event() {
         .sum();
     assert!(lost > 0, "a 4 KiB ring cannot hold 20000 anomalies");
     assert!(delivered > 0);
-    // The kernel's own count, from the profile file the monitor saved at exit.
+    // The kernel's own counts, from the profile files the monitor saved at exit.
     let store = ebpfh::store::Store::open(&state).unwrap();
-    let saved = store
-        .load_all()
-        .profiles
-        .into_iter()
-        .find(|p| p.key.to_string() == key)
-        .unwrap();
+    let saved = store.load_all().profiles;
     let for_profile = events
         .iter()
         .filter(|e| e["event"] == "anomaly" && e["profile"] == key)
         .count();
     assert_eq!(
         for_profile as u64, delivered,
-        "only the storm run was anomalous"
+        "only the storm run was anomalous in its profile"
+    );
+    // Lost events are counted per kind, not per profile, and another program that became
+    // normal meanwhile (the test harness on a slow machine) may have lost anomalies in the
+    // same window: so count every profile's anomalies, delivered or lost.
+    let delivered_all = events.iter().filter(|e| e["event"] == "anomaly").count() as u64;
+    let kernel_all: u64 = saved.iter().map(|p| p.anomalies).sum();
+    let storm = saved.iter().find(|p| p.key.to_string() == key).unwrap();
+    assert!(
+        storm.anomalies > 20000,
+        "every write of the backdoor is anomalous: {}",
+        storm.anomalies
     );
     assert_eq!(
-        delivered + lost,
-        saved.anomalies,
-        "delivered {delivered} + lost {lost} != kernel count"
+        delivered_all + lost,
+        kernel_all,
+        "delivered {delivered_all} + lost {lost} != the kernel's count"
     );
 }
 
