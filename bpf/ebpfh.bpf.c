@@ -211,6 +211,17 @@ static __always_inline void *event_reserve(__u32 kind, __u64 size)
 	return e;
 }
 
+/*
+ * The task's cgroup v2 id, read from the task itself rather than with
+ * bpf_get_current_cgroup_id(): some events are about another task than the
+ * current one (the adoption sweep runs in the monitor). The kernfs id is the
+ * cgroup directory's inode number on the cgroup2 mount.
+ */
+static __always_inline __u64 task_cgroup(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
 static __always_inline void event_header(struct ev_header *h, __u32 kind,
 					 struct task_struct *task, __u32 slot)
 {
@@ -222,6 +233,7 @@ static __always_inline void event_header(struct ev_header *h, __u32 kind,
 	h->profile = slot;
 	h->time = bpf_ktime_get_tai_ns();
 	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
+	h->cgroup = task_cgroup(task);
 }
 
 /* Copy the current frame's window, oldest first. */
@@ -1006,6 +1018,7 @@ int dump_tasks(struct bpf_iter__task *ctx)
 	r.depth = ts->depth;
 	r.count = ts->count;
 	BPF_CORE_READ_STR_INTO(&r.comm, task, comm);
+	r.cgroup = task_cgroup(task);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

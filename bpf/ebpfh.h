@@ -169,6 +169,7 @@ struct ev_header {
 	__u32 profile; /* slot */
 	__u64 time;    /* CLOCK_TAI ns */
 	char comm[COMM_LEN];
+	__u64 cgroup;  /* the task's cgroup v2 id: its directory's inode on the cgroup2 mount */
 };
 
 struct ev_profile_created {
@@ -285,6 +286,7 @@ struct task_record {
 	__u32 depth;
 	__u64 count;
 	char comm[COMM_LEN];
+	__u64 cgroup;  /* as in ev_header */
 };
 
 /* The #define constants above, as an enum so they reach the Rust skeleton. */

@@ -97,6 +97,8 @@ pub struct TaskInfo {
     pub lfc_max: u32,
     pub signal_depth: u32,
     pub count: u64,
+    /// The task's cgroup v2 id.
+    pub cgroup: u64,
 }
 
 /// How much the kernel side may hold; fixed at load time.
@@ -445,6 +447,7 @@ impl<'obj> Kernel<'obj> {
                     lfc_max: r.lfc_max,
                     signal_depth: r.depth,
                     count: r.count,
+                    cgroup: r.cgroup,
                 }
             })
             .collect())

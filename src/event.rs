@@ -37,6 +37,8 @@ pub struct Origin {
     /// `profile_created` only: the path exec was given, as given (may be relative); empty for
     /// processes adopted at start-up and for every other kind.
     pub filename: String,
+    /// The task's cgroup v2 id (0: not known); see `cgroup::Cgroups`.
+    pub cgroup: u64,
 }
 
 /// Profile counters as they were when the event fired.
@@ -198,6 +200,7 @@ fn origin(h: &types::ev_header) -> Origin {
         slot: h.profile,
         time: h.time,
         filename: String::new(),
+        cgroup: h.cgroup,
     }
 }
 
@@ -335,6 +338,7 @@ mod tests {
             profile: 7,
             time: 42,
             comm,
+            cgroup: 4242,
         }
     }
 
@@ -389,6 +393,7 @@ mod tests {
                 slot: 7,
                 time: 42,
                 filename: String::new(),
+                cgroup: 4242,
             }
         );
     }

@@ -27,6 +27,13 @@ pub struct Process {
     pub uid: u32,
     pub comm: String,
     pub exe: String,
+    /// The task's cgroup v2 path (`/system.slice/ssh.service`); the monitor always knows it
+    /// where cgroup2 is mounted, replayed traces never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The container the cgroup belongs to (see `cgroup::container_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// The profile an event is about.
@@ -495,6 +502,8 @@ mod tests {
             uid: 1000,
             comm: "anomaly".into(),
             exe: "/home/u/anomaly".into(),
+            cgroup: None,
+            container_id: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod abi;
 pub mod bpf;
+pub mod cgroup;
 pub mod clock;
 pub mod config;
 pub mod control;

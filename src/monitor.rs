@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::RingBufferBuilder;
 
 use crate::bpf::{Capacity, Kernel, Stats};
+use crate::cgroup::{self, Cgroups};
 use crate::clock::TaiClock;
 use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
@@ -75,6 +76,8 @@ struct Monitor<'k, 'obj> {
     /// Digests of executables already hashed (see `src/identity.rs`).
     digests: identity::Cache,
     metrics: Option<Metrics>,
+    /// Paths of the cgroup ids seen (shared with the control server's `ps`).
+    cgroups: RefCell<Cgroups>,
 }
 
 impl Monitor<'_, '_> {
@@ -150,6 +153,13 @@ impl Monitor<'_, '_> {
         Some(id)
     }
 
+    /// `process` with its cgroup path and container, from the cache of cgroup ids.
+    fn in_cgroup(&self, mut process: jsonl::Process, id: u64) -> jsonl::Process {
+        process.cgroup = self.cgroups.borrow_mut().path(id);
+        process.container_id = process.cgroup.as_deref().and_then(cgroup::container_id);
+        process
+    }
+
     fn process(&mut self, tid: u32, o: &Origin) -> (jsonl::Process, ProfileRef) {
         let k = self.known(o.slot, o.tgid, &o.filename);
         let process = jsonl::Process {
@@ -159,7 +169,10 @@ impl Monitor<'_, '_> {
             uid: o.uid,
             comm: o.comm.clone(),
             exe: k.exe,
+            cgroup: None,
+            container_id: None,
         };
+        let process = self.in_cgroup(process, o.cgroup);
         (process, ProfileRef::new(k.key, self.state(o.slot)))
     }
 
@@ -368,6 +381,10 @@ impl Host for Monitor<'_, '_> {
         self.known.get(&slot).and_then(|k| k.identity)
     }
 
+    fn cgroup_path(&self, id: u64) -> Option<String> {
+        self.cgroups.borrow_mut().path(id)
+    }
+
     fn known_exes(&self) -> Vec<(u32, String)> {
         self.known
             .iter()
@@ -526,6 +543,7 @@ pub fn run(opts: &Options) -> Result<()> {
         opts,
         digests: identity::Cache::default(),
         metrics,
+        cgroups: RefCell::new(Cgroups::new()),
     };
     if let (Some(e), Some(mx)) = (&mut exporter, &m.metrics) {
         e.serve(mx)?;

@@ -187,18 +187,23 @@ fn table(header: &[&str], numeric: &[bool], rows: &[Vec<String>]) -> String {
     o
 }
 
+/// A container id as `docker ps` shortens it (12 hex digits), or `-`.
+pub fn short_container(id: Option<&str>) -> &str {
+    id.map_or("-", |id| &id[..id.len().min(12)])
+}
+
 fn processes(rows: &[ProcessRow]) -> String {
     let threads = rows.iter().any(|r| r.tid != r.pid);
     let mut header = vec!["PID"];
     if threads {
         header.push("TID");
     }
-    header.extend(["COMM", "STATE", "LFC", "CALLS", "PROFILE"]);
+    header.extend(["COMM", "STATE", "LFC", "CALLS", "CONTAINER", "PROFILE"]);
     let mut numeric = vec![true];
     if threads {
         numeric.push(true);
     }
-    numeric.extend([false, false, true, true, false]);
+    numeric.extend([false, false, true, true, false, false]);
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -211,6 +216,7 @@ fn processes(rows: &[ProcessRow]) -> String {
                 r.state.map_or("-".into(), |s| s.to_string()),
                 r.lfc.to_string(),
                 r.calls.to_string(),
+                short_container(r.container_id.as_deref()).to_string(),
                 name(&r.exe, &r.profile).to_string(),
             ]);
             c

@@ -229,6 +229,12 @@ pub struct ProcessRow {
     pub lfc: u32,
     pub lfc_max: u32,
     pub calls: u64,
+    /// The cgroup v2 path (of the leader, in the per-process list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The container that cgroup belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

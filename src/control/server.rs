@@ -79,6 +79,10 @@ pub trait Host {
     fn exe(&self, slot: u32) -> String;
     /// The content identity of a slot's executable, once the monitor has hashed it.
     fn identity(&self, slot: u32) -> Option<crate::identity::Identity>;
+    /// The path of a cgroup v2 id (see `cgroup::Cgroups`).
+    fn cgroup_path(&self, _id: u64) -> Option<String> {
+        None
+    }
     /// Every slot whose path the monitor knows.
     fn known_exes(&self) -> Vec<(u32, String)>;
     fn settings(&self) -> &Settings;
@@ -624,6 +628,14 @@ fn processes(host: &dyn Host, tasks: &[TaskInfo], threads: bool) -> Vec<ProcessR
         lfc: t.lfc,
         lfc_max: t.lfc_max,
         calls: t.count,
+        container_id: None,
+        cgroup: host.cgroup_path(t.cgroup),
+    };
+    // The container follows from the cgroup; a process's row is its leader's.
+    let row = |t: &TaskInfo, info| {
+        let mut r = row(t, info);
+        r.container_id = r.cgroup.as_deref().and_then(crate::cgroup::container_id);
+        r
     };
     let mut out: Vec<ProcessRow> = Vec::new();
     if threads {

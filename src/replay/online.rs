@@ -146,6 +146,8 @@ impl Online<'_> {
             uid: u32::MAX,
             comm: comm(&exe),
             exe,
+            cgroup: None,
+            container_id: None,
         };
         let state = State::from_bits(self.model.state(key).unwrap_or(0));
         let profile = ProfileRef::new(key, state);

@@ -286,6 +286,9 @@ fn draw_processes(frame: &mut Frame, app: &App, area: Rect) {
                 }),
                 Cell::from(p.calls.to_string()),
                 Cell::from(p.threads.to_string()),
+                Cell::from(
+                    crate::control::print::short_container(p.container_id.as_deref()).to_string(),
+                ),
                 Cell::from(name(&p.exe, &p.profile).to_string()),
             ]);
             if n == app.process_sel {
@@ -304,11 +307,22 @@ fn draw_processes(frame: &mut Frame, app: &App, area: Rect) {
             Constraint::Length(4),
             Constraint::Length(10),
             Constraint::Length(4),
+            Constraint::Length(12),
             Constraint::Min(10),
         ],
     )
     .header(
-        Row::new(["PID", "COMM", "STATE", "LFC", "CALLS", "THR", "PROFILE"]).style(theme::HEADER),
+        Row::new([
+            "PID",
+            "COMM",
+            "STATE",
+            "LFC",
+            "CALLS",
+            "THR",
+            "CONTAINER",
+            "PROFILE",
+        ])
+        .style(theme::HEADER),
     )
     .block(block);
     frame.render_widget(table, area);
@@ -712,6 +726,12 @@ mod tests {
                 lfc: 2,
                 lfc_max: 2,
                 calls: 777,
+                cgroup: Some(
+                    "/system.slice/docker-4d5b9b1e8f3a2c7d6e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f.scope".into(),
+                ),
+                container_id: Some(
+                    "4d5b9b1e8f3a2c7d6e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f".into(),
+                ),
             }],
         }
     }
@@ -775,6 +795,8 @@ mod tests {
         assert!(s.contains("4242"), "{s}");
         assert!(s.contains("PID"), "{s}");
         assert!(s.contains("/usr/bin/bash"), "{s}");
+        assert!(s.contains("CONTAINER"), "{s}");
+        assert!(s.contains(" 4d5b9b1e8f3a "), "the short container id: {s}");
     }
 
     #[test]
