@@ -32,6 +32,7 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #endif
 #define ENOENT 2
+#define EAGAIN 11
 #define EBUSY 16
 #define EINVAL 22
 #define ENODATA 61
@@ -43,7 +44,8 @@
 enum bpf_constants {
 	K_ENOENT = ENOENT,   /* command: no such profile */
 	K_EBUSY = EBUSY,     /* command: the profile is being promoted */
-	K_ENODATA = ENODATA, /* command: normalize without training data */
+	K_ENODATA = ENODATA, /* command: normalize without training data; accept with nothing pending */
+	K_EAGAIN = EAGAIN,   /* command: accept on a profile that is not normal */
 	K_NR_RT_SIGRETURN = NR_rt_sigreturn,
 };
 enum bpf_constants _bpf_constants = 0;
@@ -65,6 +67,7 @@ struct settings settings SEC(".data.settings") = {
 	.anomaly_limit = DEFAULT_ANOMALY_LIMIT,
 	.tolerize_limit = DEFAULT_TOLERIZE_LIMIT,
 	.monitoring = 1,
+	.lifecycle = LIFECYCLE_EBPFH,
 };
 
 /*
@@ -338,7 +341,23 @@ struct table_op {
 	__u32 op;
 };
 
-enum { OP_COPY_TO_TEST, OP_ZERO_TRAIN, OP_ZERO_BOTH };
+enum { OP_COPY_TO_TEST, OP_COPY_TO_TRAIN, OP_MERGE_TO_TEST, OP_ZERO_TRAIN, OP_ZERO_BOTH };
+
+/* Make one table's row for c a copy of the other's (absent = all clear). */
+static __always_inline void row_copy(__u32 *dst_row, __u32 src_row)
+{
+	struct row *src = row_get(src_row), *dst = row_get(*dst_row);
+
+	if (!src) {
+		if (dst)
+			__builtin_memset(dst, 0, sizeof(*dst));
+		return;
+	}
+	if (!dst)
+		dst = row_alloc(dst_row);
+	if (dst)
+		__builtin_memcpy(dst, src, sizeof(*dst));
+}
 
 static long table_op_cb(__u64 i, void *ctx)
 {
@@ -349,20 +368,29 @@ static long table_op_cb(__u64 i, void *ctx)
 
 	if (!p)
 		return 1;
-	src = row_get(p->train_row[c]);
 	if (t->op == OP_COPY_TO_TEST) {
-		dst = row_get(p->test_row[c]);
-		if (!src) {
-			if (dst)
-				__builtin_memset(dst, 0, sizeof(*dst));
-			return 0;
-		}
-		if (!dst)
-			dst = row_alloc(&p->test_row[c]);
-		if (dst)
-			__builtin_memcpy(dst, src, sizeof(*dst));
+		row_copy(&p->test_row[c], p->train_row[c]);
 		return 0;
 	}
+	if (t->op == OP_COPY_TO_TRAIN) {
+		row_copy(&p->train_row[c], p->test_row[c]);
+		return 0;
+	}
+	if (t->op == OP_MERGE_TO_TEST) {
+		/* OR, not copy: accepting never loses a testing pair. */
+		src = row_get(p->train_row[c]);
+		if (!src)
+			return 0;
+		dst = row_get(p->test_row[c]);
+		if (!dst)
+			dst = row_alloc(&p->test_row[c]);
+		if (!dst)
+			return 0;
+		for (int w = 0; w < NSYMBOLS / 8; w++)
+			dst->w[w] |= src->w[w];
+		return 0;
+	}
+	src = row_get(p->train_row[c]);
 	if (src)
 		__builtin_memset(src, 0, sizeof(*src));
 	if (t->op == OP_ZERO_BOTH) {
@@ -432,6 +460,8 @@ static __always_inline void task_fresh(struct task_state *ts, __u32 slot)
 	ts->depth = 0;
 	ts->overflow = 0;
 	ts->count = 0;
+	ts->run_flags = 0;
+	ts->run_lfc = 0;
 	frame_empty(&ts->frames[0]);
 	lf_reset(ts);
 }
@@ -451,6 +481,18 @@ static __always_inline struct task_state *task_start(struct task_struct *task, _
 }
 
 /* ---- profiles --------------------------------------------------------- */
+
+/* The ebpfh lifecycle's state of a new (or reset) profile: nothing seen yet. */
+static __always_inline void life_init(struct profile *p, __u64 now)
+{
+	p->novelty = NOVELTY_ONE;
+	p->runs = 0;
+	p->last_new_time = now;
+	p->budget_time = 0;
+	p->budget = 0;
+	p->pending = 0;
+	p->repeat_runs = 0;
+}
 
 static __always_inline __u32 profile_for_file(struct file *file,
 					      struct task_struct *task,
@@ -485,6 +527,7 @@ static __always_inline __u32 profile_for_file(struct file *file,
 	}
 	p->key = key;
 	p->normal_time = now + settings.normal_wait_ns;
+	life_init(p, now);
 
 	e = event_reserve(EV_PROFILE_CREATED, sizeof(*e));
 	if (e) {
@@ -510,7 +553,42 @@ static __always_inline void promote(struct profile *p, __u32 slot, __u32 state)
 	p->anomalies = 0;
 	p->train_count = 0;
 	p->last_mod_count = 0;
-	p->state = (state & ~(PS_FROZEN | PS_PROMOTING)) | PS_NORMAL;
+	p->budget = 0;
+	p->budget_time = 0;
+	p->pending = 0;
+	p->repeat_runs = 0;
+	p->state = (state & ~(PS_FROZEN | PS_PROMOTING | PS_TAINTED)) | PS_NORMAL;
+}
+
+/*
+ * ebpfh lifecycle: forget what a normal profile learned since its testing
+ * data was written (its pending pairs), so it can neither become normal
+ * behaviour by itself nor be what a later freeze is based on.
+ */
+static __always_inline void drop_pending(struct profile *p, __u32 slot)
+{
+	if (p->pending)
+		table_op(slot, OP_COPY_TO_TRAIN);
+	p->pending = 0;
+	p->repeat_runs = 0;
+}
+
+/* ebpfh lifecycle: the pending pairs become testing data (accept). */
+static __always_inline __u32 accept_pending(struct profile *p, __u32 slot)
+{
+	__u32 n = p->pending;
+
+	table_op(slot, OP_MERGE_TO_TEST);
+	p->pending = 0;
+	p->repeat_runs = 0;
+	__sync_fetch_and_and(&p->state, ~PS_TAINTED);
+	return n;
+}
+
+static __always_inline void freeze(struct profile *p, __u64 now)
+{
+	p->normal_time = now + settings.normal_wait_ns;
+	__sync_fetch_and_or(&p->state, PS_FROZEN);
 }
 
 static __always_inline void start_normal(struct task_state *ts, struct profile *p,
@@ -529,10 +607,33 @@ static __always_inline void maybe_freeze(struct profile *p, __u64 now)
 	__u64 train = p->train_count;
 	__u64 normal = train - p->last_mod_count;
 
-	if (normal > 0 && train * settings.normal_factor_den > normal * settings.normal_factor) {
-		p->normal_time = now + settings.normal_wait_ns;
-		__sync_fetch_and_or(&p->state, PS_FROZEN);
-	}
+	if (normal > 0 && train * settings.normal_factor_den > normal * settings.normal_factor)
+		freeze(p, now);
+}
+
+/*
+ * ebpfh lifecycle, on a clean call of a training profile: one that taught
+ * it nothing for normal_wait freezes even if no run of it ever ends (a
+ * daemon). Two compares on the hot path.
+ */
+static __always_inline void maybe_freeze_quiet(struct profile *p, __u64 now)
+{
+	if (now > p->last_new_time + settings.normal_wait_ns && p->count >= FREEZE_MIN_CALLS)
+		freeze(p, now);
+}
+
+/*
+ * ebpfh lifecycle: a normal profile stops being normal. Its training data
+ * goes back to its testing data, so it retrains from what it was, not from
+ * what made it stop, and it needs a full convergence again.
+ */
+static __always_inline void stop_normal_ebpfh(struct profile *p, __u32 slot)
+{
+	drop_pending(p, slot);
+	p->novelty = NOVELTY_ONE;
+	p->budget = 0;
+	p->budget_time = 0;
+	__sync_fetch_and_and(&p->state, ~(PS_NORMAL | PS_TAINTED));
 }
 
 /* pH's training-data reset (tolerize limit; later the sensitize command). */
@@ -544,6 +645,26 @@ static __always_inline void reset_training(struct profile *p, __u32 slot)
 	p->last_mod_count = 0;
 	p->sequences = 0;
 	p->anomalies = 0;
+}
+
+/*
+ * Called on an anomalous call of a normal profile: does it stop normal
+ * monitoring? pH counts anomalous calls since the profile turned normal
+ * (the count before this call's increment). The ebpfh lifecycle counts
+ * anomalous runs, each charged at its first anomaly, within a window of
+ * normal_wait: one burst, however long, costs one.
+ */
+static __always_inline int over_budget(struct task_state *ts, struct profile *p, __u64 now)
+{
+	if (settings.lifecycle == LIFECYCLE_PH)
+		return p->anomalies > settings.anomaly_limit;
+	if (ts->run_lfc)
+		return 0;
+	if (now > p->budget_time + settings.normal_wait_ns) {
+		p->budget_time = now;
+		p->budget = 0;
+	}
+	return ++p->budget > settings.anomaly_limit;
 }
 
 /* `now` is read once per call, so a recording carries the time every step used. */
@@ -568,10 +689,27 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 	/* Train: test against the training data, learn what it lacks. */
 	row = row_get(p->train_row[c]);
 	miss = row_misses(row, prev);
+	/*
+	 * ebpfh lifecycle: a run that had anomalies (it made its profile stop
+	 * being normal, or an operator took normal status away) teaches a
+	 * profile that is not normal nothing, so that the profile cannot
+	 * re-freeze on what made it stop. Only on a miss, which is rare.
+	 */
+	if (unlikely(miss && ts->run_lfc) && settings.lifecycle != LIFECYCLE_PH &&
+	    !(p->state & PS_NORMAL))
+		miss = 0;
 	p->train_count++;
 	if (miss) {
-		if (p->state & PS_FROZEN)
-			__sync_fetch_and_and(&p->state, ~PS_FROZEN);
+		if (settings.lifecycle == LIFECYCLE_PH) {
+			if (p->state & PS_FROZEN)
+				__sync_fetch_and_and(&p->state, ~PS_FROZEN);
+		} else {
+			/* Frozen tolerates rare novelty: the run's end decides. */
+			ts->run_flags |= RUN_NEW;
+			p->last_new_time = now;
+			if (p->state & PS_NORMAL)
+				p->pending++;
+		}
 		if (!row)
 			row = row_alloc(&p->train_row[c]);
 		/* sequences counts what was stored: normalize relies on it. */
@@ -584,8 +722,12 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 			emit_state(EV_NEW_SEQUENCE, ts, p, slot, 0, f);
 	} else {
 		p->last_mod_count++;
-		if (!(p->state & PS_FROZEN))
-			maybe_freeze(p, now);
+		if (settings.lifecycle == LIFECYCLE_PH) {
+			if (!(p->state & PS_FROZEN))
+				maybe_freeze(p, now);
+		} else if (!(p->state & (PS_FROZEN | PS_NORMAL))) {
+			maybe_freeze_quiet(p, now);
+		}
 	}
 
 	/* Promote a frozen profile whose wait is over. */
@@ -597,9 +739,13 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 	/* Detect against the testing data. */
 	if (p->state & PS_NORMAL) {
 		anomalous = __builtin_popcount(row_misses(row_get(p->test_row[c]), prev));
-		if (anomalous && p->anomalies > settings.anomaly_limit) {
-			over_limit = 1;
-			__sync_fetch_and_and(&p->state, ~PS_NORMAL);
+		if (anomalous)
+			over_limit = over_budget(ts, p, now);
+		if (over_limit) {
+			if (settings.lifecycle == LIFECYCLE_PH)
+				__sync_fetch_and_and(&p->state, ~PS_NORMAL);
+			else
+				stop_normal_ebpfh(p, slot);
 			lf_reset(ts);
 		}
 	}
@@ -607,6 +753,8 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 	if (anomalous) {
 		struct ev_anomaly *e;
 
+		if (ts->lfc > ts->run_lfc)
+			ts->run_lfc = ts->lfc;
 		p->anomalies++;
 		e = event_reserve(EV_ANOMALY, sizeof(*e));
 		if (e) {
@@ -622,15 +770,80 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 	if (over_limit)
 		emit_state(EV_NORMAL_STOPPED, ts, p, slot, STOP_ANOMALY_LIMIT, NULL);
 
-	/* Tolerize limit: pH resets on every call above it; we report once. */
+	/*
+	 * Tolerize limit. pH resets the training data on every call above it
+	 * (and with it the anomaly count, so its anomaly limit never trips);
+	 * we report once per crossing. The ebpfh lifecycle acts once per
+	 * crossing too: the pending pairs go and the profile is tainted.
+	 */
 	if (ts->lfc > settings.tolerize_limit) {
-		reset_training(p, slot);
+		if (settings.lifecycle == LIFECYCLE_PH)
+			reset_training(p, slot);
 		if (!ts->tolerized) {
 			ts->tolerized = 1;
+			if (settings.lifecycle != LIFECYCLE_PH && (p->state & PS_NORMAL)) {
+				drop_pending(p, slot);
+				__sync_fetch_and_or(&p->state, PS_TAINTED);
+			}
 			emit_state(EV_TOLERIZE_LIMIT, ts, p, slot, 0, NULL);
 		}
 	} else {
 		ts->tolerized = 0;
+	}
+}
+
+/*
+ * The minor-LFC threshold: a run of a normal profile whose LFC went above it
+ * taints the profile (its pending pairs then wait for the operator).
+ */
+static __always_inline __u32 minor_lfc(void)
+{
+	return settings.tolerize_limit / 2;
+}
+
+/*
+ * ebpfh lifecycle: a run of the task's profile ended (the task exited or
+ * exec'd another image). Updates the novelty EWMA and takes the run-based
+ * steps: freeze, thaw, taint, or accept the pending pairs once ACCEPT_RUNS
+ * runs have shown them again (anomalous, below the minor LFC, nothing new
+ * learned: every anomaly of such a run was a pending pair). Runs only here,
+ * never per call.
+ */
+static __always_inline void run_end(struct task_state *ts, __u64 now)
+{
+	__u32 slot = ts->profile, novelty, state;
+	struct profile *p;
+
+	if (settings.lifecycle == LIFECYCLE_PH || !settings.monitoring || !ts->count)
+		return;
+	p = slot ? bpf_map_lookup_elem(&profiles, &slot) : NULL;
+	if (!p)
+		return;
+	novelty = p->novelty;
+	state = p->state;
+	p->runs++;
+	novelty -= novelty >> NOVELTY_SHIFT;
+	if (ts->run_flags & RUN_NEW)
+		novelty += NOVELTY_ONE >> NOVELTY_SHIFT;
+	p->novelty = novelty;
+	if (state & PS_PROMOTING)
+		return;
+	if (state & PS_NORMAL) {
+		if (ts->run_lfc > minor_lfc()) {
+			__sync_fetch_and_or(&p->state, PS_TAINTED);
+			p->repeat_runs = 0;
+		} else if (p->pending && ts->run_lfc && !(ts->run_flags & RUN_NEW) &&
+			   !(state & PS_TAINTED) && ++p->repeat_runs >= ACCEPT_RUNS) {
+			__u32 n = accept_pending(p, slot);
+
+			emit_state(EV_PENDING_ACCEPTED, ts, p, slot, n, NULL);
+		}
+	} else if (state & PS_FROZEN) {
+		/* Only a novel run thaws: a clean one never undoes a quiet freeze. */
+		if ((ts->run_flags & RUN_NEW) && novelty > NOVELTY_THAW)
+			__sync_fetch_and_and(&p->state, ~PS_FROZEN);
+	} else if (novelty < NOVELTY_FREEZE && p->count >= FREEZE_MIN_CALLS) {
+		freeze(p, now);
 	}
 }
 
@@ -771,6 +984,10 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	 */
 	__u64 now = now_tai();
 
+	/* The old image's run ends here (a task's first exec has none). */
+	ts = bpf_task_storage_get(&tasks, task, 0, 0);
+	if (ts)
+		run_end(ts, now);
 	slot = profile_for_file(bprm->file, task, bprm->filename, now);
 	if (!slot) {
 		/* No profile for the new image: stop attributing it to the old one. */
@@ -817,6 +1034,8 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	cts->depth = 0;
 	cts->overflow = 0;
 	cts->count = 0;
+	cts->run_flags = 0;
+	cts->run_lfc = 0;
 	cts->recorded = pts->recorded;
 	lf_reset(cts);
 	if (unlikely(settings.record) && recording(cts))
@@ -829,12 +1048,15 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *task)
 {
 	struct task_state *ts;
+	__u64 now;
 
-	if (unlikely(settings.record)) {
-		ts = bpf_task_storage_get(&tasks, task, 0, 0);
-		if (ts && recording(ts))
-			trace_call(BPF_CORE_READ(task, pid), TR_EXIT, 0, now_tai());
-	}
+	ts = bpf_task_storage_get(&tasks, task, 0, 0);
+	if (!ts)
+		return 0;
+	now = now_tai();
+	if (unlikely(settings.record) && recording(ts))
+		trace_call(BPF_CORE_READ(task, pid), TR_EXIT, 0, now);
+	run_end(ts, now);
 	bpf_task_storage_delete(&tasks, task);
 	return 0;
 }
@@ -970,10 +1192,25 @@ int command(struct command_args *args)
 		promote(p, slot, state);
 		break;
 	case CMD_SENSITIZE:
+		/*
+		 * The ebpfh lifecycle keeps a normal profile's training data a
+		 * superset of its testing data: there, sensitize drops what is
+		 * pending; elsewhere it forgets the training data, as pH does.
+		 */
+		if (settings.lifecycle != LIFECYCLE_PH && (state & PS_NORMAL)) {
+			drop_pending(p, slot);
+			break;
+		}
 		reset_training(p, slot);
+		if (settings.lifecycle != LIFECYCLE_PH) {
+			p->novelty = NOVELTY_ONE;
+			p->pending = 0;
+			p->repeat_runs = 0;
+		}
 		break;
 	case CMD_TOLERIZE:
-		__sync_fetch_and_and(&p->state, ~PS_NORMAL);
+		/* A taint only means something on a normal profile. */
+		__sync_fetch_and_and(&p->state, ~(PS_NORMAL | PS_TAINTED));
 		break;
 	case CMD_RESET:
 		table_op(slot, OP_ZERO_BOTH);
@@ -983,11 +1220,24 @@ int command(struct command_args *args)
 		p->sequences = 0;
 		p->anomalies = 0;
 		p->normal_time = now_tai() + settings.normal_wait_ns;
+		life_init(p, now_tai());
 		p->state = 0;
 		break;
 	case CMD_FREEZE:
 		p->normal_time = now_tai() + settings.normal_wait_ns;
 		__sync_fetch_and_or(&p->state, PS_FROZEN);
+		break;
+	case CMD_ACCEPT:
+		/* Only a normal profile has pending pairs; EAGAIN: not normal. */
+		if (!(state & PS_NORMAL)) {
+			args->result = -EAGAIN;
+			break;
+		}
+		if (!p->pending && !(state & PS_TAINTED)) {
+			args->result = -ENODATA;
+			break;
+		}
+		accept_pending(p, slot);
 		break;
 	default:
 		args->result = -EINVAL;

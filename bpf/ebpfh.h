@@ -38,6 +38,38 @@
 #define PS_NORMAL 2
 /* Set while one task copies training data to testing data. */
 #define PS_PROMOTING 4
+/*
+ * ebpfh lifecycle: a run of this normal profile went above the minor-LFC
+ * threshold since the last accept, so its pending pairs wait for the
+ * operator (`ebpfh accept`) instead of being accepted by themselves.
+ */
+#define PS_TAINTED 8
+
+/* Which profile lifecycle the kernel runs (settings.lifecycle). */
+enum lifecycle {
+	LIFECYCLE_EBPFH = 0, /* run-based convergence, pending pairs, run budget */
+	LIFECYCLE_PH = 1,    /* pH's rules, bit for bit */
+};
+
+/*
+ * The ebpfh lifecycle's constants (docs/lifecycle.md explains the rule).
+ * Novelty is an EWMA over ended runs of "this run learned a new pair",
+ * fixed point with NOVELTY_ONE = every run; each ended run weighs 1/8.
+ */
+#define NOVELTY_ONE (1u << 16)
+#define NOVELTY_SHIFT 3
+/* Freeze below 1/16; a frozen profile thaws only above 1/4 (hysteresis:
+ * one novel run in a frozen profile stays below it, two in a row do not). */
+#define NOVELTY_FREEZE (NOVELTY_ONE / 16)
+#define NOVELTY_THAW (NOVELTY_ONE / 4)
+/* A profile must have made this many calls before it may freeze. */
+#define FREEZE_MIN_CALLS 1024
+/* Runs of a normal, untainted profile that showed its pending pairs again
+ * (and nothing new, all below the minor LFC) after which they become
+ * testing data by themselves. */
+#define ACCEPT_RUNS 8
+/* Per-task run flags. */
+#define RUN_NEW 1 /* this run taught its profile a new pair */
 
 /*
  * Defaults of the tunables (pH's values) and of the capacities. The C
@@ -73,7 +105,7 @@ struct settings {
 	__u32 respond_listed;  /* responses only for executables marked POLICY_TARGET */
 	__u32 abort_execve;    /* deny execve when LFC exceeds this (0 = off; needs BPF LSM) */
 	__u32 execve_kill;     /* kill the task at such an execve instead of only denying it */
-	__u32 _pad2;
+	__u32 lifecycle;       /* enum lifecycle */
 };
 
 /* Per-executable response policy (the `policy` map). */
@@ -103,6 +135,14 @@ struct profile {
 	__u64 anomalies;
 	__u64 normal_time; /* TAI ns after which a frozen profile turns normal */
 	__u32 state;
+	/* ebpfh lifecycle (all zero and unused under pH's). */
+	__u32 novelty;       /* EWMA of novel runs, NOVELTY_ONE = every run */
+	__u64 runs;          /* runs ended (task exit or exec) */
+	__u64 last_new_time; /* TAI ns of the latest new pair (or creation) */
+	__u64 budget_time;   /* start of the current anomaly-budget window */
+	__u32 budget;        /* anomalous runs charged in that window */
+	__u32 pending;       /* pair sets learned while normal, not yet tested */
+	__u32 repeat_runs;   /* runs that showed only pending pairs again, since the last accept */
 	__u32 _pad;
 	__u32 train_row[NSYMBOLS];
 	__u32 test_row[NSYMBOLS];
@@ -128,6 +168,8 @@ struct task_state {
 	__u32 lfc_max;
 	__u32 tolerized; /* LFC is above tolerize_limit; event already sent */
 	__u32 recorded;  /* part of the process tree being recorded */
+	__u32 run_flags; /* RUN_*, since this run began (exec or fork) */
+	__u32 run_lfc;   /* highest LFC of this run (lf_reset leaves it) */
 	__u64 count;
 	__u64 lf[LOCALITY / 64];
 	struct frame frames[SIGSTACK];
@@ -142,7 +184,8 @@ enum event_kind {
 	EV_NEW_SEQUENCE = 6,
 	EV_DELAY = 7,
 	EV_EXECVE_DENIED = 8,
-	EV_KIND_MAX = 9,
+	EV_PENDING_ACCEPTED = 9, /* ev_state; reason = pair sets accepted */
+	EV_KIND_MAX = 10,
 };
 
 enum stop_reason {
@@ -265,6 +308,7 @@ enum command_op {
 	CMD_TOLERIZE = 3,  /* stop normal monitoring; keep the training data */
 	CMD_RESET = 4,     /* forget everything: tables, counters, state */
 	CMD_FREEZE = 5,    /* freeze now; normal after normal_wait */
+	CMD_ACCEPT = 6,    /* make a normal profile's pending pairs testing data */
 };
 
 struct command_args {
@@ -304,6 +348,13 @@ enum abi_constants {
 	ABI_PS_FROZEN = PS_FROZEN,
 	ABI_PS_NORMAL = PS_NORMAL,
 	ABI_PS_PROMOTING = PS_PROMOTING,
+	ABI_PS_TAINTED = PS_TAINTED,
+	ABI_NOVELTY_ONE = NOVELTY_ONE,
+	ABI_NOVELTY_SHIFT = NOVELTY_SHIFT,
+	ABI_NOVELTY_FREEZE = NOVELTY_FREEZE,
+	ABI_NOVELTY_THAW = NOVELTY_THAW,
+	ABI_FREEZE_MIN_CALLS = FREEZE_MIN_CALLS,
+	ABI_ACCEPT_RUNS = ACCEPT_RUNS,
 };
 
 /*
@@ -322,6 +373,7 @@ struct abi_enums {
 	enum record_mode record_mode;
 	enum trace_kind trace_kind;
 	enum command_op command_op;
+	enum lifecycle lifecycle;
 };
 
 #endif /* EBPFH_H */

@@ -63,6 +63,27 @@ same!(crate::model::SIGSTACK, c::ABI_SIGSTACK.0);
 same!(crate::model::LOCALITY, c::ABI_LOCALITY.0);
 same!(crate::profile::PS_FROZEN, c::ABI_PS_FROZEN.0);
 same!(crate::profile::PS_NORMAL, c::ABI_PS_NORMAL.0);
+same!(crate::profile::PS_TAINTED, c::ABI_PS_TAINTED.0);
+
+// The ebpfh lifecycle's constants and the lifecycle numbers.
+same!(crate::profile::NOVELTY_ONE, c::ABI_NOVELTY_ONE.0);
+same!(crate::model::NOVELTY_SHIFT, c::ABI_NOVELTY_SHIFT.0);
+same!(crate::model::NOVELTY_FREEZE, c::ABI_NOVELTY_FREEZE.0);
+same!(crate::model::NOVELTY_THAW, c::ABI_NOVELTY_THAW.0);
+same!(crate::model::FREEZE_MIN_CALLS, c::ABI_FREEZE_MIN_CALLS.0);
+same!(crate::model::ACCEPT_RUNS, c::ABI_ACCEPT_RUNS.0);
+same!(
+    crate::settings::Lifecycle::Ebpfh.raw(),
+    types::lifecycle::LIFECYCLE_EBPFH.0
+);
+same!(
+    crate::settings::Lifecycle::Ph.raw(),
+    types::lifecycle::LIFECYCLE_PH.0
+);
+same!(
+    crate::settings::defaults::LIFECYCLE.raw(),
+    types::lifecycle::LIFECYCLE_EBPFH.0
+);
 same!(
     crate::profile::KERNEL_SLOT_BYTES,
     std::mem::size_of::<types::profile>()
@@ -78,6 +99,7 @@ same!(
 same!(nix::libc::ENOENT, types::bpf_constants::K_ENOENT.0);
 same!(nix::libc::EBUSY, types::bpf_constants::K_EBUSY.0);
 same!(nix::libc::ENODATA, types::bpf_constants::K_ENODATA.0);
+same!(nix::libc::EAGAIN, types::bpf_constants::K_EAGAIN.0);
 
 // The `policy` map's value is one byte.
 const _: () = assert!(types::response_policy::POLICY_ALLOW.0 <= u8::MAX as u32);

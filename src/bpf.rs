@@ -67,6 +67,7 @@ pub enum Command {
     Tolerize = types::command_op::CMD_TOLERIZE.0,
     Reset = types::command_op::CMD_RESET.0,
     Freeze = types::command_op::CMD_FREEZE.0,
+    Accept = types::command_op::CMD_ACCEPT.0,
 }
 
 /// Number of kernel event kinds, counting the unused kind 0 (`EV_KIND_MAX`).
@@ -80,6 +81,10 @@ pub enum CommandError {
     Untrained,
     #[error("the profile is being normalized right now; try again")]
     Busy,
+    #[error("the profile is not normal, so nothing it learned is pending; it is still training")]
+    NotNormal,
+    #[error("the profile has nothing pending to accept")]
+    NothingPending,
     #[error("the kernel could not run the command: {0}")]
     Kernel(String),
 }
@@ -417,7 +422,11 @@ impl<'obj> Kernel<'obj> {
         match -args.result {
             0 => Ok(()),
             e if e == k::K_ENOENT.0 as i32 => Err(CommandError::NoProfile),
+            e if e == k::K_ENODATA.0 as i32 && cmd == Command::Accept => {
+                Err(CommandError::NothingPending)
+            }
             e if e == k::K_ENODATA.0 as i32 => Err(CommandError::Untrained),
+            e if e == k::K_EAGAIN.0 as i32 => Err(CommandError::NotNormal),
             e if e == k::K_EBUSY.0 as i32 => Err(CommandError::Busy),
             e => Err(CommandError::Kernel(
                 std::io::Error::from_raw_os_error(e).to_string(),
@@ -533,6 +542,7 @@ impl<'obj> Kernel<'obj> {
             sequences: p.sequences,
             anomalies: p.anomalies,
             normal_time: p.normal_time,
+            life: life(&p),
             ..Profile::default()
         })
     }
@@ -557,6 +567,7 @@ impl<'obj> Kernel<'obj> {
             sequences: p.sequences,
             anomalies: p.anomalies,
             normal_time: p.normal_time,
+            life: life(&p),
             train: self.table(&p.train_row),
             test: self.table(&p.test_row),
         })
@@ -589,8 +600,15 @@ impl<'obj> Kernel<'obj> {
                 sequences: prof.sequences,
                 anomalies: prof.anomalies,
                 normal_time: prof.normal_time,
+                novelty: prof.life.novelty,
+                runs: prof.life.runs,
+                last_new_time: prof.life.last_new_time,
+                budget_time: prof.life.budget_time,
+                budget: prof.life.budget,
+                pending: prof.life.pending,
+                repeat_runs: prof.life.repeat_runs,
                 // A profile saved mid-promotion has no half-copied test data: PROMOTING is dropped.
-                state: prof.state & (crate::profile::PS_FROZEN | crate::profile::PS_NORMAL),
+                state: prof.state & crate::profile::PS_KEPT,
                 ..Default::default()
             };
             for (table, index) in [
@@ -726,6 +744,19 @@ unsafe fn libc_close(fd: i32) {
     unsafe { nix::libc::close(fd) };
 }
 
+/// The ebpfh lifecycle's block of a kernel profile.
+fn life(p: &types::profile) -> crate::profile::Life {
+    crate::profile::Life {
+        novelty: p.novelty,
+        runs: p.runs,
+        last_new_time: p.last_new_time,
+        budget_time: p.budget_time,
+        budget: p.budget,
+        pending: p.pending,
+        repeat_runs: p.repeat_runs,
+    }
+}
+
 fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     dst.normal_wait_ns = crate::settings::wait_ns(s.normal_wait);
     dst.normal_factor = s.normal_factor;
@@ -739,6 +770,7 @@ fn write_settings(dst: &mut types::settings, s: &Settings, monitor_tgid: u32) {
     dst.respond_listed = u32::from(s.respond_listed);
     dst.abort_execve = s.abort_execve;
     dst.execve_kill = u32::from(s.execve_kill);
+    dst.lifecycle = s.lifecycle.raw();
     dst.max_delay_ms = crate::settings::millis_u32(s.max_delay);
     use types::record_mode as m;
     let (mode, root) = match s.record {

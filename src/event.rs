@@ -19,6 +19,7 @@ pub const KIND_NAMES: [&str; EVENT_KINDS] = {
     n[Kind::EV_NEW_SEQUENCE.0 as usize] = "new_sequence";
     n[Kind::EV_DELAY.0 as usize] = "delay";
     n[Kind::EV_EXECVE_DENIED.0 as usize] = "execve_denied";
+    n[Kind::EV_PENDING_ACCEPTED.0 as usize] = "pending_accepted";
     n
 };
 
@@ -105,6 +106,17 @@ pub enum Event {
         /// After the new pairs were counted.
         counters: Counters,
     },
+    /// The ebpfh lifecycle accepted a normal profile's pending pairs after runs that showed them
+    /// again.
+    PendingAccepted {
+        tid: u32,
+        key: ProfileKey,
+        lfc: u32,
+        /// Pair sets that became testing data.
+        pending: u32,
+        /// After the accept.
+        counters: Counters,
+    },
     /// Kernel only (the model has no responses): the kernel stopped the task, and the monitor
     /// must resume it after `delay_ms`.
     Delay {
@@ -168,6 +180,7 @@ impl Event {
             | Event::NormalStopped { tid, key, .. }
             | Event::TolerizeLimit { tid, key, .. }
             | Event::NewSequence { tid, key, .. }
+            | Event::PendingAccepted { tid, key, .. }
             | Event::Delay { tid, key, .. }
             | Event::ExecveDenied { tid, key, .. } => (*tid, *key),
         }
@@ -262,7 +275,8 @@ pub fn decode(
         k @ (Kind::EV_NORMAL_STARTED
         | Kind::EV_NORMAL_STOPPED
         | Kind::EV_TOLERIZE_LIMIT
-        | Kind::EV_NEW_SEQUENCE) => {
+        | Kind::EV_NEW_SEQUENCE
+        | Kind::EV_PENDING_ACCEPTED) => {
             let e: types::ev_state = read(h.kind, data)?;
             let key = key_of(h.profile);
             let lfc = e.lfc;
@@ -284,6 +298,13 @@ pub fn decode(
                     tid,
                     key,
                     lfc,
+                    counters: counters(&e),
+                },
+                Kind::EV_PENDING_ACCEPTED => Event::PendingAccepted {
+                    tid,
+                    key,
+                    lfc,
+                    pending: e.reason,
                     counters: counters(&e),
                 },
                 _ => Event::NewSequence {

@@ -113,6 +113,15 @@ pub enum Record {
         profile: ProfileRef,
         sequence: Vec<String>,
     },
+    /// The ebpfh lifecycle made `pending` pair sets of a normal profile testing data, after
+    /// enough clean runs.
+    PendingAccepted {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        pending: u32,
+    },
     /// The kernel stopped the process (pH's delay response); it resumes after `delay_ms`.
     Delay {
         #[serde(flatten)]
@@ -260,6 +269,11 @@ impl Record {
                 profile,
                 sequence: sequence(window),
             },
+            Event::PendingAccepted { pending, .. } => Record::PendingAccepted {
+                process,
+                profile,
+                pending: *pending,
+            },
             Event::Delay { delay_ms, lfc, .. } => Record::Delay {
                 process,
                 profile,
@@ -290,6 +304,7 @@ impl Record {
             Record::NormalStopped { .. } => "normal_stopped",
             Record::TolerizeLimit { .. } => "tolerize_limit",
             Record::NewSequence { .. } => "new_sequence",
+            Record::PendingAccepted { .. } => "pending_accepted",
             Record::Delay { .. } => "delay",
             Record::ExecveDenied { .. } => "execve_denied",
             Record::Resumed { .. } => "resumed",

@@ -65,6 +65,9 @@ enum Cmd {
     Reset(CommandArgs),
     /// Freeze a profile now; it becomes normal after normal_wait.
     Freeze(CommandArgs),
+    /// Accept what a normal profile learned since it became normal (its pending pairs): it
+    /// stops being flagged.
+    Accept(CommandArgs),
     /// Change a setting of the running monitor (monitoring, normal_wait, normal_factor,
     /// normal_factor_den, anomaly_limit, tolerize_limit, log_sequences).
     Set {
@@ -187,6 +190,10 @@ struct Tunables {
     /// Emit a new_sequence event for every new lookahead pair set learned (verbose).
     #[arg(long)]
     log_sequences: bool,
+    /// How profiles become normal: ebpfh (converges on recent novelty over runs; what a normal
+    /// profile learns waits for `ebpfh accept`) or ph (pH's rules, bit for bit).
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = defaults::LIFECYCLE)]
+    lifecycle: ebpfh::settings::Lifecycle,
     /// Profiles the kernel can hold.
     #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.profiles, value_parser = clap::value_parser!(u32).range(16..))]
     max_profiles: u32,
@@ -204,6 +211,7 @@ impl Tunables {
             anomaly_limit: self.anomaly_limit,
             tolerize_limit: self.tolerize_limit,
             log_sequences: self.log_sequences,
+            lifecycle: self.lifecycle,
             ..Settings::default()
         }
     }
@@ -336,6 +344,9 @@ struct ReplayArgs {
     /// Online: a new_sequence line for every call that teaches a profile a pair.
     #[arg(long)]
     log_sequences: bool,
+    /// Online: the profile lifecycle (default: the recording's, else ebpfh).
+    #[arg(long, value_enum, value_name = "NAME")]
+    lifecycle: Option<ebpfh::settings::Lifecycle>,
     /// Online: the `host` field of the JSON lines.
     #[arg(long, value_name = "NAME", default_value = "replay")]
     host: String,
@@ -589,6 +600,7 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
                     normal_factor: a.normal_factor,
                     normal_factor_den: a.normal_factor_den,
                     log_sequences: a.log_sequences,
+                    lifecycle: a.lifecycle,
                 },
                 host: a.host,
             };
@@ -646,6 +658,7 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
         Some(Cmd::Tolerize(a)) => command(Op::Tolerize, a),
         Some(Cmd::Reset(a)) => command(Op::Reset, a),
         Some(Cmd::Freeze(a)) => command(Op::Freeze, a),
+        Some(Cmd::Accept(a)) => command(Op::Accept, a),
         Some(Cmd::Set {
             setting,
             value,

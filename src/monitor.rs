@@ -228,6 +228,10 @@ impl Monitor<'_, '_> {
                 process.exe,
                 lfc
             ),
+            Event::PendingAccepted { pending, .. } => log::info!(
+                "{}: {pending} pending pair sets accepted after runs that showed them again",
+                process.exe
+            ),
             Event::NewSequence { .. } => {}
             Event::Delay { delay_ms, lfc, .. } => {
                 self.responder.on_stop(process.pid, delay_ms, o.time);
@@ -479,7 +483,10 @@ pub fn run(opts: &Options) -> Result<()> {
         None => None,
     };
     // load_all warns about every file it sets aside, naming where it went.
-    let loaded = store.load_all();
+    let mut loaded = store.load_all();
+    if opts.settings.lifecycle == crate::settings::Lifecycle::Ebpfh {
+        loaded.profiles.iter_mut().for_each(Profile::adopt_pending);
+    }
     let responder = Responder::open(&opts.state_dir).with_context(|| {
         format!(
             "cannot read the stopped-process list in '{}'",

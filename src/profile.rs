@@ -11,9 +11,48 @@ use crate::syscalls::NSYMBOLS;
 /// Profile state bits, as in `bpf/ebpfh.h` (pH keeps frozen and normal independent).
 pub const PS_FROZEN: u32 = 1;
 pub const PS_NORMAL: u32 = 2;
+/// ebpfh lifecycle: a run with a real burst since the last accept; pending pairs wait for the
+/// operator.
+pub const PS_TAINTED: u32 = 8;
+/// The state bits a profile keeps outside the kernel (PROMOTING, 4, exists only mid-copy).
+pub const PS_KEPT: u32 = PS_FROZEN | PS_NORMAL | PS_TAINTED;
+
+/// `NOVELTY_ONE` in `bpf/ebpfh.h`: a novelty of every run.
+pub const NOVELTY_ONE: u32 = 1 << 16;
+
+/// The ebpfh lifecycle's per-profile bookkeeping (`struct profile`'s second block; see
+/// docs/lifecycle.md). All zero and unused under pH's lifecycle, except as set at creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Life {
+    /// EWMA over ended runs of "this run learned a new pair", [`NOVELTY_ONE`] = every run.
+    pub novelty: u32,
+    /// Runs ended (a task exited or exec'd another image).
+    pub runs: u64,
+    /// CLOCK_TAI ns of the latest new pair (or of creation).
+    pub last_new_time: u64,
+    /// Start of the current anomaly-budget window.
+    pub budget_time: u64,
+    /// Anomalous runs charged in that window.
+    pub budget: u32,
+    /// Pair sets learned while normal that are not testing data yet.
+    pub pending: u32,
+    /// Clean runs since the pending pairs began.
+    pub repeat_runs: u32,
+}
+
+impl Life {
+    /// A new or reset profile at `now`: nothing seen yet.
+    pub fn fresh(now: u64) -> Self {
+        Life {
+            novelty: NOVELTY_ONE,
+            last_new_time: now,
+            ..Life::default()
+        }
+    }
+}
 
 /// Size of one `struct profile` slot in the kernel: counters plus two row indexes.
-pub const KERNEL_SLOT_BYTES: usize = 72 + 2 * 4 * NSYMBOLS;
+pub const KERNEL_SLOT_BYTES: usize = 112 + 2 * 4 * NSYMBOLS;
 
 /// An executable's identity: the kernel's raw `s_dev` and the inode number, both full width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -163,6 +202,7 @@ pub struct Profile {
     pub anomalies: u64,
     /// CLOCK_TAI nanoseconds after which a frozen profile becomes normal.
     pub normal_time: u64,
+    pub life: Life,
     pub train: Table,
     pub test: Table,
 }
@@ -170,6 +210,29 @@ pub struct Profile {
 impl Profile {
     pub fn state(&self) -> State {
         State::from_bits(self.state)
+    }
+
+    pub fn tainted(&self) -> bool {
+        self.state & PS_TAINTED != 0
+    }
+
+    /// Before the ebpfh lifecycle runs a profile it did not write (saved under pH's lifecycle,
+    /// or in format 1): a normal profile's training pairs that its testing data lacks were
+    /// learned while normal, so they count as pending (one per previous-call entry), to be
+    /// neither lost nor tested as normal before they are accepted.
+    pub fn adopt_pending(&mut self) {
+        if self.state & PS_NORMAL == 0 || self.life.pending != 0 {
+            return;
+        }
+        let mut n = 0u32;
+        for (c, row) in &self.train.rows {
+            for (prev, &bits) in row.iter().enumerate() {
+                if bits & !self.test.get(*c, prev as u16) != 0 {
+                    n = n.saturating_add(1);
+                }
+            }
+        }
+        self.life.pending = n;
     }
 
     /// Kernel memory this profile occupies: its slot plus one 512-byte row per table row.

@@ -102,6 +102,7 @@ pub fn run(opts: &Options) -> Result<i32> {
         normal_factor_den: tunables.normal_factor_den,
         anomaly_limit: tunables.anomaly_limit,
         tolerize_limit: tunables.tolerize_limit,
+        lifecycle: tunables.lifecycle.raw(),
     })?;
     let int = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, int.clone())

@@ -26,6 +26,8 @@ pub mod defaults {
     pub const RESPOND_DELAY_FACTOR_MS: u32 = 1;
     /// The LFC above which `--respond` alone denies execve.
     pub const RESPOND_ABORT_EXECVE: u32 = 10;
+    /// The profile lifecycle (docs/lifecycle.md).
+    pub const LIFECYCLE: super::Lifecycle = super::Lifecycle::Ebpfh;
 }
 
 /// A duration in the kernel's nanoseconds. Waits beyond u64 saturate at half its range, so
@@ -65,6 +67,48 @@ pub struct Settings {
     pub abort_execve: u32,
     /// Kill the task at such an execve instead of only denying it.
     pub execve_kill: bool,
+    /// Which rules move a profile from training to normal and back.
+    pub lifecycle: Lifecycle,
+}
+
+/// The profile lifecycle the kernel runs (`enum lifecycle` in `bpf/ebpfh.h`); see
+/// docs/lifecycle.md.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lifecycle {
+    /// Freeze on recent novelty over ended runs; what a normal profile learns stays pending until
+    /// accepted; the anomaly limit counts anomalous runs.
+    #[default]
+    Ebpfh,
+    /// pH's rules, bit for bit: freeze on the share of calls since the last new pair, learn
+    /// everything, count anomalous calls.
+    Ph,
+}
+
+impl Lifecycle {
+    /// The value of `settings.lifecycle` (`enum lifecycle`; src/abi.rs checks the numbers).
+    pub const fn raw(self) -> u32 {
+        match self {
+            Lifecycle::Ebpfh => 0,
+            Lifecycle::Ph => 1,
+        }
+    }
+
+    /// From `settings.lifecycle` or a recording; anything unknown is pH's (what recordings
+    /// made before lifecycles existed ran).
+    pub fn from_raw(v: u32) -> Self {
+        if v == 0 {
+            Lifecycle::Ebpfh
+        } else {
+            Lifecycle::Ph
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Ebpfh => "ebpfh",
+            Lifecycle::Ph => "ph",
+        }
+    }
 }
 
 /// What the kernel copies into its trace ring buffer.
@@ -94,6 +138,7 @@ impl Default for Settings {
             respond_listed: false,
             abort_execve: 0,
             execve_kill: false,
+            lifecycle: defaults::LIFECYCLE,
         }
     }
 }

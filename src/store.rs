@@ -27,16 +27,16 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
-use crate::profile::{Profile, ProfileKey, Row, Table, PS_FROZEN, PS_NORMAL};
+use crate::profile::{Life, Profile, ProfileKey, Row, Table, NOVELTY_ONE, PS_KEPT};
 use crate::syscalls::NSYMBOLS;
 
 /// Where the monitor keeps its state unless told otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/ebpfh";
 /// Version of the directory layout, written to `<dir>/format`.
 pub const STORE_FORMAT: u32 = 1;
-/// Version of a profile file, written after [`MAGIC`]. Version 1 (no content identity) is still
-/// read.
-pub const FILE_FORMAT: u32 = 2;
+/// Version of a profile file, written after [`MAGIC`]. Version 1 (no content identity) and
+/// version 2 (no lifecycle block) are still read.
+pub const FILE_FORMAT: u32 = 3;
 /// The oldest profile file version this ebpfh reads.
 const OLDEST_FILE_FORMAT: u32 = 1;
 /// First bytes of every profile file.
@@ -52,8 +52,10 @@ const LOCK_FILE: &str = "lock";
 const SETTINGS_FILE: &str = "settings";
 const SUFFIX: &str = ".prof";
 const ROW_BYTES: usize = 2 + NSYMBOLS;
-/// Size of the fixed part: magic, version, key, state, six counters.
-const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 6 * 8;
+/// Size of the fixed part: magic, version, key, state, six counters, the lifecycle block.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 6 * 8 + LIFE_BYTES;
+/// The lifecycle block (version 3 on): three u64 and four u32.
+const LIFE_BYTES: usize = 3 * 8 + 4 * 4;
 /// Digests of a profile's identity: the executable's and, for a script profile, the script's.
 const MAX_DIGESTS: usize = 2;
 /// The largest file [`encode`] can produce; anything bigger is not ours and is not read whole.
@@ -129,6 +131,7 @@ pub enum FormatError {
 /// "EBPFHPRF" u32 version
 /// u64 kdev, u64 ino, u32 state, u64 count, train_count, last_mod_count, sequences, anomalies,
 ///     normal_time
+/// u64 runs, last_new_time, budget_time, u32 novelty, budget, pending, repeat_runs (version 3 on)
 /// u32 exe length, exe bytes (UTF-8, at most 4096)
 /// u8 digests (0: identity unknown, 1: executable, 2: executable then script), 32 bytes each
 ///     (SHA-256, see `src/identity.rs`; version 2 on, absent from version 1 files)
@@ -166,6 +169,13 @@ pub fn encode(p: &Profile) -> Vec<u8> {
         p.anomalies,
         p.normal_time,
     ] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    let l = &p.life;
+    for n in [l.runs, l.last_new_time, l.budget_time] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    for n in [l.novelty, l.budget, l.pending, l.repeat_runs] {
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.extend_from_slice(&(exe.len() as u32).to_le_bytes());
@@ -285,6 +295,22 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
     for c in &mut counters {
         *c = r.u64("header")?;
     }
+    // An older profile starts the ebpfh lifecycle afresh: novelty unknown (every run), and no
+    // quiet freeze before a normal_wait past its normal_time.
+    let mut life = Life {
+        novelty: NOVELTY_ONE,
+        last_new_time: counters[5],
+        ..Life::default()
+    };
+    if version >= 3 {
+        life.runs = r.u64("header")?;
+        life.last_new_time = r.u64("header")?;
+        life.budget_time = r.u64("header")?;
+        life.novelty = r.u32("header")?;
+        life.budget = r.u32("header")?;
+        life.pending = r.u32("header")?;
+        life.repeat_runs = r.u32("header")?;
+    }
     let exe_len = r.u32("executable path")? as usize;
     let exe = r.take(exe_len, "executable path")?;
     let mut digests = Vec::new();
@@ -309,7 +335,7 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
         return Err(FormatError::Checksum { stored, computed });
     }
 
-    if state & !(PS_FROZEN | PS_NORMAL) != 0 {
+    if state & !PS_KEPT != 0 {
         return Err(FormatError::UnknownState(state));
     }
     if exe_len > MAX_EXE {
@@ -335,6 +361,7 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
         sequences,
         anomalies,
         normal_time,
+        life,
         train: table("train", &train)?,
         test: table("test", &test)?,
     })
@@ -862,6 +889,15 @@ mod tests {
                 sha256: crate::identity::Digest::of(b"ls"),
                 script_sha256: None,
             }),
+            life: Life {
+                novelty: 4000,
+                runs: 77,
+                last_new_time: 1_800_000_000_000_000_001,
+                budget_time: 1_800_000_000_000_000_002,
+                budget: 3,
+                pending: 5,
+                repeat_runs: 2,
+            },
             ..Profile::default()
         };
         p.train.rows.insert(0, row(&[(0, 0x01), (511, 0xff)]));
@@ -1049,18 +1085,45 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_profile_is_read_with_a_fresh_lifecycle_block() {
+        let p = sample();
+        let mut bytes = encode(&p);
+        // Version 2 is version 3 without the 40-byte lifecycle block after the six counters.
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes.drain(HEADER_BYTES - LIFE_BYTES..HEADER_BYTES);
+        reseal(&mut bytes);
+        let read = decode(&bytes).unwrap();
+        assert_eq!(
+            read.life,
+            Life {
+                novelty: NOVELTY_ONE,
+                last_new_time: p.normal_time,
+                ..Life::default()
+            }
+        );
+        assert_eq!(
+            (read.count, read.state, &read.exe),
+            (p.count, p.state, &p.exe)
+        );
+        assert_eq!(read.identity, p.identity);
+        assert!(read.train == p.train && read.test == p.test);
+        // Written back, it is version 3.
+        assert_eq!(encode(&read)[8..12], 3u32.to_le_bytes());
+    }
+
+    #[test]
     fn newer_and_unknown_versions_are_refused() {
         let mut bytes = encode(&sample());
-        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert_eq!(err, FormatError::Newer(3));
+        assert_eq!(err, FormatError::Newer(4));
         assert!(err
             .to_string()
-            .starts_with("written by a newer ebpfh (format 3"));
+            .starts_with("written by a newer ebpfh (format 4"));
         // A newer format may have any layout, so it is refused before anything else is read.
         assert_eq!(
             decode(&bytes[..12]).unwrap_err(),
-            FormatError::Newer(3),
+            FormatError::Newer(4),
             "version must be checked before the rest"
         );
         bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
@@ -1111,14 +1174,19 @@ mod tests {
     fn version_1_files_are_still_read() {
         let mut p = sample();
         p.identity = None;
-        let current = encode(&p);
-        // Version 1 is version 2 without the digest count byte.
-        let mut v1 = current.clone();
+        // Version 1 is version 3 without the digest count byte and the lifecycle block.
+        let mut v1 = encode(&p);
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
         v1.remove(identity_offset(&p));
+        v1.drain(HEADER_BYTES - LIFE_BYTES..HEADER_BYTES);
         reseal(&mut v1);
+        p.life = Life {
+            novelty: NOVELTY_ONE,
+            last_new_time: p.normal_time,
+            ..Life::default()
+        };
         assert_eq!(decode(&v1).unwrap(), p);
-        assert_eq!(encode(&decode(&v1).unwrap()), current);
+        assert_eq!(encode(&decode(&v1).unwrap()), encode(&p));
         // Truncation inside a version 1 file is still named.
         assert!(matches!(
             decode(&v1[..v1.len() - 1]),
@@ -1166,7 +1234,8 @@ mod tests {
         assert_eq!(decode(&bytes), Err(FormatError::ExeNotUtf8));
 
         let mut bytes = encode(&p);
-        bytes[HEADER_BYTES - 52..HEADER_BYTES - 48].copy_from_slice(&0x10u32.to_le_bytes());
+        // The state follows magic (8), version (4) and key (16).
+        bytes[28..32].copy_from_slice(&0x10u32.to_le_bytes());
         reseal(&mut bytes);
         assert_eq!(decode(&bytes), Err(FormatError::UnknownState(0x10)));
 

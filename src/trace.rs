@@ -42,6 +42,8 @@ pub enum Record {
         normal_factor_den: u32,
         anomaly_limit: u32,
         tolerize_limit: u32,
+        /// `enum lifecycle`; recordings made before lifecycles existed ran pH's.
+        lifecycle: u32,
     },
     Exec {
         tid: u32,
@@ -224,14 +226,17 @@ impl<W: Write> Writer<W> {
                 normal_factor_den,
                 anomaly_limit,
                 tolerize_limit,
+                lifecycle,
             } => {
-                self.buf.push(19);
+                // Kind 19 was the same record without the lifecycle.
+                self.buf.push(20);
                 put(&mut self.buf, *normal_wait_ns);
                 for v in [
                     normal_factor,
                     normal_factor_den,
                     anomaly_limit,
                     tolerize_limit,
+                    lifecycle,
                 ] {
                     put(&mut self.buf, u64::from(*v));
                 }
@@ -369,12 +374,17 @@ impl<R: BufRead> Reader<R> {
                 tid: get32(r)?,
                 time: self.time()?,
             },
-            19 => Record::Settings {
+            19 | 20 => Record::Settings {
                 normal_wait_ns: get(r)?,
                 normal_factor: get32(r)?,
                 normal_factor_den: get32(r)?,
                 anomaly_limit: get32(r)?,
                 tolerize_limit: get32(r)?,
+                lifecycle: if kind == 20 {
+                    get32(r)?
+                } else {
+                    crate::settings::Lifecycle::Ph.raw()
+                },
             },
             4 | 6 => {
                 let tid = get32(r)?;
@@ -473,7 +483,7 @@ impl<R: BufRead> Iterator for Reader<R> {
 pub fn feed(model: &mut crate::model::Model, r: &Record, out: &mut Vec<crate::model::Event>) {
     match *r {
         Record::Call { tid, nr, time } => model.syscall_into(tid, i64::from(nr), time, out),
-        Record::Exit { tid, .. } => model.exit(tid),
+        Record::Exit { tid, time } => model.exit_into(tid, time, out),
         Record::Signal { tid, .. } => model.signal_handler(tid),
         Record::Sigreturn { tid, .. } => model.sigreturn(tid),
         Record::Exec { tid, key, time, .. } | Record::Adopt { tid, key, time, .. } => {
@@ -486,8 +496,10 @@ pub fn feed(model: &mut crate::model::Model, r: &Record, out: &mut Vec<crate::mo
             normal_factor_den,
             anomaly_limit,
             tolerize_limit,
+            lifecycle,
         } => {
             let s = model.settings_mut();
+            s.lifecycle = crate::settings::Lifecycle::from_raw(lifecycle);
             s.normal_wait_ns = normal_wait_ns;
             s.normal_factor = normal_factor;
             s.normal_factor_den = normal_factor_den;
@@ -525,6 +537,7 @@ mod tests {
                 normal_factor_den: 32,
                 anomaly_limit: 30,
                 tolerize_limit: 12,
+                lifecycle: 0,
             },
             Record::Adopt {
                 tid: 1,

@@ -14,21 +14,18 @@ use ebpfh::model::{Event, Model, Settings};
 use ebpfh::profile::{Profile, State};
 use ebpfh::trace::{self, Record};
 
-#[test]
-fn root_kernel_and_model_agree_bit_for_bit() {
-    require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let anomaly = build_fixture(dir.path(), "anomaly");
-    let forker = build_fixture(dir.path(), "forker");
-    let sighandler = build_fixture(dir.path(), "sighandler");
-    let (a, f, s) = (anomaly.display(), forker.display(), sighandler.display());
-    // Train all three, wait out the normal wait, then run normal and anomalous variants. Pinned
-    // to one CPU so the kernel processed the calls of one profile in the order it recorded them.
-    let script = format!(
-        "for i in $(seq 25); do {a}; {f}; {s}; done >/dev/null; sleep 1.5; \
-         for i in 1 2 3; do {a}; {f}; {s}; done >/dev/null; {a} 40 >/dev/null; {f} x >/dev/null; {s}"
-    );
-    let out = dir.path().join("run.ebt");
+/// Records `script` (run pinned to one CPU, so the kernel processed the calls of one profile in
+/// the order it recorded them) under `flags`, replays the recording through the model, and
+/// checks that every profile of `progs` the kernel ended with (pair tables, counters, state,
+/// deadlines, the lifecycle block) equals the model's. Returns the model's events and how many
+/// of `progs` ended normal.
+fn agree(
+    dir: &std::path::Path,
+    flags: &[&str],
+    script: &str,
+    progs: &[&std::path::Path],
+) -> (Vec<Event>, usize) {
+    let out = dir.join("run.ebt");
     let status = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
         .args([
             "record",
@@ -36,10 +33,11 @@ fn root_kernel_and_model_agree_bit_for_bit() {
             "1s",
             "--trace-bytes",
             "268435456",
-            "-o",
         ])
+        .args(flags)
+        .arg("-o")
         .arg(&out)
-        .args(["--", "taskset", "-c", "0", "sh", "-c", &script])
+        .args(["--", "taskset", "-c", "0", "sh", "-c", script])
         .status()
         .unwrap();
     assert!(status.success(), "ebpfh record failed");
@@ -63,7 +61,7 @@ fn root_kernel_and_model_agree_bit_for_bit() {
     assert!(calls > 10_000, "only {calls} calls recorded");
 
     let mut normal = 0;
-    for prog in [&anomaly, &forker, &sighandler] {
+    for prog in progs {
         let name = prog.to_str().unwrap();
         let k = kernel
             .get(name)
@@ -77,6 +75,7 @@ fn root_kernel_and_model_agree_bit_for_bit() {
             (m.state, m.count, m.train_count, m.last_mod_count, m.sequences, m.anomalies, m.normal_time),
             "{name}: (state, count, train_count, last_mod_count, sequences, anomalies, normal_time)"
         );
+        assert_eq!(k.life, m.life, "{name}: the lifecycle block");
         assert!(
             k.train == m.train,
             "{name}: training pairs differ ({:?} vs {:?})",
@@ -97,22 +96,96 @@ fn root_kernel_and_model_agree_bit_for_bit() {
             normal += 1;
         }
     }
+    (events, normal)
+}
+
+fn count(events: &[Event], f: impl Fn(&Event) -> bool) -> usize {
+    events.iter().filter(|e| f(e)).count()
+}
+
+#[test]
+fn root_kernel_and_model_agree_bit_for_bit_under_phs_lifecycle() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let anomaly = build_fixture(dir.path(), "anomaly");
+    let forker = build_fixture(dir.path(), "forker");
+    let sighandler = build_fixture(dir.path(), "sighandler");
+    let (a, f, s) = (anomaly.display(), forker.display(), sighandler.display());
+    // Train all three, wait out the normal wait, then run normal and anomalous variants.
+    let script = format!(
+        "for i in $(seq 25); do {a}; {f}; {s}; done >/dev/null; sleep 1.5; \
+         for i in 1 2 3; do {a}; {f}; {s}; done >/dev/null; {a} 40 >/dev/null; {f} x >/dev/null; {s}"
+    );
+    let (events, normal) = agree(
+        dir.path(),
+        &["--lifecycle", "ph"],
+        &script,
+        &[&anomaly, &forker, &sighandler],
+    );
     assert!(
         normal >= 2,
         "the comparison must cover normal profiles, not only training"
     );
-    let anomalies = events
-        .iter()
-        .filter(|e| matches!(e, Event::Anomaly { .. }))
-        .count();
     assert!(
-        anomalies > 0,
+        count(&events, |e| matches!(e, Event::Anomaly { .. })) > 0,
         "the backdoor runs must have been anomalous in the replay too"
     );
     // `anomaly 40` drives its LFC past the tolerize limit: the reset path is compared too.
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::TolerizeLimit { .. })));
+    assert!(count(&events, |e| matches!(e, Event::TolerizeLimit { .. })) > 0);
+}
+
+/// The default lifecycle, through every path it adds: freezing on runs (and on a quiet wait),
+/// a frozen profile learning a rare new run, pending pairs accepted after runs that show them
+/// again, a burst past the tolerize limit acting once per crossing and tainting, and a budget of
+/// anomalous runs that stops normal monitoring.
+#[test]
+fn root_kernel_and_model_agree_bit_for_bit_under_the_default_lifecycle() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let anomaly = build_fixture(dir.path(), "anomaly");
+    let burst = build_fixture(dir.path(), "burst");
+    let forker = build_fixture(dir.path(), "forker");
+    let sighandler = build_fixture(dir.path(), "sighandler");
+    let (a, b, f, s) = (
+        anomaly.display(),
+        burst.display(),
+        forker.display(),
+        sighandler.display(),
+    );
+    // 40 training runs give the small programs the 1024 calls a freeze needs; `{b} 1` once at
+    // the end is a new run of a profile that froze on its runs. After the normal wait: `{a} 1`
+    // nine times (a small anomaly, learned once, then shown again eight times: accepted), and
+    // `{b} 40` 32 times (each past the tolerize limit once; 31 anomalous runs exceed the budget
+    // of 30).
+    let script = format!(
+        "for i in $(seq 40); do {a}; {b}; {f}; {s}; done >/dev/null; {b} 1 >/dev/null; sleep 1.5; \
+         for i in 1 2 3; do {a}; {b}; {f}; {s}; done >/dev/null; \
+         for i in $(seq 9); do {a} 1; done >/dev/null; \
+         for i in $(seq 32); do {b} 40; done >/dev/null; {f} x >/dev/null; {s}"
+    );
+    let (events, normal) = agree(
+        dir.path(),
+        &[],
+        &script,
+        &[&anomaly, &burst, &forker, &sighandler],
+    );
+    assert!(
+        normal >= 2,
+        "the comparison must cover normal profiles, not only training"
+    );
+    assert!(
+        count(&events, |e| matches!(e, Event::PendingAccepted { .. })) > 0,
+        "no pending pairs were accepted"
+    );
+    let tolerized = count(&events, |e| matches!(e, Event::TolerizeLimit { .. }));
+    assert!(
+        (1..=32).contains(&tolerized),
+        "{tolerized} tolerize events: one per run of `burst 40` at most"
+    );
+    assert!(
+        count(&events, |e| matches!(e, Event::NormalStopped { .. })) > 0,
+        "the budget never stopped normal monitoring"
+    );
 }
 
 /// `ebpfh replay` scores real recordings: trained on normal runs of a program, it flags the run

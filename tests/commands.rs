@@ -10,15 +10,17 @@ use std::process::{Command as Process, Stdio};
 use common::*;
 use ebpfh::bpf::{Capacity, Command, CommandError, Kernel};
 use ebpfh::profile::{ProfileKey, State};
-use ebpfh::settings::Settings;
+use ebpfh::settings::{Lifecycle, Settings};
 
 fn key_of(path: &std::path::Path) -> ProfileKey {
     let m = std::fs::metadata(path).unwrap();
     ProfileKey::from_stat(m.dev(), m.ino())
 }
 
-#[test]
-fn root_commands_drive_the_profile_state_machine() {
+/// Loads the program with `lifecycle`, trains the `anomaly` fixture on three runs and
+/// normalizes it, runs `check` (the lifecycle's own commands) on the kernel, the program and
+/// its slot, then the commands both lifecycles share.
+fn commands_under(lifecycle: Lifecycle, check: impl FnOnce(&Kernel, &std::path::Path, u32)) {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let prog = build_fixture(dir.path(), "anomaly");
@@ -29,7 +31,11 @@ fn root_commands_drive_the_profile_state_machine() {
         trace_bytes: 64 << 10,
     };
     let mut obj = MaybeUninit::uninit();
-    let kernel = Kernel::load(&mut obj, cap, &Settings::default(), std::process::id())
+    let settings = Settings {
+        lifecycle,
+        ..Settings::default()
+    };
+    let kernel = Kernel::load(&mut obj, cap, &settings, std::process::id())
         .unwrap_or_else(|e| panic!("the kernel refused the program: {e}"));
     kernel.attach().expect("attach");
     for _ in 0..3 {
@@ -57,18 +63,14 @@ fn root_commands_drive_the_profile_state_machine() {
     );
     assert_eq!((n.train_count, n.last_mod_count, n.anomalies), (0, 0, 0));
 
-    kernel.command(slot, Command::Sensitize).unwrap();
-    let s = kernel.profile(slot).unwrap();
-    assert_eq!(s.train.pairs(), 0, "sensitize forgets training data");
-    assert_eq!(s.test, n.test, "and keeps testing data");
-    assert_eq!(s.state(), State::Normal);
-    assert_eq!(
-        kernel.command(slot, Command::Normalize),
-        Err(CommandError::Untrained)
-    );
+    check(&kernel, &prog, slot);
 
     kernel.command(slot, Command::Tolerize).unwrap();
     assert_eq!(kernel.profile(slot).unwrap().state(), State::Training);
+    assert_eq!(
+        kernel.command(slot, Command::Accept),
+        Err(CommandError::NotNormal)
+    );
 
     kernel.command(slot, Command::Freeze).unwrap();
     let f = kernel.profile(slot).unwrap();
@@ -90,6 +92,60 @@ fn root_commands_drive_the_profile_state_machine() {
         kernel.command(9999, Command::Freeze),
         Err(CommandError::NoProfile)
     );
+}
+
+#[test]
+fn root_commands_drive_the_profile_state_machine_under_phs_lifecycle() {
+    commands_under(Lifecycle::Ph, |kernel, _, slot| {
+        let n = kernel.profile(slot).unwrap();
+        kernel.command(slot, Command::Sensitize).unwrap();
+        let s = kernel.profile(slot).unwrap();
+        assert_eq!(s.train.pairs(), 0, "sensitize forgets training data");
+        assert_eq!(s.test, n.test, "and keeps testing data");
+        assert_eq!(s.state(), State::Normal);
+        assert_eq!(
+            kernel.command(slot, Command::Normalize),
+            Err(CommandError::Untrained)
+        );
+        assert_eq!(
+            kernel.command(slot, Command::Accept),
+            Err(CommandError::NothingPending),
+            "pH's lifecycle keeps nothing pending"
+        );
+    });
+}
+
+#[test]
+fn root_commands_drive_the_profile_state_machine_under_the_default_lifecycle() {
+    commands_under(Lifecycle::Ebpfh, |kernel, prog, slot| {
+        let n = kernel.profile(slot).unwrap();
+        assert_eq!(
+            kernel.command(slot, Command::Accept),
+            Err(CommandError::NothingPending)
+        );
+        // The backdoor teaches the normal profile new pairs: pending, not tested.
+        run(prog, &["x"]);
+        let p = kernel.profile(slot).unwrap();
+        assert!(p.life.pending > 0, "nothing pending after the backdoor");
+        assert!(p.train.pairs() > n.train.pairs());
+        assert_eq!(p.test, n.test, "pending pairs are not testing data");
+        // Sensitize drops what is pending and nothing else.
+        kernel.command(slot, Command::Sensitize).unwrap();
+        let s = kernel.profile(slot).unwrap();
+        assert_eq!((s.life.pending, &s.train, &s.test), (0, &n.test, &n.test));
+        assert_eq!(s.state(), State::Normal);
+        // Learned again, then accepted: now testing data.
+        run(prog, &["x"]);
+        kernel.command(slot, Command::Accept).unwrap();
+        let a = kernel.profile(slot).unwrap();
+        assert_eq!(a.life.pending, 0);
+        assert!(a.test.pairs() > n.test.pairs());
+        assert_eq!(a.test, a.train);
+        assert_eq!(
+            kernel.command(slot, Command::Accept),
+            Err(CommandError::NothingPending)
+        );
+    });
 }
 
 #[test]

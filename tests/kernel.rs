@@ -314,7 +314,12 @@ fn root_an_anomaly_storm_counts_every_lost_event() {
     let prog = build_fixture(dir.path(), "anomaly");
     let key = stat_key(&prog);
     // Limits high enough that the storm neither ends normal monitoring nor resets the profile.
+    // pH's lifecycle: under the default, any process on this host that has been quiet for the
+    // short normal wait freezes and becomes normal too, and its anomalies would join the lost
+    // count, which covers every profile.
     let args = [
+        "--lifecycle",
+        "ph",
         "--ring-bytes",
         "4096",
         "--anomaly-limit",

@@ -42,6 +42,7 @@ fn past(op: Op) -> &'static str {
         Op::Tolerize => "tolerized",
         Op::Reset => "reset",
         Op::Freeze => "froze",
+        Op::Accept => "accepted the pending pairs of",
     }
 }
 

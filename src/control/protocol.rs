@@ -65,6 +65,7 @@ pub enum Op {
     Tolerize,
     Reset,
     Freeze,
+    Accept,
 }
 
 impl Op {
@@ -75,6 +76,7 @@ impl Op {
             Op::Tolerize => "tolerize",
             Op::Reset => "reset",
             Op::Freeze => "freeze",
+            Op::Accept => "accept",
         }
     }
 
@@ -86,6 +88,7 @@ impl Op {
             Op::Tolerize => "stop detecting and go back to training",
             Op::Reset => "forget everything it learned",
             Op::Freeze => "freeze it now; it becomes normal after normal_wait",
+            Op::Accept => "make what it learned while normal (its pending pairs) normal behaviour",
         }
     }
 
@@ -97,6 +100,7 @@ impl Op {
             Op::Tolerize => Command::Tolerize,
             Op::Reset => Command::Reset,
             Op::Freeze => Command::Freeze,
+            Op::Accept => Command::Accept,
         }
     }
 }

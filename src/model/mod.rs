@@ -30,7 +30,8 @@ pub use locality::{LocalityFrame, LOCALITY};
 pub use task::Task;
 pub use window::{Frame, Prev, DISTANCES, RING, SIGSTACK, WINDOW};
 
-use crate::profile::{Profile, ProfileKey, PS_FROZEN, PS_NORMAL};
+use crate::profile::{Profile, ProfileKey, NOVELTY_ONE, PS_FROZEN, PS_NORMAL, PS_TAINTED};
+pub use crate::settings::Lifecycle;
 use crate::syscalls;
 use profile::ModelProfile;
 #[cfg(test)]
@@ -43,7 +44,18 @@ pub const NR_RT_SIGRETURN: i64 = 139;
 #[cfg(not(target_arch = "aarch64"))]
 pub const NR_RT_SIGRETURN: i64 = 15;
 
-/// The tunables `struct settings` carries, with pH's defaults.
+/// `NOVELTY_SHIFT`: each ended run weighs 1/8 in the novelty EWMA (`bpf/ebpfh.h`).
+pub const NOVELTY_SHIFT: u32 = 3;
+/// `NOVELTY_FREEZE`: a training profile freezes at a run end when novelty is below 1/16.
+pub const NOVELTY_FREEZE: u32 = NOVELTY_ONE / 16;
+/// `NOVELTY_THAW`: a frozen profile goes back to training at a run end above 1/4.
+pub const NOVELTY_THAW: u32 = NOVELTY_ONE / 4;
+/// `FREEZE_MIN_CALLS`: calls a profile must have made before it may freeze.
+pub const FREEZE_MIN_CALLS: u64 = 1024;
+/// `ACCEPT_RUNS`: clean runs after which an untainted normal profile's pending pairs are accepted.
+pub const ACCEPT_RUNS: u32 = 8;
+
+/// The tunables `struct settings` carries, with pH's defaults (and ebpfh's lifecycle).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// How long a profile stays frozen before it turns normal, in nanoseconds.
@@ -59,6 +71,18 @@ pub struct Settings {
     /// Off: calls are neither learned nor tested, but rt_sigreturn still closes a handler
     /// frame (as in `sys_enter`); exec, fork and signal hooks keep running.
     pub monitoring: bool,
+    pub lifecycle: Lifecycle,
+}
+
+impl Settings {
+    fn ph(&self) -> bool {
+        self.lifecycle == Lifecycle::Ph
+    }
+
+    /// `minor_lfc`: a normal profile's run whose LFC stayed at or below this is clean.
+    pub fn minor_lfc(&self) -> u32 {
+        self.tolerize_limit / 2
+    }
 }
 
 impl Default for Settings {
@@ -79,6 +103,7 @@ impl From<&crate::settings::Settings> for Settings {
             tolerize_limit: s.tolerize_limit,
             log_sequences: s.log_sequences,
             monitoring: s.monitoring,
+            lifecycle: s.lifecycle,
         }
     }
 }
@@ -90,6 +115,10 @@ pub enum CommandError {
     NoProfile(ProfileKey),
     #[error("profile '{0}' has no training data yet, so it cannot be normalized")]
     Untrained(ProfileKey),
+    #[error("profile '{0}' is not normal, so nothing of it is pending")]
+    NotNormal(ProfileKey),
+    #[error("profile '{0}' has no pending pairs to accept")]
+    NothingPending(ProfileKey),
 }
 
 /// Hashes a tid with one multiplication: tids are small distinct integers, not attacker-chosen
@@ -146,6 +175,11 @@ impl Model {
     /// profile (a new one waits normal_wait from `now`) and gives the task fresh state.
     pub fn exec(&mut self, tid: u32, key: ProfileKey, now: u64) -> Vec<Event> {
         let mut events = Vec::new();
+        // The old image's run ends here.
+        if let Some(old) = self.tasks.get(&tid) {
+            let p = &mut self.profiles[old.slot];
+            run_end(&self.settings, tid, old, p, now, &mut events);
+        }
         let slot = match self.index.get(&key) {
             Some(&slot) => slot,
             None => {
@@ -170,9 +204,19 @@ impl Model {
         }
     }
 
-    /// `sched_process_exit`: the task's state goes with it.
-    pub fn exit(&mut self, tid: u32) {
-        self.tasks.remove(&tid);
+    /// `sched_process_exit` at `now`: the task's run ends, and its state goes with it.
+    pub fn exit(&mut self, tid: u32, now: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.exit_into(tid, now, &mut events);
+        events
+    }
+
+    /// [`Model::exit`] appending to a caller's buffer.
+    pub fn exit_into(&mut self, tid: u32, now: u64, out: &mut Vec<Event>) {
+        if let Some(t) = self.tasks.remove(&tid) {
+            let p = &mut self.profiles[t.slot];
+            run_end(&self.settings, tid, &t, p, now, out);
+        }
     }
 
     /// `signal_deliver` for a signal that runs a user handler (the caller filters SIG_DFL and
@@ -244,14 +288,42 @@ impl Model {
 
     /// Forget the training data (what the tolerize limit does automatically); normal status
     /// and the testing data stay.
+    /// Under the ebpfh lifecycle a normal profile's training data stays a superset of its
+    /// testing data, so there sensitize drops only the pending pairs.
     pub fn sensitize(&mut self, key: ProfileKey) -> Result<(), CommandError> {
-        self.get_mut(key)?.reset_training();
+        let ph = self.settings.ph();
+        let p = self.get_mut(key)?;
+        if !ph && p.state & PS_NORMAL != 0 {
+            p.drop_pending();
+            return Ok(());
+        }
+        p.reset_training();
+        if !ph {
+            p.life.novelty = NOVELTY_ONE;
+            p.life.pending = 0;
+            p.life.repeat_runs = 0;
+        }
         Ok(())
     }
 
-    /// Accept what was flagged: stop normal monitoring, keep the training data.
+    /// Accept a normal profile's pending pairs: they become testing data and the profile is
+    /// untainted. Refused for a profile that is not normal, or has nothing pending and no taint.
+    pub fn accept(&mut self, key: ProfileKey) -> Result<(), CommandError> {
+        let p = self.get_mut(key)?;
+        if p.state & PS_NORMAL == 0 {
+            return Err(CommandError::NotNormal(key));
+        }
+        if p.life.pending == 0 && p.state & PS_TAINTED == 0 {
+            return Err(CommandError::NothingPending(key));
+        }
+        p.accept_pending();
+        Ok(())
+    }
+
+    /// Accept what was flagged: stop normal monitoring, keep the training data (and drop a
+    /// taint, which only a normal profile carries).
     pub fn tolerize(&mut self, key: ProfileKey) -> Result<(), CommandError> {
-        self.get_mut(key)?.state &= !PS_NORMAL;
+        self.get_mut(key)?.state &= !(PS_NORMAL | PS_TAINTED);
         Ok(())
     }
 
@@ -265,10 +337,8 @@ impl Model {
 
     /// Freeze now: the profile turns normal once normal_wait has passed without a new pair.
     pub fn freeze(&mut self, key: ProfileKey, now: u64) -> Result<(), CommandError> {
-        let wait = self.settings.normal_wait_ns;
-        let p = self.get_mut(key)?;
-        p.normal_time = now.wrapping_add(wait);
-        p.state |= PS_FROZEN;
+        let settings = self.settings.clone();
+        self.get_mut(key)?.freeze(&settings, now);
         Ok(())
     }
 
@@ -342,11 +412,26 @@ fn on_syscall(
     p.count = p.count.wrapping_add(1);
     ts.count = ts.count.wrapping_add(1);
 
-    // Train: test against the training data, learn what it lacks. A new pair unfreezes.
-    let miss = p.train.misses(c, &prev);
+    // Train: test against the training data, learn what it lacks. Under pH a new pair
+    // unfreezes; under ebpfh a frozen profile tolerates rare novelty (the run's end decides)
+    // and what a normal profile learns is pending.
+    let mut miss = p.train.misses(c, &prev);
+    // ebpfh: a run that had anomalies teaches a profile that is not normal nothing, so it cannot
+    // re-freeze on what made it stop.
+    if miss != 0 && ts.run_lfc != 0 && !s.ph() && p.state & PS_NORMAL == 0 {
+        miss = 0;
+    }
     p.train_count = p.train_count.wrapping_add(1);
     if miss != 0 {
-        p.state &= !PS_FROZEN;
+        if s.ph() {
+            p.state &= !PS_FROZEN;
+        } else {
+            ts.run_new = true;
+            p.life.last_new_time = now;
+            if p.state & PS_NORMAL != 0 {
+                p.life.pending = p.life.pending.wrapping_add(1);
+            }
+        }
         p.train.learn(c, &prev, miss);
         p.sequences = p.sequences.wrapping_add(1);
         p.last_mod_count = 0;
@@ -361,9 +446,13 @@ fn on_syscall(
         }
     } else {
         p.last_mod_count = p.last_mod_count.wrapping_add(1);
-        if p.state & PS_FROZEN == 0 {
-            // Also while normal: pH lets a normal profile re-freeze and later re-normalise.
-            p.maybe_freeze(s, now);
+        if s.ph() {
+            if p.state & PS_FROZEN == 0 {
+                // Also while normal: pH lets a normal profile re-freeze and later re-normalise.
+                p.maybe_freeze(s, now);
+            }
+        } else if p.state & (PS_FROZEN | PS_NORMAL) == 0 {
+            p.maybe_freeze_quiet(s, now);
         }
     }
 
@@ -384,15 +473,21 @@ fn on_syscall(
     let mut over_limit = false;
     if p.state & PS_NORMAL != 0 {
         anomalous = p.test.misses(c, &prev).count_ones();
-        // The count before this call's increment: the limit trips on anomaly limit + 2.
-        if anomalous != 0 && p.anomalies > u64::from(s.anomaly_limit) {
-            over_limit = true;
-            p.state &= !PS_NORMAL;
+        if anomalous != 0 {
+            over_limit = over_budget(s, ts.run_lfc, p, now);
+        }
+        if over_limit {
+            if s.ph() {
+                p.state &= !PS_NORMAL;
+            } else {
+                p.stop_normal_ebpfh();
+            }
             ts.lf.reset();
         }
     }
     ts.lf.feed(anomalous != 0);
     if anomalous != 0 {
+        ts.run_lfc = ts.run_lfc.max(ts.lf.lfc());
         p.anomalies = p.anomalies.wrapping_add(1);
         out.push(Event::Anomaly {
             tid,
@@ -415,11 +510,18 @@ fn on_syscall(
     }
 
     // Tolerize limit: pH resets the training data on every call above it; we report once per
-    // crossing (ebpH bug B3).
+    // crossing (ebpH bug B3). The ebpfh lifecycle acts once per crossing too: a normal profile's
+    // pending pairs go and it is tainted.
     if ts.lf.lfc() > s.tolerize_limit {
-        p.reset_training();
+        if s.ph() {
+            p.reset_training();
+        }
         if !ts.lf.tolerized {
             ts.lf.tolerized = true;
+            if !s.ph() && p.state & PS_NORMAL != 0 {
+                p.drop_pending();
+                p.state |= PS_TAINTED;
+            }
             out.push(Event::TolerizeLimit {
                 tid,
                 key,
@@ -429,5 +531,75 @@ fn on_syscall(
         }
     } else {
         ts.lf.tolerized = false;
+    }
+}
+
+/// `over_budget`, on an anomalous call of a normal profile: does normal monitoring stop? pH: the
+/// profile's anomalous calls before this one exceed anomaly_limit (so it trips on limit + 2).
+/// ebpfh: the run's first anomaly charges one unit to a budget that starts over every
+/// normal_wait; more than anomaly_limit units in one window stop it.
+fn over_budget(s: &Settings, run_lfc: u32, p: &mut ModelProfile, now: u64) -> bool {
+    if s.ph() {
+        return p.anomalies > u64::from(s.anomaly_limit);
+    }
+    if run_lfc != 0 {
+        return false;
+    }
+    if now > p.life.budget_time.wrapping_add(s.normal_wait_ns) {
+        p.life.budget_time = now;
+        p.life.budget = 0;
+    }
+    p.life.budget = p.life.budget.wrapping_add(1);
+    p.life.budget > s.anomaly_limit
+}
+
+/// `run_end` (ebpfh lifecycle): task `tid`'s run of `p` ended at `now` (exit, or exec of another
+/// image). Updates the novelty EWMA, then freezes a converged training profile, thaws a frozen
+/// one whose novelty rose, and for a normal one taints it (a burst above the minor LFC in this
+/// run) or counts a run that showed pending pairs again (anomalous, minor, nothing new learned),
+/// accepting the pending pairs after [`ACCEPT_RUNS`] of them.
+fn run_end(
+    s: &Settings,
+    tid: u32,
+    ts: &Task,
+    p: &mut ModelProfile,
+    now: u64,
+    out: &mut Vec<Event>,
+) {
+    if s.ph() || !s.monitoring || ts.count == 0 {
+        return;
+    }
+    let state = p.state;
+    p.life.runs = p.life.runs.wrapping_add(1);
+    let mut novelty = p.life.novelty;
+    novelty -= novelty >> NOVELTY_SHIFT;
+    if ts.run_new {
+        novelty = novelty.wrapping_add(NOVELTY_ONE >> NOVELTY_SHIFT);
+    }
+    p.life.novelty = novelty;
+    if state & PS_NORMAL != 0 {
+        if ts.run_lfc > s.minor_lfc() {
+            p.state |= PS_TAINTED;
+            p.life.repeat_runs = 0;
+        } else if p.life.pending != 0 && ts.run_lfc != 0 && !ts.run_new && state & PS_TAINTED == 0 {
+            p.life.repeat_runs = p.life.repeat_runs.wrapping_add(1);
+            if p.life.repeat_runs >= ACCEPT_RUNS {
+                let pending = p.accept_pending();
+                out.push(Event::PendingAccepted {
+                    tid,
+                    key: p.key,
+                    lfc: ts.lf.lfc(),
+                    pending,
+                    counters: p.counters(),
+                });
+            }
+        }
+    } else if state & PS_FROZEN != 0 {
+        // Only a novel run thaws: a clean one never undoes a quiet freeze.
+        if ts.run_new && novelty > NOVELTY_THAW {
+            p.state &= !PS_FROZEN;
+        }
+    } else if novelty < NOVELTY_FREEZE && p.count >= FREEZE_MIN_CALLS {
+        p.freeze(s, now);
     }
 }

@@ -1,10 +1,11 @@
 //! A profile inside the model: counters, state bits and the two tables in hot-path layout.
 
 use crate::event::Counters;
-use crate::profile::{Profile, ProfileKey, PS_FROZEN, PS_NORMAL};
+use crate::profile::{Life, Profile, ProfileKey, NOVELTY_ONE, PS_FROZEN, PS_KEPT, PS_TAINTED};
 
 use super::table::Rows;
-use super::Settings;
+use super::{Settings, FREEZE_MIN_CALLS};
+use crate::profile::PS_NORMAL;
 
 /// What `struct profile` holds, plus the executable's path so [`Profile`] round-trips.
 #[derive(Clone, Debug)]
@@ -18,6 +19,7 @@ pub(super) struct ModelProfile {
     pub sequences: u64,
     pub anomalies: u64,
     pub normal_time: u64,
+    pub life: Life,
     pub train: Rows,
     pub test: Rows,
 }
@@ -35,6 +37,7 @@ impl ModelProfile {
             sequences: 0,
             anomalies: 0,
             normal_time: now.wrapping_add(settings.normal_wait_ns),
+            life: Life::fresh(now),
             train: Rows::default(),
             test: Rows::default(),
         }
@@ -60,9 +63,57 @@ impl ModelProfile {
             && train.wrapping_mul(u64::from(settings.normal_factor_den))
                 > normal.wrapping_mul(u64::from(settings.normal_factor))
         {
-            self.normal_time = now.wrapping_add(settings.normal_wait_ns);
-            self.state |= PS_FROZEN;
+            self.freeze(settings, now);
         }
+    }
+
+    /// `freeze`: the profile turns normal once normal_wait has passed.
+    pub fn freeze(&mut self, settings: &Settings, now: u64) {
+        self.normal_time = now.wrapping_add(settings.normal_wait_ns);
+        self.state |= PS_FROZEN;
+    }
+
+    /// `maybe_freeze_quiet` (ebpfh lifecycle), after a clean call of a training profile: no new
+    /// pair for normal_wait freezes it even if none of its runs ever ends (a daemon).
+    pub fn maybe_freeze_quiet(&mut self, settings: &Settings, now: u64) {
+        if now
+            > self
+                .life
+                .last_new_time
+                .wrapping_add(settings.normal_wait_ns)
+            && self.count >= FREEZE_MIN_CALLS
+        {
+            self.freeze(settings, now);
+        }
+    }
+
+    /// `drop_pending` (ebpfh lifecycle): the training data goes back to the testing data.
+    pub fn drop_pending(&mut self) {
+        if self.life.pending != 0 {
+            self.train.copy_from(&self.test);
+        }
+        self.life.pending = 0;
+        self.life.repeat_runs = 0;
+    }
+
+    /// `accept_pending` (ebpfh lifecycle): the training data is ORed into the testing data;
+    /// returns how many pair sets were pending.
+    pub fn accept_pending(&mut self) -> u32 {
+        let n = self.life.pending;
+        self.test.merge_from(&self.train);
+        self.life.pending = 0;
+        self.life.repeat_runs = 0;
+        self.state &= !PS_TAINTED;
+        n
+    }
+
+    /// `stop_normal_ebpfh`: back to training from the testing data, with novelty starting over.
+    pub fn stop_normal_ebpfh(&mut self) {
+        self.drop_pending();
+        self.life.novelty = NOVELTY_ONE;
+        self.life.budget = 0;
+        self.life.budget_time = 0;
+        self.state &= !(PS_NORMAL | PS_TAINTED);
     }
 
     /// `promote`, the part of start_normal every caller shares: the training data becomes the
@@ -72,7 +123,11 @@ impl ModelProfile {
         self.anomalies = 0;
         self.train_count = 0;
         self.last_mod_count = 0;
-        self.state = (self.state & !PS_FROZEN) | PS_NORMAL;
+        self.life.budget = 0;
+        self.life.budget_time = 0;
+        self.life.pending = 0;
+        self.life.repeat_runs = 0;
+        self.state = (self.state & !(PS_FROZEN | PS_TAINTED)) | PS_NORMAL;
     }
 
     /// `reset_training`: forget the training data (tolerize limit, sensitize). The kernel skips
@@ -98,6 +153,7 @@ impl ModelProfile {
         self.sequences = 0;
         self.anomalies = 0;
         self.normal_time = now.wrapping_add(settings.normal_wait_ns);
+        self.life = Life::fresh(now);
         self.state = 0;
     }
 
@@ -113,6 +169,7 @@ impl ModelProfile {
             sequences: self.sequences,
             anomalies: self.anomalies,
             normal_time: self.normal_time,
+            life: self.life,
             train: self.train.to_table(),
             test: self.test.to_table(),
         }
@@ -124,13 +181,14 @@ impl ModelProfile {
         ModelProfile {
             key: p.key,
             exe: p.exe.clone(),
-            state: p.state & (PS_FROZEN | PS_NORMAL),
+            state: p.state & PS_KEPT,
             count: p.count,
             train_count: p.train_count,
             last_mod_count: p.last_mod_count,
             sequences: p.sequences,
             anomalies: p.anomalies,
             normal_time: p.normal_time,
+            life: p.life,
             train: Rows::from_table(&p.train),
             test: Rows::from_table(&p.test),
         }

@@ -35,6 +35,7 @@ enum Op {
     Tolerize(u8),
     Reset(u8),
     Freeze(u8),
+    Accept(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -61,6 +62,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => k().prop_map(Op::Tolerize),
         1 => k().prop_map(Op::Reset),
         1 => k().prop_map(Op::Freeze),
+        1 => k().prop_map(Op::Accept),
     ]
 }
 
@@ -99,26 +101,39 @@ fn expand(ops: &[Op]) -> Vec<Op> {
 /// Quick to freeze (with factor 40/32, clean calls beyond a fifth of training rather than
 /// three quarters), quick to promote, quick to trip the limits. With the anomaly limit below the
 /// tolerize limit a burst stops normal monitoring; the other way round it tolerizes first.
-fn settings(anomaly_limit: u32, tolerize_limit: u32) -> Settings {
+fn settings(anomaly_limit: u32, tolerize_limit: u32, lifecycle: Lifecycle) -> Settings {
     Settings {
         normal_wait_ns: 20,
         normal_factor: 40,
         anomaly_limit,
         tolerize_limit,
         log_sequences: true,
+        lifecycle,
         ..Settings::default()
     }
 }
 
+fn lifecycle() -> impl Strategy<Value = Lifecycle> {
+    prop_oneof![Just(Lifecycle::Ebpfh), Just(Lifecycle::Ph)]
+}
+
 fn any_settings() -> impl Strategy<Value = Settings> {
-    (0u32..10, 0u32..10, 0u64..40, 33u32..=128, any::<bool>()).prop_map(
-        |(anomaly_limit, tolerize_limit, wait, factor, log)| Settings {
-            normal_wait_ns: wait,
-            normal_factor: factor,
-            log_sequences: log,
-            ..settings(anomaly_limit, tolerize_limit)
-        },
+    (
+        0u32..10,
+        0u32..10,
+        0u64..40,
+        33u32..=128,
+        any::<bool>(),
+        lifecycle(),
     )
+        .prop_map(
+            |(anomaly_limit, tolerize_limit, wait, factor, log, lifecycle)| Settings {
+                normal_wait_ns: wait,
+                normal_factor: factor,
+                log_sequences: log,
+                ..settings(anomaly_limit, tolerize_limit, lifecycle)
+            },
+        )
 }
 
 /// Invariants that hold after every step.
@@ -138,7 +153,28 @@ fn check_state(m: &Model, r: &HashMap<u32, RefTask>) -> Result<(), TestCaseError
     }
     prop_assert_eq!(m.tasks().count(), r.len());
     for p in &m.profiles {
-        prop_assert_eq!(p.state & !(PS_FROZEN | PS_NORMAL), 0, "never PROMOTING");
+        prop_assert_eq!(p.state & !crate::profile::PS_KEPT, 0, "never PROMOTING");
+        if m.settings().lifecycle == Lifecycle::Ebpfh {
+            prop_assert!(p.life.novelty <= crate::profile::NOVELTY_ONE);
+            if p.state & PS_NORMAL != 0 {
+                // Nothing learned while normal is tested before it is accepted: training holds
+                // all the testing data, and exactly it when nothing is pending.
+                let (train, test) = (p.train.to_table(), p.test.to_table());
+                for (c, row) in &test.rows {
+                    for (prev, &bits) in row.iter().enumerate() {
+                        prop_assert_eq!(train.get(*c, prev as u16) & bits, bits);
+                    }
+                }
+                if p.life.pending == 0 {
+                    prop_assert!(train == test, "{} has unpending new pairs", p.key);
+                }
+            } else {
+                prop_assert!(
+                    p.state & PS_TAINTED == 0,
+                    "only a normal profile is tainted"
+                );
+            }
+        }
         prop_assert!(p.last_mod_count <= p.train_count);
         // reset_training skips zeroing when nothing was learned; this is why that is sound.
         prop_assert!(p.sequences != 0 || p.train.pairs() == 0);
@@ -153,6 +189,7 @@ struct Coverage {
     stopped: bool,
     tolerized: bool,
     overflowed: bool,
+    accepted: bool,
 }
 
 fn run_ops(settings: Settings, ops: &[Op]) -> Result<Coverage, TestCaseError> {
@@ -178,6 +215,12 @@ fn run_ops(settings: Settings, ops: &[Op]) -> Result<Coverage, TestCaseError> {
                 events = m.exec(t, key(k), now);
                 r.insert(t, RefTask::fresh());
             }
+            Op::Accept(k) => {
+                if m.accept(key(k)).is_ok() {
+                    may_retest = Some(key(k));
+                    seen.accepted = true;
+                }
+            }
             Op::Fork(p, c) => {
                 m.fork(p, c);
                 if let Some(top) = r.get(&p).map(|rt| rt.stack.last().cloned()) {
@@ -191,7 +234,7 @@ fn run_ops(settings: Settings, ops: &[Op]) -> Result<Coverage, TestCaseError> {
                 }
             }
             Op::Exit(t) => {
-                m.exit(t);
+                events = m.exit(t, now);
                 r.remove(&t);
             }
             Op::Signal(t) => {
@@ -234,6 +277,13 @@ fn run_ops(settings: Settings, ops: &[Op]) -> Result<Coverage, TestCaseError> {
                 {
                     may_forget = k;
                 }
+                // The ebpfh lifecycle drops pending pairs when normal monitoring stops.
+                if events
+                    .iter()
+                    .any(|e| matches!(e, Event::NormalStopped { .. }))
+                {
+                    may_forget = k;
+                }
                 if started {
                     may_retest = k;
                 }
@@ -272,6 +322,13 @@ fn run_ops(settings: Settings, ops: &[Op]) -> Result<Coverage, TestCaseError> {
             }
             Op::Freeze(k) => {
                 let _ = m.freeze(key(k), now);
+            }
+        }
+        // A run's end may accept pending pairs.
+        for e in &events {
+            if let Event::PendingAccepted { key, .. } = e {
+                may_retest = Some(*key);
+                seen.accepted = true;
             }
         }
         if !matches!(op, Op::Exec(..)) {
@@ -317,7 +374,7 @@ proptest! {
 
     #[test]
     fn profiles_survive_the_exchange_format(ops in prop::collection::vec(op(), 1..300)) {
-        let mut m = Model::new(settings(3, 5));
+        let mut m = Model::new(settings(3, 5, Lifecycle::Ebpfh));
         let mut now = 0;
         for op in &expand(&ops) {
             match *op {
@@ -325,12 +382,13 @@ proptest! {
                 Op::Fork(p, c) => m.fork(p, c),
                 Op::Signal(t) => m.signal_handler(t),
                 Op::Call(t, id) => { m.syscall(t, id, now); }
+                Op::Exit(t) => { m.exit(t, now); }
                 Op::Tick(d) => now += d,
                 Op::Normalize(k) => { let _ = m.normalize(key(k)); }
                 _ => {}
             }
         }
-        let mut copy = Model::new(settings(3, 5));
+        let mut copy = Model::new(settings(3, 5, Lifecycle::Ebpfh));
         for k in m.keys().collect::<Vec<_>>() {
             let p = m.profile(k).expect("listed");
             copy.insert_profile(&p);
@@ -352,19 +410,25 @@ fn random_runs_reach_every_state() {
             .new_tree(&mut runner)
             .expect("strategy")
             .current();
-        let settings = if run % 2 == 0 {
-            settings(1, 9)
+        let lifecycle = if run % 4 < 2 {
+            Lifecycle::Ph
         } else {
-            settings(8, 2)
+            Lifecycle::Ebpfh
+        };
+        let settings = if run % 2 == 0 {
+            settings(1, 9, lifecycle)
+        } else {
+            settings(8, 2, lifecycle)
         };
         let seen = run_ops(settings, &ops).expect("invariants");
         all.normal |= seen.normal;
         all.stopped |= seen.stopped;
         all.tolerized |= seen.tolerized;
         all.overflowed |= seen.overflowed;
+        all.accepted |= seen.accepted;
     }
     assert!(
-        all.normal && all.stopped && all.tolerized && all.overflowed,
+        all.normal && all.stopped && all.tolerized && all.overflowed && all.accepted,
         "{all:?}"
     );
 }

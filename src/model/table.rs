@@ -68,6 +68,18 @@ impl Rows {
         }
     }
 
+    /// `OP_MERGE_TO_TEST`: OR every pair of `src` in, creating the rows `src` has.
+    pub fn merge_from(&mut self, src: &Rows) {
+        for (dst, src) in self.rows.iter_mut().zip(src.rows.iter()) {
+            if let Some(s) = src {
+                let d = dst.get_or_insert_with(|| Box::new([0; NSYMBOLS]));
+                for (d, s) in d.iter_mut().zip(s.iter()) {
+                    *d |= s;
+                }
+            }
+        }
+    }
+
     /// `OP_ZERO_TRAIN` / `OP_ZERO_BOTH`: clear every pair, keeping the rows.
     pub fn zero(&mut self) {
         for row in self.rows.iter_mut().flatten() {

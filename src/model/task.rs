@@ -16,6 +16,10 @@ pub struct Task {
     pub(super) overflow: u32,
     pub(super) lf: LocalityFrame,
     pub(super) count: u64,
+    /// ebpfh lifecycle: this run (since exec or fork) taught the profile a new pair.
+    pub(super) run_new: bool,
+    /// Highest LFC of this run; unlike the locality frame's maximum, no reset clears it.
+    pub(super) run_lfc: u32,
 }
 
 impl Task {
@@ -30,6 +34,8 @@ impl Task {
             overflow: 0,
             lf: LocalityFrame::FRESH,
             count: 0,
+            run_new: false,
+            run_lfc: 0,
         }
     }
 
@@ -109,5 +115,15 @@ impl Task {
     /// Calls this task made since its exec or fork.
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Whether this run taught its profile a new pair (ebpfh lifecycle).
+    pub fn run_new(&self) -> bool {
+        self.run_new
+    }
+
+    /// Highest LFC of this run.
+    pub fn run_lfc(&self) -> u32 {
+        self.run_lfc
     }
 }

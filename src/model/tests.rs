@@ -1,5 +1,6 @@
-//! Hand-computed cases: every expected value below was worked out from pH's rules (spec §5-§8,
-//! design §2), not read off the code. Comments show the arithmetic.
+//! Hand-computed cases: every expected value below was worked out from the rules
+//! (docs/lifecycle.md), not read off the code. Comments show the arithmetic. The cases up to
+//! `lifecycle` run pH's lifecycle; the ebpfh lifecycle's have their own section at the end.
 
 use super::*;
 use crate::syscalls::{SYM_EMPTY, SYM_OTHER};
@@ -25,15 +26,23 @@ fn s(id: i64) -> u16 {
     id as u16
 }
 
+/// pH's settings and lifecycle.
+fn ph() -> Settings {
+    Settings {
+        lifecycle: Lifecycle::Ph,
+        ..Settings::default()
+    }
+}
+
 fn model() -> Model {
-    Model::new(Settings::default())
+    Model::new(ph())
 }
 
 /// A model that also reports every call that taught the profile a pair.
 fn logging() -> Model {
     Model::new(Settings {
         log_sequences: true,
-        ..Settings::default()
+        ..ph()
     })
 }
 
@@ -558,7 +567,7 @@ fn a_recorded_sigreturn_pops_like_rt_sigreturn() {
 fn exit_forgets_the_task() {
     let mut m = model();
     m.exec(1, K, 0);
-    m.exit(1);
+    m.exit(1, 0);
     assert!(m.task(1).is_none());
     assert_eq!(m.syscall(1, A, 0), vec![]);
     assert_eq!(m.counters(K).unwrap().count, 0);
@@ -683,6 +692,12 @@ fn reset_forgets_everything() {
     let mut want = Profile {
         key: K,
         normal_time: 77 + WAIT,
+        // The ebpfh lifecycle's block starts over too: novelty "every run", last new at 77.
+        life: crate::profile::Life {
+            novelty: 1 << 16,
+            last_new_time: 77,
+            ..Default::default()
+        },
         ..Profile::default()
     };
     want.exe = p.exe.clone();
@@ -727,4 +742,382 @@ fn profiles_round_trip_and_replace_in_place() {
 fn settings_follow_the_monitors() {
     let s = Settings::from(&crate::settings::Settings::default());
     assert_eq!(s, Settings::default());
+}
+
+// ---- the ebpfh lifecycle ------------------------------------------------------------------------
+//
+// A "run" below is one exec of K, its calls, and its exit. The program is A B C repeated 40
+// times (120 calls): its first run teaches K every pair it has, every later identical run none.
+
+/// The ebpfh lifecycle with pH's other defaults, but tolerize_limit `tl` (minor LFC = tl / 2) and
+/// anomaly_limit `al`.
+fn ebpfh(tl: u32, al: u32) -> Model {
+    Model::new(Settings {
+        tolerize_limit: tl,
+        anomaly_limit: al,
+        ..Settings::default()
+    })
+}
+
+fn program() -> Vec<i64> {
+    [A, B, C].repeat(40)
+}
+
+/// One run of `ids` by task `tid` at `now`; every event in order.
+fn one_run(m: &mut Model, tid: u32, ids: &[i64], now: u64) -> Vec<Event> {
+    let mut ev = m.exec(tid, K, now);
+    ev.extend(run(m, tid, ids, now));
+    ev.extend(m.exit(tid, now));
+    ev
+}
+
+fn life(m: &Model) -> crate::profile::Life {
+    m.profile(K).unwrap().life
+}
+
+/// Runs 22 identical runs at T0 + 1 .. T0 + 22: frozen after the 22nd (see below).
+fn converged(m: &mut Model) {
+    for i in 1..=22 {
+        one_run(m, 1, &program(), T0 + i);
+    }
+}
+
+#[test]
+fn novelty_decays_by_an_eighth_per_clean_run_and_freezes_below_a_sixteenth() {
+    let mut m = ebpfh(12, 30);
+    // Run 1 learns: novelty stays at 65536 (65536 - 8192 + 8192).
+    one_run(&mut m, 1, &program(), T0 + 1);
+    assert_eq!((life(&m).novelty, life(&m).runs), (65536, 1));
+    // Each clean run: v - v/8 (integer): 57344, 50176, 43904, ...; after the 20th clean run
+    // 4539, after the 21st 3972 < 4096 = 65536/16.
+    one_run(&mut m, 1, &program(), T0 + 2);
+    assert_eq!(life(&m).novelty, 57344);
+    for i in 3..=21 {
+        one_run(&mut m, 1, &program(), T0 + i);
+    }
+    assert_eq!(life(&m).novelty, 4539);
+    assert_eq!(m.state(K), Some(0), "still training at 4539");
+    one_run(&mut m, 1, &program(), T0 + 22);
+    assert_eq!(life(&m).novelty, 3972);
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    let p = m.profile(K).unwrap();
+    assert_eq!(
+        p.normal_time,
+        T0 + 22 + WAIT,
+        "the wait starts at the freeze"
+    );
+    assert_eq!((p.count, p.life.runs), (22 * 120, 22));
+}
+
+#[test]
+fn a_run_without_calls_is_no_run() {
+    let mut m = ebpfh(12, 30);
+    m.exec(1, K, T0);
+    m.exit(1, T0);
+    assert_eq!(life(&m).runs, 0);
+    assert_eq!(life(&m).novelty, 65536);
+}
+
+#[test]
+fn too_few_calls_never_freeze_on_runs() {
+    let mut m = ebpfh(12, 30);
+    // 30 runs of 30 calls: 900 < 1024 calls, however low novelty is.
+    for i in 1..=30 {
+        one_run(&mut m, 1, &[A, B, C].repeat(10), T0 + i);
+    }
+    assert!(life(&m).novelty < 4096);
+    assert_eq!(m.state(K), Some(0));
+    // The 35th run brings the count to 35 * 30 = 1050.
+    for i in 31..=35 {
+        one_run(&mut m, 1, &[A, B, C].repeat(10), T0 + i);
+    }
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+}
+
+#[test]
+fn frozen_tolerates_one_novel_run_and_thaws_on_two_in_a_row() {
+    let mut m = ebpfh(12, 30);
+    converged(&mut m);
+    // A run with a new call X: 3972 - 496 + 8192 = 11668 <= 16384: still frozen, X learned.
+    let mut with_x = program();
+    with_x.insert(60, X);
+    one_run(&mut m, 1, &with_x, T0 + 23);
+    assert_eq!(life(&m).novelty, 11668);
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    assert_ne!(m.profile(K).unwrap().train.get(s(X), s(C)), 0);
+    // Another new call Y right after: 11668 - 1458 + 8192 = 18402 > 16384: training again.
+    let mut with_y = program();
+    with_y.insert(60, Y);
+    one_run(&mut m, 1, &with_y, T0 + 24);
+    assert_eq!(life(&m).novelty, 18402);
+    assert_eq!(m.state(K), Some(0));
+}
+
+#[test]
+fn a_daemon_that_never_ends_a_run_freezes_after_a_quiet_wait() {
+    let mut m = ebpfh(12, 30);
+    m.exec(1, K, T0);
+    // 1200 calls at T0: the last new pair was learned at T0 (within the first calls).
+    run(&mut m, 1, &[A, B, C].repeat(400), T0);
+    assert_eq!(life(&m).last_new_time, T0);
+    // Quiet for exactly normal_wait: not yet (the rule wants more than that).
+    run(&mut m, 1, &[A], T0 + WAIT);
+    assert_eq!(m.state(K), Some(0));
+    run(&mut m, 1, &[B], T0 + WAIT + 1);
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    assert_eq!(m.profile(K).unwrap().normal_time, T0 + WAIT + 1 + WAIT);
+    assert_eq!(life(&m).runs, 0);
+}
+
+#[test]
+fn a_clean_run_never_thaws_a_quiet_freeze() {
+    let mut m = ebpfh(12, 30);
+    m.exec(1, K, T0);
+    run(&mut m, 1, &[A, B, C].repeat(400), T0);
+    run(&mut m, 1, &[A], T0 + WAIT + 1);
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    // A second task's clean run ends: novelty 65536 - 8192 = 57344 > 16384, but nothing was new.
+    m.fork(1, 2);
+    run(&mut m, 2, &[B, C, A], T0 + WAIT + 2);
+    m.exit(2, T0 + WAIT + 2);
+    assert_eq!((life(&m).novelty, life(&m).runs), (57344, 1));
+    assert_eq!(m.state(K), Some(PS_FROZEN));
+    // A novel run does thaw it: 57344 - 7168 + 8192 = 58368 > 16384.
+    m.fork(1, 3);
+    run(&mut m, 3, &[X], T0 + WAIT + 3);
+    m.exit(3, T0 + WAIT + 3);
+    assert_eq!(life(&m).novelty, 58368);
+    assert_eq!(m.state(K), Some(0));
+}
+
+/// Normal at T0 + 2 WAIT (frozen at T0 + 22, promoted on the first call after T0 + 22 + WAIT).
+fn normal(m: &mut Model) -> u64 {
+    converged(m);
+    let t = T0 + 2 * WAIT;
+    let ev = one_run(m, 1, &program(), t);
+    assert!(ev.iter().any(|e| matches!(e, Event::NormalStarted { .. })));
+    assert_eq!(m.state(K), Some(PS_NORMAL));
+    t
+}
+
+#[test]
+fn what_a_normal_profile_learns_is_pending_and_still_flagged() {
+    let mut m = ebpfh(40, 30);
+    let t = normal(&mut m);
+    let mut with_x = program();
+    with_x.insert(60, X);
+    // X misses its (absent) row at all 8 distances. The k-th call after X (k = 1..8) misses
+    // the pair with X at distance k and, because X shifted the period-3 program by one, every
+    // pair at the distances beyond k: 1 + (8 - k) misses. 9 anomalous calls, 9 new pair sets,
+    // now pending.
+    let ev = one_run(&mut m, 1, &with_x, t + 1);
+    assert_eq!(anomalies(&ev), vec![8, 8, 7, 6, 5, 4, 3, 2, 1]);
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.life.pending, 9);
+    assert_eq!(p.test.get(s(X), s(C)), 0, "not tested yet");
+    assert_ne!(p.train.get(s(X), s(C)), 0, "but learned");
+    // The same run again is flagged again: running once did not launder it.
+    let ev = one_run(&mut m, 1, &with_x, t + 2);
+    assert_eq!(anomalies(&ev).len(), 9);
+    // The operator accepts: now it is normal behaviour.
+    m.accept(K).unwrap();
+    assert_eq!(life(&m).pending, 0);
+    assert_eq!(
+        anomalies(&one_run(&mut m, 1, &with_x, t + 3)),
+        Vec::<u16>::new()
+    );
+    assert_eq!(m.accept(K), Err(CommandError::NothingPending(K)));
+}
+
+#[test]
+fn pending_pairs_are_accepted_after_eight_runs_that_show_them_again() {
+    // tolerize_limit 40: minor LFC 20, and X's run reaches LFC 9.
+    let mut m = ebpfh(40, 30);
+    let t = normal(&mut m);
+    let mut with_x = program();
+    with_x.insert(60, X);
+    // The run that learns X shows nothing again: it does not count.
+    one_run(&mut m, 1, &with_x, t + 1);
+    assert_eq!((life(&m).pending, life(&m).repeat_runs), (9, 0));
+    // Ordinary runs, however many, do not accept it: waiting launders nothing.
+    for i in 2..=30 {
+        one_run(&mut m, 1, &program(), t + i);
+    }
+    assert_eq!((life(&m).pending, life(&m).repeat_runs), (9, 0));
+    // Each later run with X is anomalous (9 calls, LFC 9 <= 20) and learns nothing: it counts.
+    for i in 1..=7 {
+        let ev = one_run(&mut m, 1, &with_x, t + 30 + i);
+        assert_eq!(anomalies(&ev).len(), 9);
+    }
+    assert_eq!((life(&m).pending, life(&m).repeat_runs), (9, 7));
+    let ev = one_run(&mut m, 1, &with_x, t + 38);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::PendingAccepted { pending: 9, .. })),
+        "{ev:?}"
+    );
+    assert_eq!((life(&m).pending, life(&m).repeat_runs), (0, 0));
+    assert_ne!(m.profile(K).unwrap().test.get(s(X), s(C)), 0);
+    assert_eq!(
+        anomalies(&one_run(&mut m, 1, &with_x, t + 39)),
+        Vec::<u16>::new()
+    );
+}
+
+#[test]
+fn a_burst_taints_and_pending_pairs_then_wait_for_the_operator() {
+    // tolerize_limit 12: minor LFC 6; X's run reaches LFC 9 > 6.
+    let mut m = ebpfh(12, 30);
+    let t = normal(&mut m);
+    let mut with_x = program();
+    with_x.insert(60, X);
+    one_run(&mut m, 1, &with_x, t + 1);
+    assert!(m.profile(K).unwrap().tainted());
+    // A program ending in X: one anomalous call (LFC 1), one more pending pair set on its
+    // first run, then minor runs that show pending pairs again, which a tainted profile does
+    // not count.
+    let mut x_at_end = program();
+    x_at_end.push(X);
+    for i in 2..=20 {
+        let ev = one_run(&mut m, 1, &x_at_end, t + i);
+        assert_eq!(anomalies(&ev).len(), 1);
+    }
+    // X at the end follows the same 8 calls as X at 60, so its pair set is pending already.
+    assert_eq!(
+        (life(&m).pending, life(&m).repeat_runs),
+        (9, 0),
+        "a tainted profile counts no runs toward acceptance"
+    );
+    m.accept(K).unwrap();
+    let p = m.profile(K).unwrap();
+    assert!(!p.tainted());
+    assert_ne!(p.test.get(s(X), s(C)), 0);
+}
+
+#[test]
+fn the_tolerize_limit_acts_once_per_crossing() {
+    let mut m = ebpfh(4, 1000);
+    let t = normal(&mut m);
+    // 40 new calls X Y Z W ... in a row keep the LFC above 4 for a long stretch.
+    m.exec(1, K, t + 1);
+    let ev = run(&mut m, 1, &[X, Y, Z, W].repeat(10), t + 1);
+    let tol = ev
+        .iter()
+        .filter(|e| matches!(e, Event::TolerizeLimit { .. }))
+        .count();
+    assert_eq!(tol, 1, "one event for one crossing");
+    let p = m.profile(K).unwrap();
+    assert!(p.tainted());
+    // A fresh task: its k-th call (k <= 8) pairs with EMPTY, so is new; calls 9-12 are the
+    // first whose windows hold no EMPTY; from call 13 on each window repeats call k-4's. So
+    // calls 1-12 are new pair sets. The crossing (the 5th anomalous call, LFC 5 > 4) dropped
+    // calls 1-5's; calls 6-12 are pending again. No reset on every call zeroed anything.
+    assert_eq!(p.life.pending, 7);
+    assert!(p.train.pairs() > p.test.pairs());
+    assert_ne!(p.train.get(s(A), s(C)), 0);
+    assert_eq!(p.anomalies, 40, "every anomalous call counted, none zeroed");
+}
+
+#[test]
+fn under_ph_the_tolerize_limit_resets_training_on_every_call_above_it() {
+    let mut m = Model::new(Settings {
+        tolerize_limit: 4,
+        anomaly_limit: 1000,
+        lifecycle: Lifecycle::Ph,
+        ..Settings::default()
+    });
+    m.exec(1, K, T0);
+    run(&mut m, 1, &program(), T0);
+    m.normalize(K).unwrap();
+    let ev = run(&mut m, 1, &[X, Y, Z, W].repeat(10), T0 + 1);
+    let p = m.profile(K).unwrap();
+    // Above the limit from the 5th call to the last: the last call's reset leaves nothing.
+    assert_eq!((p.train.pairs(), p.sequences, p.anomalies), (0, 0, 0));
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::TolerizeLimit { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn the_budget_counts_anomalous_runs_not_calls() {
+    let mut m = ebpfh(1000, 2);
+    let t = normal(&mut m);
+    // One run with 40 anomalous calls costs one unit of the budget of 2.
+    let mut burst = program();
+    burst.splice(60..60, [X, Y, Z, W].repeat(10));
+    let ev = one_run(&mut m, 1, &burst, t + 1);
+    assert_eq!(anomalies(&ev).len(), 40 + 8);
+    assert_eq!(life(&m).budget, 1);
+    assert_eq!(m.state(K).unwrap() & PS_NORMAL, PS_NORMAL);
+    one_run(&mut m, 1, &burst, t + 2);
+    assert_eq!(life(&m).budget, 2);
+    // The third anomalous run in the window makes 3 > 2: normal monitoring stops at its first
+    // anomaly, the training data goes back to the testing data, novelty starts over.
+    let ev = one_run(&mut m, 1, &burst, t + 3);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::NormalStopped {
+            reason: StopReason::AnomalyLimit,
+            ..
+        }
+    )));
+    let p = m.profile(K).unwrap();
+    assert_eq!(p.state & PS_NORMAL, 0);
+    assert_eq!(p.life.pending, 0);
+    // Novelty restarted at 65536 at the stop. The stopping run had anomalies, so the rest of the
+    // burst taught the (now training) profile nothing: the run ended clean, 65536 - 8192, and
+    // the training data is the testing data, without the burst.
+    assert_eq!(p.life.novelty, 57344);
+    assert_eq!(p.life.budget, 0);
+    assert_eq!(p.train.get(s(X), s(C)), 0);
+    assert!(p.train == p.test);
+    // A later clean run of the burst, in training, learns it as training does.
+    one_run(&mut m, 2, &burst, t + 4);
+    assert_ne!(m.profile(K).unwrap().train.get(s(X), s(C)), 0);
+}
+
+#[test]
+fn the_budget_starts_over_every_normal_wait() {
+    let mut m = ebpfh(1000, 1);
+    let t = normal(&mut m);
+    let mut with_x = program();
+    with_x.insert(60, X);
+    one_run(&mut m, 1, &with_x, t + 1);
+    assert_eq!(life(&m).budget, 1);
+    assert_eq!(life(&m).budget_time, t + 1);
+    // More than normal_wait later: a new window, the count is 1 again, nothing stops.
+    one_run(&mut m, 1, &with_x, t + 2 + WAIT);
+    assert_eq!((life(&m).budget, life(&m).budget_time), (1, t + 2 + WAIT));
+    assert_eq!(m.state(K), Some(PS_NORMAL));
+    // Within that window, a second anomalous run: 2 > 1.
+    one_run(&mut m, 1, &with_x, t + 3 + WAIT);
+    assert_eq!(m.state(K).unwrap() & PS_NORMAL, 0);
+}
+
+#[test]
+fn accept_is_refused_for_a_profile_that_is_not_normal() {
+    let mut m = ebpfh(12, 30);
+    one_run(&mut m, 1, &program(), T0);
+    assert_eq!(m.accept(K), Err(CommandError::NotNormal(K)));
+    assert_eq!(m.accept(K2), Err(CommandError::NoProfile(K2)));
+}
+
+#[test]
+fn a_normal_profile_never_refreezes_by_itself_under_ebpfh() {
+    // pH re-freezes a normal profile and re-normalizes it on what it learned meanwhile.
+    let mut m = ebpfh(40, 30);
+    let t = normal(&mut m);
+    let mut with_x = program();
+    with_x.insert(60, X);
+    one_run(&mut m, 1, &with_x, t + 1);
+    // Tainted? No (LFC 9 <= 20); but with only 3 more runs (not 8) nothing is accepted, and a
+    // long quiet time does not freeze a normal profile.
+    for i in 2..=4 {
+        one_run(&mut m, 1, &program(), t + 3 * WAIT + i);
+    }
+    assert_eq!(m.state(K), Some(PS_NORMAL));
+    assert_eq!(m.profile(K).unwrap().test.get(s(X), s(C)), 0);
 }

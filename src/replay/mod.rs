@@ -63,6 +63,7 @@ pub struct Tunables {
     pub normal_factor: Option<u32>,
     pub normal_factor_den: Option<u32>,
     pub log_sequences: bool,
+    pub lifecycle: Option<crate::settings::Lifecycle>,
 }
 
 #[derive(Clone, Debug)]
@@ -238,6 +239,8 @@ fn evaluation_settings() -> Settings {
     Settings {
         normal_wait_ns: u64::MAX,
         anomaly_limit: u32::MAX,
+        // pH's: nothing a profile learns after normalize may reach its testing data.
+        lifecycle: crate::model::Lifecycle::Ph,
         ..Settings::default()
     }
 }
@@ -265,11 +268,14 @@ fn feed_fixed(model: &mut Model, r: &Record, out: &mut Vec<Event>) -> bool {
     }
 }
 
-/// Ends every task still alive, so the next trace starts with none (its tids may repeat).
-fn exit_all(model: &mut Model) {
-    let tids: Vec<u32> = model.tasks().map(|(t, _)| t).collect();
+/// Ends every task still alive at `now`, so the next trace starts with none (its tids may
+/// repeat); their runs end there, as if they exited when their trace did.
+fn exit_all(model: &mut Model, now: u64, out: &mut Vec<Event>) {
+    let mut tids: Vec<u32> = model.tasks().map(|(t, _)| t).collect();
+    // In tid order, so a replay is the same on every run.
+    tids.sort_unstable();
     for t in tids {
-        model.exit(t);
+        model.exit_into(t, now, out);
     }
 }
 
@@ -324,7 +330,8 @@ pub fn evaluate(opts: &Options) -> Result<Report> {
             events.clear();
         })?;
         unknown.add(&info);
-        exit_all(&mut model);
+        exit_all(&mut model, 0, &mut events);
+        events.clear();
         bar.inc(input.bytes);
     }
 
@@ -361,7 +368,8 @@ pub fn evaluate(opts: &Options) -> Result<Report> {
                 }
             })?;
             unknown.add(&info);
-            exit_all(&mut model);
+            exit_all(&mut model, 0, &mut events);
+            events.clear();
             scores.push(TraceScore::new(
                 set,
                 input.path.display().to_string(),

@@ -46,6 +46,12 @@ struct Online<'o> {
     /// Settings given on the command line win over a recording's.
     keep_settings: bool,
     events: Vec<Event>,
+    /// The model's clock at the latest record (trace time, or calls with `Ncalls`).
+    now: u64,
+    /// The time the latest record's events happened at (what `feed` returns).
+    last_time: u64,
+    /// The task the latest record ended.
+    exited: Option<u32>,
 }
 
 fn comm(exe: &str) -> String {
@@ -109,26 +115,35 @@ impl Online<'_> {
             self.calls += 1;
         }
         let now = if self.by_calls { self.calls } else { time };
+        if time != 0 || self.by_calls {
+            self.now = now;
+        }
         match r {
             Record::Settings { .. } if self.keep_settings => {}
             Record::Call { tid, nr, .. } => {
                 self.model
                     .syscall_into(*tid, i64::from(*nr), now, &mut self.events)
             }
+            Record::Exit { tid, .. } => self.model.exit_into(*tid, now, &mut self.events),
             Record::Exec { tid, key, .. } | Record::Adopt { tid, key, .. } => {
                 self.events.extend(self.model.exec(*tid, *key, now))
             }
             other => crate::trace::feed(&mut self.model, other, &mut self.events),
         }
-        if let Record::Exit { tid, .. } = r {
-            self.procs.remove(tid);
+        // Forgotten at the next record, so the lines of this exit's events still name it.
+        if let Some(tid) = self.exited.take() {
+            self.procs.remove(&tid);
         }
-        if self.timed {
+        if let Record::Exit { tid, .. } = r {
+            self.exited = Some(*tid);
+        }
+        self.last_time = if self.timed {
             time
         } else {
             // Untimed input: one nanosecond after the epoch per call replayed.
             self.calls
-        }
+        };
+        self.last_time
     }
 
     fn line(&self, e: &Event) -> Line {
@@ -204,8 +219,10 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
         normal_factor_den: t.normal_factor_den.unwrap_or(defaults.normal_factor_den),
         log_sequences: t.log_sequences,
         monitoring: true,
+        lifecycle: t.lifecycle.unwrap_or(defaults.lifecycle),
     };
-    let keep_settings = t.normal_wait.is_some()
+    let keep_settings = t.lifecycle.is_some()
+        || t.normal_wait.is_some()
         || t.anomaly_limit.is_some()
         || t.tolerize_limit.is_some()
         || t.normal_factor.is_some()
@@ -223,6 +240,9 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
         clock: TaiClock::new(),
         keep_settings,
         events: Vec::new(),
+        now: 0,
+        last_time: 0,
+        exited: None,
     };
     let bar = progress(&files);
     let mut unknown = Unknown::default();
@@ -247,7 +267,15 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
             return Err(e).context("cannot write to standard output");
         }
         unknown.add(&info);
-        super::exit_all(&mut o.model);
+        // Tasks alive at the end of a file end their runs there, at the last time replayed.
+        let mut ended = Vec::new();
+        super::exit_all(&mut o.model, o.now, &mut ended);
+        for e in ended {
+            let line = jsonl::to_line(o.utc(o.last_time), o.host, &o.line(&e));
+            if let Err(e) = writeln!(out, "{line}") {
+                return Err(e).context("cannot write to standard output");
+            }
+        }
         o.procs.clear();
         bar.inc(f.bytes);
     }

@@ -167,6 +167,12 @@ impl FeedItem {
             Record::TolerizeLimit { process, lfc, .. } => {
                 format!("{} passed the tolerize limit (LFC {lfc})", who(process))
             }
+            Record::PendingAccepted {
+                process, pending, ..
+            } => format!(
+                "{}: {pending} pending pair sets accepted (shown again by 8 runs)",
+                process.exe
+            ),
             Record::Command {
                 peer_uid,
                 peer_pid,

@@ -47,6 +47,7 @@ pub fn action(mode: &Mode, key: KeyEvent) -> Option<Action> {
             KeyCode::Char('z') => Some(Action::Command(Op::Sensitize)),
             KeyCode::Char('t') => Some(Action::Command(Op::Tolerize)),
             KeyCode::Char('r') => Some(Action::Command(Op::Reset)),
+            KeyCode::Char('a') => Some(Action::Command(Op::Accept)),
             KeyCode::Char('?') | KeyCode::F(1) => Some(Action::Help),
             _ => None,
         },
@@ -54,7 +55,7 @@ pub fn action(mode: &Mode, key: KeyEvent) -> Option<Action> {
 }
 
 /// The help screen's lines: key, then what it does.
-pub const HELP: [(&str, &str); 17] = [
+pub const HELP: [(&str, &str); 18] = [
     ("↑ ↓  j k", "move"),
     ("PgUp PgDn g G", "page, first, last"),
     ("Tab", "profiles ⇄ processes"),
@@ -66,6 +67,10 @@ pub const HELP: [(&str, &str); 17] = [
     ("z", "sensitize: forget training data (asks first)"),
     ("t", "tolerize: back to training (asks first)"),
     ("r", "reset: forget everything (asks first)"),
+    (
+        "a",
+        "accept: what it learned while normal is normal (asks first)",
+    ),
     ("?", "this help"),
     ("Esc", "back; quits from the main views"),
     ("q  Ctrl-C", "quit"),

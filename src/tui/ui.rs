@@ -542,6 +542,7 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
                     ("z", "sensitize"),
                     ("t", "tolerize"),
                     ("r", "reset"),
+                    ("a", "accept"),
                     ("?", "help"),
                     ("q", "quit"),
                 ]
@@ -556,6 +557,7 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
                     ("z", "sensitize"),
                     ("t", "tolerize"),
                     ("r", "reset"),
+                    ("a", "accept"),
                     ("?", "help"),
                     ("q", "quit"),
                 ]
