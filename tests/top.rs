@@ -178,7 +178,11 @@ fn root_top_hosts_a_monitor_and_normalizes_the_workload() {
     tmux.text(sleeper_path.to_str().unwrap());
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("the sleeper process", Duration::from_secs(15), |s| {
-        s.contains(&sleeper.id().to_string()) && s.contains(sleeper_path.to_str().unwrap())
+        // Until the whole path is typed, the filter may match more (the test binary shares
+        // the sleeper's directory prefix).
+        s.contains(&sleeper.id().to_string())
+            && s.contains(sleeper_path.to_str().unwrap())
+            && s.contains("Processes 1/")
     });
     assert!(screen.contains("Processes 1/"), "{screen}");
 
