@@ -480,3 +480,44 @@ fn root_a_log_reader_that_goes_away_is_reported_once() {
     );
     assert!(text.contains("Broken pipe"), "{text}");
 }
+
+/// Out of file descriptors (64, fewer than the idle connections the monitor keeps) with hundreds
+/// of idle connections, the monitor neither spins nor
+/// floods its stderr, holds no thread per idle connection, and still answers `ebpfh status`.
+#[test]
+fn root_idle_connections_and_no_file_descriptors_leave_status_answering() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    let pid = std::fs::read_to_string(mon.run_dir.join("ebpfh.pid")).unwrap();
+    let pid = pid.trim();
+    let st = Command::new("prlimit")
+        .args(["--pid", pid, "--nofile=64:64"])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(st.success());
+    let sock = mon.run_dir.join("control.sock");
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..400)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let threads = |pid: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = text.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line[8..].trim().parse().unwrap()
+    };
+    let during = threads(pid);
+    let out = mon.client(&["status"]);
+    assert!(
+        out.status.success(),
+        "status did not answer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("monitoring   on"));
+    drop(idle);
+    let stderr = mon.stderr_text();
+    assert!(stderr.len() < 16 << 10, "{} bytes of stderr", stderr.len());
+    // The limit was reached, and said so once.
+    assert_eq!(stderr.matches("Too many open files").count(), 1, "{stderr}");
+    assert!(during < 80, "{during} threads for 400 idle connections");
+}

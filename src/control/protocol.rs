@@ -107,6 +107,15 @@ impl Op {
 
 pub type Reply = Result<Response, String>;
 
+/// Parses one request line as the monitor receives it, or says in one sentence why not.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line.trim_end()).map_err(|e| {
+        format!(
+            "the monitor did not understand the request ({e}); are the client and the monitor the same version?"
+        )
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {

@@ -7,11 +7,11 @@
 //! with `try_send`; one that falls behind is dropped with a warning, so the monitor never waits.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -718,29 +718,244 @@ fn resolve(host: &dyn Host, target: &Target) -> Result<u32, String> {
     }
 }
 
-fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<AtomicBool>) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            break;
+/// Connections that have not sent their request line yet; the control thread reads them itself,
+/// so an idle connection costs a file descriptor and a small buffer, never a thread.
+const MAX_PENDING: usize = 128;
+/// Connections with a thread of their own (a request waiting for its reply, an event stream).
+const MAX_ACTIVE: usize = 64;
+/// Connections accepted per round before the waiting ones are read, so that a burst of new
+/// connections cannot push out one whose request is already there.
+const ACCEPT_BATCH: usize = 16;
+/// A connection that has not sent a whole request line within this long is closed.
+const IDLE: Duration = Duration::from_secs(5);
+/// Longest pause of accepting after a failure (out of file descriptors, say).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one warning per this long about the same trouble.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// A warning said at most once per [`WARN_EVERY`], with a count of those held back.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttled {
+    fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
+        if self.last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            self.held += 1;
+            return;
         }
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("control socket: cannot accept a connection: {e}");
+        match std::mem::take(&mut self.held) {
+            0 => log::warn!("{msg}"),
+            n => log::warn!("{msg} ({n} more since the last such warning)"),
+        }
+        self.last = Some(Instant::now());
+    }
+}
+
+struct Pending {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    since: Instant,
+}
+
+/// What reading a waiting connection gave.
+enum Got {
+    Waiting,
+    Line(String),
+    Closed,
+    TooLong,
+}
+
+fn read_pending(p: &mut Pending) -> Got {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match p.stream.read(&mut chunk) {
+            Ok(0) => return Got::Closed,
+            Ok(n) => {
+                p.buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = p.buf.iter().position(|&b| b == b'\n') {
+                    return Got::Line(String::from_utf8_lossy(&p.buf[..end]).into_owned());
+                }
+                if p.buf.len() as u64 > MAX_REQUEST {
+                    return Got::TooLong;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Got::Waiting,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Got::Closed,
+        }
+    }
+}
+
+/// Out of file descriptors or memory: accepting again at once would fail again at once.
+fn resource_error(e: &std::io::Error) -> bool {
+    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
+
+/// Accepts connections and reads their request lines without a thread per connection; each
+/// complete request gets a thread of its own (at most [`MAX_ACTIVE`]) to wait for the monitor's
+/// reply. Out of file descriptors, it closes the connection idle longest to make room, backs off
+/// and warns at most once a minute, instead of spinning on accept.
+fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<AtomicBool>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    if let Err(e) = listener.set_nonblocking(true) {
+        log::error!("control socket: cannot serve it: {e}");
+        return;
+    }
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut trouble = Throttled::default();
+    let mut backoff = Duration::ZERO;
+    let mut accept_at = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let accepting = now >= accept_at;
+        let wait = if accepting {
+            Duration::from_millis(500)
+        } else {
+            (accept_at - now).min(Duration::from_millis(500))
+        };
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = Vec::with_capacity(pending.len() + 1);
+            fds.push(PollFd::new(
+                listener.as_fd(),
+                if accepting {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                },
+            ));
+            fds.extend(
+                pending
+                    .iter()
+                    .map(|p| PollFd::new(p.stream.as_fd(), PollFlags::POLLIN)),
+            );
+            let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(500);
+            if poll(&mut fds, PollTimeout::from(ms)).is_err() {
+                // EINTR; the next round polls again.
                 continue;
             }
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
         };
-        let tx = tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("control-client".into())
-            .spawn(move || {
-                if let Err(e) = handle_client(stream, &tx) {
-                    log::debug!("control client: {e}");
+        // Waiting connections first, so a request that has arrived is served before new
+        // connections can push it out.
+        let mut i = pending.len();
+        while i > 0 {
+            i -= 1;
+            if !ready[i + 1] {
+                continue;
+            }
+            match read_pending(&mut pending[i]) {
+                Got::Waiting => {}
+                Got::Closed => {
+                    pending.remove(i);
                 }
-            });
-        if let Err(e) = spawned {
-            log::warn!("control socket: cannot start a thread for a client: {e}");
+                Got::TooLong => {
+                    if let Some(mut p) = pending.remove(i) {
+                        let r: Reply = Err("the request is too long".into());
+                        let _ = p.stream.set_nonblocking(false);
+                        let _ = write_line(&mut p.stream, &r);
+                    }
+                }
+                Got::Line(line) => {
+                    if let Some(p) = pending.remove(i) {
+                        dispatch(p.stream, line, &tx, &active, &mut trouble);
+                    }
+                }
+            }
         }
+        pending.retain(|p| p.since.elapsed() < IDLE);
+        if !(accepting && ready[0]) {
+            continue;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    backoff = Duration::ZERO;
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if pending.len() >= MAX_PENDING {
+                        pending.pop_front();
+                    }
+                    pending.push_back(Pending {
+                        stream,
+                        buf: Vec::new(),
+                        since: Instant::now(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Make room: the connection idle longest has sent nothing yet.
+                    if resource_error(&e) && pending.pop_front().is_some() {
+                        trouble.warn(format_args!(
+                            "control socket: cannot accept a connection: {e}; closing the connections idle longest to make room"
+                        ));
+                        continue;
+                    }
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_BACKOFF);
+                    accept_at = Instant::now() + backoff;
+                    trouble.warn(format_args!(
+                        "control socket: cannot accept a connection: {e}; retrying in {} ms",
+                        backoff.as_millis()
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Hands a complete request to a thread of its own, or says the monitor is busy.
+fn dispatch(
+    mut stream: UnixStream,
+    line: String,
+    tx: &SyncSender<Incoming>,
+    active: &Arc<AtomicUsize>,
+    trouble: &mut Throttled,
+) {
+    let busy = |stream: &mut UnixStream| {
+        let r: Reply = Err("the monitor is busy with other clients; try again".into());
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = write_line(stream, &r);
+    };
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    if active.fetch_add(1, Ordering::SeqCst) >= MAX_ACTIVE {
+        active.fetch_sub(1, Ordering::SeqCst);
+        busy(&mut stream);
+        return;
+    }
+    let (tx, counter) = (tx.clone(), active.clone());
+    let mut answer = match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => {
+            active.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("control-client".into())
+        .spawn(move || {
+            if let Err(e) = handle_request(stream, &line, &tx) {
+                log::debug!("control client: {e}");
+            }
+            counter.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        active.fetch_sub(1, Ordering::SeqCst);
+        trouble.warn(format_args!(
+            "control socket: cannot start a thread for a client: {e}"
+        ));
+        busy(&mut answer);
     }
 }
 
@@ -750,8 +965,11 @@ fn write_line<T: serde::Serialize>(stream: &mut UnixStream, value: &T) -> std::i
     stream.write_all(line.as_bytes())
 }
 
-fn handle_client(mut stream: UnixStream, tx: &SyncSender<Incoming>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+fn handle_request(
+    mut stream: UnixStream,
+    line: &str,
+    tx: &SyncSender<Incoming>,
+) -> std::io::Result<()> {
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let creds = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(std::io::Error::from)?;
@@ -759,21 +977,14 @@ fn handle_client(mut stream: UnixStream, tx: &SyncSender<Incoming>) -> std::io::
         uid: creds.uid(),
         pid: creds.pid(),
     };
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
     if peer.uid != 0 {
         // The socket is 0600 in a 0700 directory; this is the second lock on the door.
         let r: Reply = Err("only root may control the ebpfh monitor".into());
         return write_line(&mut stream, &r);
     }
-    let req: Request = match serde_json::from_str(line.trim_end()) {
+    let req = match parse_request(line) {
         Ok(r) => r,
-        Err(e) => {
-            let r: Reply = Err(format!(
-                "the monitor did not understand the request ({e}); are the client and the monitor the same version?"
-            ));
-            return write_line(&mut stream, &r);
-        }
+        Err(e) => return write_line(&mut stream, &Err::<Response, String>(e)),
     };
     if req == Request::EventStream {
         let (events_tx, events) = mpsc::sync_channel(SUBSCRIBER_QUEUE);
