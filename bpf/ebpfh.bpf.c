@@ -5,7 +5,7 @@
  * Every traced task keeps a window of its last 9 calls; every executable
  * keeps a profile of lookahead pairs. A call whose pairs the profile has
  * never seen is learned (training) or reported (normal). The algorithm and
- * its order of steps follow shared/spec/ph-semantics.md §5-§8; comments
+ * its order of steps are docs/algorithm.md (and docs/lifecycle.md); comments
  * here say why the code is shaped as it is.
  */
 #include "vmlinux.h"
@@ -128,7 +128,8 @@ struct {
 	__type(value, __u8);
 } policy SEC(".maps");
 
-/* Tied to the task struct, so a recycled pid never inherits state (B10). */
+/* Tied to the task struct, so a recycled pid never inherits state
+ * (docs/algorithm.md, "Stale state for a recycled pid"). */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -321,7 +322,7 @@ static __always_inline __u32 row_misses(const struct row *row, const __u16 *prev
 	return miss;
 }
 
-/* Set the missing bits with atomic ORs on whole words (B5). */
+/* Set the missing bits with atomic ORs on whole words (docs/algorithm.md, "Lost flag bits"). */
 static __always_inline void row_learn(struct row *row, const __u16 *prev, __u32 miss)
 {
 #pragma unroll
@@ -951,8 +952,9 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 
 	/*
 	 * Returning from a handler ends its frame: its return call is its last
-	 * call, then pop (B9). Pops happen while paused too, or the frames
-	 * pushed meanwhile would never go away.
+	 * call, then pop (docs/algorithm.md, "Windows and frames"). Pops
+	 * happen while paused too, or the frames pushed meanwhile would never
+	 * go away.
 	 */
 	if (unlikely(pops_frame(id, compat))) {
 		if (ts->overflow)
@@ -978,7 +980,8 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	if (task->tgid == settings.monitor_tgid)
 		return 0;
 	/*
-	 * Runs only after a successful exec (B8). For a #! script bprm->file
+	 * Runs only after a successful exec (docs/algorithm.md,
+	 * "Association before exec succeeded"). For a #! script bprm->file
 	 * is already the interpreter: scripts share their interpreter's
 	 * profile, which is what the running image is.
 	 */
@@ -1179,7 +1182,7 @@ int command(struct command_args *args)
 	args->result = 0;
 	switch (args->op) {
 	case CMD_NORMALIZE:
-		/* An untrained profile would flag every call (B17). */
+		/* An untrained profile would flag every call (docs/algorithm.md). */
 		if (!p->sequences) {
 			args->result = -ENODATA;
 			break;

@@ -1,7 +1,7 @@
 //! Time: the kernel stamps events and deadlines with CLOCK_TAI; users read UTC.
 //!
 //! TAI survives reboots and is comparable across save and load (unlike boot or monotonic time),
-//! which is why `normal_time` uses it (ebpH bug B11).
+//! which is why `normal_time` uses it (docs/algorithm.md, "Time").
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use nix::time::{clock_gettime, ClockId};

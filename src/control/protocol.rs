@@ -56,7 +56,7 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// pH's operator commands (design §2, "Commands").
+/// pH's operator commands (docs/algorithm.md, "Commands").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {

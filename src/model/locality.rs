@@ -4,7 +4,8 @@
 pub const LOCALITY: usize = 128;
 
 /// 128 one-bit cells, a cursor and the running count (LFC) with its maximum, plus the flag that
-/// the tolerize-limit event was already sent. They live and reset together (ebpH bug B2).
+/// the tolerize-limit event was already sent. They live and reset together
+/// (docs/algorithm.md, "Locality counter apart from its window").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalityFrame {
     cells: [u64; LOCALITY / 64],

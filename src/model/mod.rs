@@ -276,7 +276,8 @@ impl Model {
     /// Start normal monitoring now: the training data becomes the testing data. Unlike the
     /// automatic promotion, no frozen state is needed and no task's locality frame is reset.
     /// Refused for a profile that never learned a pair (`sequences == 0`, as the kernel checks),
-    /// whose empty testing data would flag every call (ebpH bug B17).
+    /// whose empty testing data would flag every call (docs/algorithm.md, "Normalizing an
+    /// untrained profile").
     pub fn normalize(&mut self, key: ProfileKey) -> Result<(), CommandError> {
         let p = self.get_mut(key)?;
         if p.sequences == 0 {
@@ -510,8 +511,8 @@ fn on_syscall(
     }
 
     // Tolerize limit: pH resets the training data on every call above it; we report once per
-    // crossing (ebpH bug B3). The ebpfh lifecycle acts once per crossing too: a normal profile's
-    // pending pairs go and it is tainted.
+    // crossing (docs/algorithm.md, "Tolerize event on every call"). The ebpfh lifecycle acts
+    // once per crossing too: a normal profile's pending pairs go and it is tainted.
     if ts.lf.lfc() > s.tolerize_limit {
         if s.ph() {
             p.reset_training();

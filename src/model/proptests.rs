@@ -66,8 +66,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A deliberately naive signal stack, as spec §3 and design §2 describe it: a list of frame
-/// histories (each starting all EMPTY), at most SIGSTACK deep, plus an overflow count.
+/// A deliberately naive signal stack, as docs/algorithm.md ("Windows and frames") describes it:
+/// a list of frame histories (each starting all EMPTY), at most SIGSTACK deep, plus an overflow
+/// count.
 #[derive(Clone, Debug)]
 struct RefTask {
     stack: Vec<Vec<u16>>,

@@ -50,7 +50,8 @@ impl Task {
 
     /// `signal_deliver` with a user handler: the handler's calls get a new empty frame. Past the
     /// last frame only the overflow count grows, so every later rt_sigreturn still has its push
-    /// to undo and the frames stay matched (ebpH bug B9).
+    /// to undo and the frames stay matched (docs/algorithm.md, "A fixed signal stack whose
+    /// overflow desynchronises").
     pub(super) fn push_signal(&mut self) {
         let d = self.depth + 1;
         if d as usize >= SIGSTACK || self.overflow != 0 {
