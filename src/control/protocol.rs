@@ -110,6 +110,20 @@ pub type Reply = Result<Response, String>;
 /// Parses one request line as the monitor receives it, or says in one sentence why not.
 pub fn parse_request(line: &str) -> Result<Request, String> {
     serde_json::from_str(line.trim_end()).map_err(|e| {
+        // serde quotes what it did not understand; a control character in it (a newline, an
+        // escape sequence) must not reach the client's terminal as such.
+        let e: String = e
+            .to_string()
+            .chars()
+            .flat_map(|c| {
+                let shown: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                shown
+            })
+            .collect();
         format!(
             "the monitor did not understand the request ({e}); are the client and the monitor the same version?"
         )
@@ -414,6 +428,15 @@ mod tests {
             serde_json::to_string(&Request::Status).unwrap(),
             "\"status\""
         );
+    }
+
+    /// Found by tests/fuzz.rs: an unknown request name with a newline in it came back in the
+    /// error as a raw newline.
+    #[test]
+    fn a_bad_request_is_refused_in_one_line() {
+        let e = parse_request(r#""sta\ntus\u001b[2J""#).unwrap_err();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.contains("sta\\ntus"), "{e}");
     }
 
     #[test]
