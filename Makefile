@@ -22,7 +22,7 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 # Generated from the clap definitions by `make completions man`.
 GEN := target/gen
 
-.PHONY: all deps build release run test test-kernels vm-deps lint fmt vmlinux clean bench bench-deps eval install uninstall \
+.PHONY: fuzz all deps build release run test test-kernels vm-deps lint fmt vmlinux clean bench bench-deps eval install uninstall \
 	completions man
 
 all: build
@@ -64,6 +64,12 @@ vm-deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Runs each fuzz target in tests/fuzz.rs for FUZZ_SECONDS (debug build: overflow checks on);
+# a failing input is shrunk and written to target/fuzz-crashes/TARGET/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --test fuzz -- --test-threads=1 --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
