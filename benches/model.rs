@@ -140,7 +140,7 @@ fn trace(len: usize) -> Vec<i64> {
 }
 
 const TID: u32 = 1000;
-const KEY: ProfileKey = ProfileKey { kdev: 1, ino: 2 };
+const KEY: ProfileKey = ProfileKey::file(1, 2);
 
 fn new_model() -> Model {
     // Never promote by itself: the training run must stay in training.

@@ -58,6 +58,8 @@ enum bpf_constants _bpf_constants = 0;
 /* Capacities, fixed by the monitor before load (they size the maps). */
 const volatile __u32 max_profiles = DEFAULT_MAX_PROFILES;
 const volatile __u32 max_rows = DEFAULT_MAX_ROWS;
+/* Give an interpreter running a script file a profile of its own (--script-profiles). */
+const volatile __u32 script_profiles = 1;
 
 /* The settings map: one record the monitor rewrites at run time. */
 struct settings settings SEC(".data.settings") = {
@@ -127,6 +129,35 @@ struct {
 	__type(key, struct profile_key);
 	__type(value, __u8);
 } policy SEC(".maps");
+
+/* Interpreter families by file name (see interpreter_rule); the monitor fills it at start. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 128);
+	__type(key, struct interp_name);
+	__type(value, struct interp_rule);
+} interpreters SEC(".maps");
+
+/* dpath(): paths up to DPATH_END bytes, names up to NAME_BOUND - 1, DPATH_DEPTH steps. */
+#define DPATH_END 511
+#define NAME_BOUND 256
+#define DPATH_DEPTH 64
+
+/* Exec-time string work: too big for the BPF stack. Exec never nests on a CPU. */
+struct exec_scratch {
+	char argv[ARGV_BYTES];
+	char script[PATH_LEN];
+	char name[2 * INTERP_NAME];
+	/* dpath(): a path is built backwards from DPATH_END. */
+	char dpath[DPATH_END + 1 + NAME_BOUND];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_scratch);
+} scratch SEC(".maps");
 
 /* Tied to the task struct, so a recycled pid never inherits state
  * (docs/algorithm.md, "Stale state for a recycled pid"). */
@@ -481,6 +512,293 @@ static __always_inline struct task_state *task_start(struct task_struct *task, _
 	return ts;
 }
 
+/* ---- script profiles (exec time only) -------------------------------- */
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static __always_inline struct exec_scratch *scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline __u64 letter_bit(__u8 c)
+{
+	if (c >= 'a' && c <= 'z')
+		return 1ULL << (c - 'a');
+	if (c >= 'A' && c <= 'Z')
+		return 1ULL << (c - 'A' + 26);
+	if (c >= '0' && c <= '9')
+		return 1ULL << (c - '0' + 52);
+	return 0;
+}
+
+static __always_inline int is_version_char(char c)
+{
+	return (c >= '0' && c <= '9') || c == '.';
+}
+
+/*
+ * The rule for the interpreter `file` is, found by its file name without a
+ * version suffix (python3.12, perl5.36.0, lua5.4): a copy of bash under
+ * another directory is still bash. NULL if it is no known interpreter.
+ */
+static __always_inline const struct interp_rule *interpreter_rule(struct file *file,
+								  struct exec_scratch *s)
+{
+	const unsigned char *name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	struct interp_name key = {};
+	long n;
+
+	n = bpf_probe_read_kernel_str(s->name, sizeof(s->name), name);
+	if (n <= 1)
+		return NULL;
+	n--;
+	for (int i = 0; i < (int)sizeof(s->name); i++) {
+		if (n <= 0 || !is_version_char(s->name[(n - 1) & (sizeof(s->name) - 1)]))
+			break;
+		n--;
+	}
+	if (n <= 0 || n >= INTERP_NAME)
+		return NULL;
+	for (int i = 0; i < INTERP_NAME - 1; i++)
+		if (i < n)
+			key.name[i] = s->name[i];
+	return bpf_map_lookup_elem(&interpreters, &key);
+}
+
+/* The scan of an interpreter's argv for its script (see script_arg). */
+struct argscan {
+	struct interp_rule rule;
+	__u32 len;       /* bytes of argv read */
+	__u32 at_start;  /* the next byte starts an argument */
+	__u32 argn;      /* arguments started so far */
+	__u32 skip;      /* the next argument is an option's value */
+	__u32 end_opts;  /* after "--": the next argument is the script */
+	__u32 found;     /* offset + 1 of the script argument; 0 = none */
+};
+
+/* One argument starting at `off`: 1 = stop scanning (found or no script), 0 = go on. */
+static __always_inline int argscan_arg(struct argscan *a, const char *argv, __u32 off)
+{
+	char c0 = argv[off & (ARGV_BYTES - 1)], c1, cj;
+	__u64 bit;
+
+	if (a->skip) {
+		a->skip = 0;
+		return 0;
+	}
+	if (c0 == 0)
+		return 1; /* an empty argument names no file */
+	if (a->end_opts || !(c0 == '-' || (c0 == '+' && a->rule.plus))) {
+		a->found = off + 1;
+		return 1;
+	}
+	c1 = argv[(off + 1) & (ARGV_BYTES - 1)];
+	if (c1 == 0)
+		return 1; /* "-": the program comes from stdin */
+	if (c0 == '-' && c1 == '-') {
+		/* "--" ends the options; a long option takes no value here. */
+		if (argv[(off + 2) & (ARGV_BYTES - 1)] == 0)
+			a->end_opts = 1;
+		return 0;
+	}
+	/* A bundle of short options, as in `bash -ec` or `perl -lne`. */
+	for (int j = 1; j < 8; j++) {
+		cj = argv[(off + j) & (ARGV_BYTES - 1)];
+		if (cj == 0)
+			break;
+		bit = letter_bit(cj);
+		if (bit & a->rule.code)
+			return 1;
+		if (bit & a->rule.value) {
+			if (argv[(off + j + 1) & (ARGV_BYTES - 1)] == 0)
+				a->skip = 1;
+			break;
+		}
+		if (bit & a->rule.attached)
+			break;
+	}
+	return 0;
+}
+
+static long argscan_cb(__u64 i, void *ctx)
+{
+	struct argscan *a = ctx;
+	struct exec_scratch *s = scratch_get();
+	int start;
+
+	if (!s || i >= a->len)
+		return 1;
+	start = a->at_start;
+	a->at_start = s->argv[i & (ARGV_BYTES - 1)] == 0;
+	if (!start)
+		return 0;
+	/* argv[0] is the interpreter itself. */
+	if (a->argn++ == 0)
+		return 0;
+	return argscan_arg(a, s->argv, i);
+}
+
+/*
+ * For an interpreter started on a script file (`bash x.sh`, `python3 -u
+ * y.py`): copies the script argument into s->script and returns 1. The
+ * script is the first argument that is neither an option nor an option's
+ * value; options that put the program on the command line or stdin (-c, -e,
+ * -m, -) mean there is none. Reads the new image's argv, which exec has just
+ * written to its stack.
+ */
+static __always_inline int script_arg(struct task_struct *task, struct file *file,
+				      struct exec_scratch *s)
+{
+	const struct interp_rule *rule = interpreter_rule(file, s);
+	struct argscan a = {};
+	unsigned long start, end;
+	__u32 off, len;
+	long n;
+
+	if (!rule)
+		return 0;
+	start = BPF_CORE_READ(task, mm, arg_start);
+	end = BPF_CORE_READ(task, mm, arg_end);
+	if (end <= start)
+		return 0;
+	len = end - start;
+	if (len > ARGV_BYTES)
+		len = ARGV_BYTES;
+	if (bpf_probe_read_user(s->argv, len, (void *)start))
+		return 0;
+	a.len = len;
+	a.rule = *rule;
+	a.at_start = 1;
+	bpf_loop(ARGV_BYTES, argscan_cb, &a, 0);
+	if (!a.found)
+		return 0;
+	off = (a.found - 1) & (ARGV_BYTES - 1);
+	n = bpf_probe_read_kernel_str(s->script, sizeof(s->script), &s->argv[off]);
+	/* An argument cut off by the scan's limit names no file we know. */
+	return n > 1 && off + n <= a.len;
+}
+
+/*
+ * The script identity of an exec, 0 if it is none: an interpreter started
+ * through `#!` (bprm->interp then differs from bprm->filename, the script as
+ * exec'd), or a known interpreter given a script argument. The identity is an
+ * FNV-1a hash of the path without leading "./"; a relative path also hashes
+ * the working directory's inode, so x.sh in two directories are two scripts.
+ */
+static __always_inline __u64 script_of(struct task_struct *task, struct linux_binprm *bprm,
+				       struct exec_scratch *s)
+{
+	__u64 h = FNV_OFFSET, ino, dev;
+	__u32 from = 0;
+	char c;
+
+	if (bprm->interp != bprm->filename) {
+		if (bpf_probe_read_kernel_str(s->script, sizeof(s->script), bprm->filename) <= 1)
+			return 0;
+	} else if (!script_arg(task, bprm->file, s)) {
+		return 0;
+	}
+	for (int i = 0; i < 8; i++) {
+		if (s->script[from & (PATH_LEN - 1)] != '.' ||
+		    s->script[(from + 1) & (PATH_LEN - 1)] != '/')
+			break;
+		from += 2;
+	}
+	for (int i = 0; i < PATH_LEN; i++) {
+		__u32 j = from + i;
+
+		if (j >= PATH_LEN)
+			break;
+		c = s->script[j];
+		if (!c)
+			break;
+		h = (h ^ (__u8)c) * FNV_PRIME;
+	}
+	if (s->script[0] != '/') {
+		ino = BPF_CORE_READ(task, fs, pwd.dentry, d_inode, i_ino);
+		dev = BPF_CORE_READ(task, fs, pwd.dentry, d_sb, s_dev);
+		h = (h ^ ino) * FNV_PRIME;
+		h = (h ^ dev) * FNV_PRIME;
+	}
+	return h ? h : 1;
+}
+
+/* ---- absolute paths (profile creation only) -------------------------- */
+
+struct dwalk {
+	struct dentry *d;
+	struct mount *m;
+	__u32 pos; /* the path so far starts at dpath[pos] */
+	__u32 done;
+};
+
+/* One step up: a name, or from a mount's root to where it is mounted. */
+static long dwalk_cb(__u64 i, void *ctx)
+{
+	struct dwalk *w = ctx;
+	struct exec_scratch *s = scratch_get();
+	struct dentry *d = w->d, *parent;
+	struct mount *m = w->m, *up;
+	const unsigned char *name;
+	__u32 len;
+
+	if (!s)
+		return 1;
+	if (d == BPF_CORE_READ(m, mnt.mnt_root)) {
+		up = BPF_CORE_READ(m, mnt_parent);
+		if (up == m) {
+			w->done = 1; /* the root of the task's mount tree */
+			return 1;
+		}
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = up;
+		return 0;
+	}
+	parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d) {
+		w->done = 1;
+		return 1;
+	}
+	len = BPF_CORE_READ(d, d_name.len);
+	name = BPF_CORE_READ(d, d_name.name);
+	if (len == 0 || len >= NAME_BOUND || w->pos < len + 1)
+		return 1; /* too long for the buffer: no path */
+	w->pos -= len;
+	bpf_probe_read_kernel(&s->dpath[w->pos & DPATH_END], len & (NAME_BOUND - 1), name);
+	w->pos--;
+	s->dpath[w->pos & DPATH_END] = '/';
+	w->d = parent;
+	return 0;
+}
+
+/*
+ * The absolute path of (dentry, vfsmount) as the task's mount namespace
+ * sees it, like d_path() (which tracing programs may not call), into
+ * s->dpath; returns where it starts, or -1. Exec time only: a bounded walk.
+ */
+static __always_inline int dpath(struct dentry *d, struct vfsmount *mnt, struct exec_scratch *s)
+{
+	struct dwalk w = {
+		.d = d,
+		.m = (void *)mnt - bpf_core_field_offset(struct mount, mnt),
+		.pos = DPATH_END,
+	};
+
+	s->dpath[DPATH_END] = 0;
+	bpf_loop(DPATH_DEPTH, dwalk_cb, &w, 0);
+	if (!w.done)
+		return -1;
+	if (w.pos == DPATH_END) {
+		w.pos--;
+		s->dpath[w.pos & DPATH_END] = '/';
+	}
+	return w.pos & DPATH_END;
+}
+
 /* ---- profiles --------------------------------------------------------- */
 
 /* The ebpfh lifecycle's state of a new (or reset) profile: nothing seen yet. */
@@ -495,19 +813,27 @@ static __always_inline void life_init(struct profile *p, __u64 now)
 	p->repeat_runs = 0;
 }
 
+/*
+ * The profile of `file` (with `script`, a script profile: s->script holds its
+ * path), created if new. 0 if there is none to be had.
+ */
 static __always_inline __u32 profile_for_file(struct file *file,
 					      struct task_struct *task,
-					      const char *filename, __u64 now)
+					      const char *filename, __u64 script,
+					      const struct exec_scratch *s, __u64 now)
 {
 	struct profile_key key = {};
 	struct ev_profile_created *e;
+	struct exec_scratch *ws;
 	struct profile *p;
 	__u32 *found, slot;
+	int at;
 
 	if (!file)
 		return 0;
 	key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
 	key.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	key.script = script;
 	found = bpf_map_lookup_elem(&profile_index, &key);
 	if (found)
 		return *found;
@@ -537,6 +863,25 @@ static __always_inline __u32 profile_for_file(struct file *file,
 		e->filename[0] = 0;
 		if (filename)
 			bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename);
+		e->script[0] = 0;
+		e->path[0] = 0;
+		e->cwd[0] = 0;
+		if (script && s)
+			bpf_probe_read_kernel_str(e->script, sizeof(e->script), s->script);
+		/* The monitor may never see a short-lived process in /proc. */
+		ws = scratch_get();
+		if (ws) {
+			at = dpath(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), ws);
+			if (at >= 0)
+				bpf_probe_read_kernel_str(e->path, sizeof(e->path), &ws->dpath[at & DPATH_END]);
+			if (script && s && s->script[0] != '/') {
+				at = dpath(BPF_CORE_READ(task, fs, pwd.dentry),
+					   BPF_CORE_READ(task, fs, pwd.mnt), ws);
+				if (at >= 0)
+					bpf_probe_read_kernel_str(e->cwd, sizeof(e->cwd),
+								  &ws->dpath[at & DPATH_END]);
+			}
+		}
 		bpf_ringbuf_submit(e, 0);
 	}
 	return slot;
@@ -974,7 +1319,9 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	     struct linux_binprm *bprm)
 {
+	struct exec_scratch *s = NULL;
 	struct task_state *ts;
+	__u64 script = 0;
 	__u32 slot;
 
 	if (task->tgid == settings.monitor_tgid)
@@ -982,8 +1329,8 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	/*
 	 * Runs only after a successful exec (docs/algorithm.md,
 	 * "Association before exec succeeded"). For a #! script bprm->file
-	 * is already the interpreter: scripts share their interpreter's
-	 * profile, which is what the running image is.
+	 * is already the interpreter; with script profiles on, the script
+	 * gets a profile of its own under the interpreter (script_of).
 	 */
 	__u64 now = now_tai();
 
@@ -991,7 +1338,12 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	ts = bpf_task_storage_get(&tasks, task, 0, 0);
 	if (ts)
 		run_end(ts, now);
-	slot = profile_for_file(bprm->file, task, bprm->filename, now);
+	if (script_profiles) {
+		s = scratch_get();
+		if (s)
+			script = script_of(task, bprm, s);
+	}
+	slot = profile_for_file(bprm->file, task, bprm->filename, script, s, now);
 	if (!slot) {
 		/* No profile for the new image: stop attributing it to the old one. */
 		bpf_task_storage_delete(&tasks, task);
@@ -1113,7 +1465,8 @@ int adopt_tasks(struct bpf_iter__task *ctx)
 		return 0;
 	exe = BPF_CORE_READ(task, mm, exe_file);
 	now = now_tai();
-	slot = profile_for_file(exe, task, NULL, now);
+	/* Scripts already running stay with their interpreter's profile. */
+	slot = profile_for_file(exe, task, NULL, 0, NULL, now);
 	if (!slot)
 		return 0;
 	if (!task_start(task, slot))

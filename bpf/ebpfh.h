@@ -33,6 +33,14 @@
 #define COMM_LEN 16
 #define PATH_LEN 256
 
+/*
+ * Script profiles. An interpreter's argv is scanned in its first ARGV_BYTES
+ * bytes; interpreters are known by the name of the executed file with any
+ * version suffix removed (python3.12 -> python), at most INTERP_NAME - 1 long.
+ */
+#define ARGV_BYTES 512
+#define INTERP_NAME 16
+
 /* Profile state bits. pH keeps frozen and normal as independent flags. */
 #define PS_FROZEN 1
 #define PS_NORMAL 2
@@ -114,10 +122,32 @@ enum response_policy {
 	POLICY_TARGET = 2, /* respond (with respond_listed, only these) */
 };
 
-/* Identity of an executable as the kernel sees it (raw s_dev, i_ino). */
+/*
+ * Identity of a profile: the executable as the kernel sees it (raw s_dev,
+ * i_ino) and, for an interpreter running a script file, a hash of the
+ * script's path (0 = not a script profile).
+ */
 struct profile_key {
 	__u64 dev;
 	__u64 ino;
+	__u64 script;
+};
+
+/*
+ * How one interpreter family reads its command line, for finding the script
+ * among the arguments. Option letters are bits: a-z 0..25, A-Z 26..51,
+ * 0-9 52..61 (letter_bit in ebpfh.bpf.c).
+ */
+struct interp_rule {
+	__u64 code;     /* the program is on the command line or stdin: no script */
+	__u64 value;    /* takes a value: the rest of the bundle, else the next argument */
+	__u64 attached; /* takes the rest of the bundle only (perl -i.bak) */
+	__u32 plus;     /* '+' starts options too (shells: +o NAME) */
+	__u32 _pad;
+};
+
+struct interp_name {
+	char name[INTERP_NAME];
 };
 
 /*
@@ -221,6 +251,14 @@ struct ev_profile_created {
 	/* What exec was asked to run, as given (may be relative); empty for
 	 * processes found at start-up. */
 	char filename[PATH_LEN];
+	/* A script profile's script, as given to exec or to the interpreter. */
+	char script[PATH_LEN];
+	/* The executable's absolute path, walked up its dentries and mounts
+	 * (in the task's mount namespace); empty if deeper or longer than the
+	 * walk goes. */
+	char path[PATH_LEN];
+	/* The working directory, likewise, when `script` is relative. */
+	char cwd[PATH_LEN];
 };
 
 struct ev_anomaly {

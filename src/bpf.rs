@@ -10,6 +10,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{AsRawLibbpf, Iter, Link, MapCore, MapFlags, OpenObject};
 
 use crate::profile::{Profile, ProfileKey, Table};
+use crate::script::{self, Interpreter};
 use crate::settings::Settings;
 use crate::syscalls::NSYMBOLS;
 
@@ -55,8 +56,32 @@ unsafe impl plain::Plain for types::task_state {}
 unsafe impl plain::Plain for types::trace_call {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::trace_task {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::interp_name {}
+// SAFETY: as above.
+unsafe impl plain::Plain for types::interp_rule {}
 // SAFETY: as above (the `.data.settings` section: one `struct settings`).
 unsafe impl plain::Plain for types::data_settings {}
+
+impl From<types::profile_key> for ProfileKey {
+    fn from(k: types::profile_key) -> Self {
+        ProfileKey {
+            kdev: k.dev,
+            ino: k.ino,
+            script: k.script,
+        }
+    }
+}
+
+impl From<ProfileKey> for types::profile_key {
+    fn from(k: ProfileKey) -> Self {
+        types::profile_key {
+            dev: k.kdev,
+            ino: k.ino,
+            script: k.script,
+        }
+    }
+}
 
 /// An operator command on one profile (`enum command_op` in `bpf/ebpfh.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +225,7 @@ impl<'obj> Kernel<'obj> {
         if let Some(ro) = maps.rodata_data.as_deref_mut() {
             ro.max_profiles = cap.profiles;
             ro.max_rows = cap.rows;
+            ro.script_profiles = u32::from(settings.script_profiles);
         }
         if let Some(s) = maps.data_settings_data.as_deref_mut() {
             write_settings(&mut s.settings, settings, monitor_tgid);
@@ -209,6 +235,9 @@ impl<'obj> Kernel<'obj> {
         let execve_abort = settings.abort_execve > 0 && lsm_works();
         open.progs.exec_check.set_autoload(execve_abort);
         let skel = open.load().map_err(kernel("load the BPF program"))?;
+        for interp in &settings.interpreters {
+            set_interpreter(&skel, interp)?;
+        }
         let k = Kernel {
             skel,
             links: Default::default(),
@@ -465,10 +494,7 @@ impl<'obj> Kernel<'obj> {
     /// Sets an executable's response policy: `true` = respond to it (see `respond_listed`),
     /// `false` = never respond to it.
     pub fn set_policy(&self, key: ProfileKey, respond: bool) -> Result<(), LoadError> {
-        let k = types::profile_key {
-            dev: key.kdev,
-            ino: key.ino,
-        };
+        let k = types::profile_key::from(key);
         // SAFETY: plain C record.
         let bytes = unsafe { plain::as_bytes(&k) };
         use types::response_policy as p;
@@ -487,10 +513,7 @@ impl<'obj> Kernel<'obj> {
 
     /// Slot of the profile with this key, if the kernel has one.
     pub fn slot_of(&self, key: ProfileKey) -> Option<u32> {
-        let k = types::profile_key {
-            dev: key.kdev,
-            ino: key.ino,
-        };
+        let k = types::profile_key::from(key);
         // SAFETY: plain C record.
         let bytes = unsafe { plain::as_bytes(&k) };
         let v = self
@@ -531,10 +554,7 @@ impl<'obj> Kernel<'obj> {
             return None;
         }
         Some(Profile {
-            key: ProfileKey {
-                kdev: p.key.dev,
-                ino: p.key.ino,
-            },
+            key: p.key.into(),
             state: p.state,
             count: p.count,
             train_count: p.train_count,
@@ -554,12 +574,11 @@ impl<'obj> Kernel<'obj> {
             return None;
         }
         Some(Profile {
-            key: ProfileKey {
-                kdev: p.key.dev,
-                ino: p.key.ino,
-            },
+            key: p.key.into(),
             exe: String::new(),
             identity: None,
+            script: String::new(),
+            owner: 0,
             state: p.state,
             count: p.count,
             train_count: p.train_count,
@@ -590,10 +609,7 @@ impl<'obj> Kernel<'obj> {
                 return Err(LoadError::ProfilesFull(self.cap.profiles));
             }
             let mut raw = types::profile {
-                key: types::profile_key {
-                    dev: prof.key.kdev,
-                    ino: prof.key.ino,
-                },
+                key: prof.key.into(),
                 count: prof.count,
                 train_count: prof.train_count,
                 last_mod_count: prof.last_mod_count,
@@ -635,10 +651,7 @@ impl<'obj> Kernel<'obj> {
                 .profiles
                 .update(&next_slot.to_ne_bytes(), bytes, MapFlags::ANY)
                 .map_err(kernel("store a profile"))?;
-            let key = types::profile_key {
-                dev: prof.key.kdev,
-                ino: prof.key.ino,
-            };
+            let key = types::profile_key::from(prof.key);
             // SAFETY: as above.
             let key_bytes = unsafe { plain::as_bytes(&key) };
             self.skel
@@ -675,6 +688,27 @@ fn size_maps(maps: &mut skel::OpenEbpfhMaps<'_>, cap: Capacity) -> Result<(), Lo
         .set_max_entries(cap.trace_bytes)
         .map_err(kernel("size the trace buffer"))?;
     Ok(())
+}
+
+/// Tells the kernel that files named `interp.name` (plus a version) are such an interpreter.
+fn set_interpreter(skel: &EbpfhSkel<'_>, interp: &Interpreter) -> Result<(), LoadError> {
+    let mut key = types::interp_name::default();
+    for (d, &s) in key.name.iter_mut().zip(interp.name.as_bytes()) {
+        *d = s as _;
+    }
+    let rule = types::interp_rule {
+        code: script::letters(interp.rule.code),
+        value: script::letters(interp.rule.value),
+        attached: script::letters(interp.rule.attached),
+        plus: u32::from(interp.rule.plus),
+        ..Default::default()
+    };
+    // SAFETY: plain C records.
+    let (k, v) = unsafe { (plain::as_bytes(&key), plain::as_bytes(&rule)) };
+    skel.maps
+        .interpreters
+        .update(k, v, MapFlags::ANY)
+        .map_err(kernel("register an interpreter"))
 }
 
 /// Runs an `iter/task` program once over every task and returns what it wrote.

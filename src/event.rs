@@ -40,6 +40,14 @@ pub struct Origin {
     pub filename: String,
     /// The task's cgroup v2 id (0: not known); see `cgroup::Cgroups`.
     pub cgroup: u64,
+    /// `profile_created` of a script profile only: the script as given to exec or to the
+    /// interpreter (may be relative).
+    pub script: String,
+    /// `profile_created` only: the executable's absolute path as the kernel walked it at exec
+    /// (empty if it could not).
+    pub path: String,
+    /// `profile_created` only: the working directory at exec, when `script` is relative.
+    pub cwd: String,
 }
 
 /// Profile counters as they were when the event fired.
@@ -212,8 +220,8 @@ fn origin(h: &types::ev_header) -> Origin {
         comm: c_str(&comm),
         slot: h.profile,
         time: h.time,
-        filename: String::new(),
         cgroup: h.cgroup,
+        ..Origin::default()
     }
 }
 
@@ -248,13 +256,15 @@ pub fn decode(
     let tid = h.tid;
     if Kind(h.kind) == Kind::EV_PROFILE_CREATED {
         let e: types::ev_profile_created = read(h.kind, data)?;
-        let name: Vec<u8> = e.filename.iter().map(|&c| c as u8).collect();
-        let key = ProfileKey {
-            kdev: e.key.dev,
-            ino: e.key.ino,
+        let text = |field: &[std::ffi::c_char]| {
+            c_str(&field.iter().map(|&c| c as u8).collect::<Vec<u8>>())
         };
+        let key = ProfileKey::from(e.key);
         let origin = Origin {
-            filename: c_str(&name),
+            filename: text(&e.filename),
+            script: text(&e.script),
+            path: text(&e.path),
+            cwd: text(&e.cwd),
             ..origin(&e.h)
         };
         return Ok((Event::ProfileCreated { tid, key }, origin));
@@ -369,7 +379,7 @@ mod tests {
     }
 
     /// The key the tests' slot 7 resolves to.
-    const K7: ProfileKey = ProfileKey { kdev: 8, ino: 7 };
+    const K7: ProfileKey = ProfileKey::file(8, 7);
 
     fn key_of(slot: u32) -> ProfileKey {
         assert_eq!(slot, 7, "the key of the record's own slot is asked for");
@@ -413,8 +423,8 @@ mod tests {
                 comm: "anomaly".into(),
                 slot: 7,
                 time: 42,
-                filename: String::new(),
                 cgroup: 4242,
+                ..Origin::default()
             }
         );
     }
@@ -428,17 +438,27 @@ mod tests {
         e.key = types::profile_key {
             dev: (254 << 20) | 1,
             ino: 99,
+            script: 5,
         };
-        for (d, s) in e.filename.iter_mut().zip(b"/usr/bin/ls\0junk") {
-            *d = *s as _;
+        for (field, text) in [
+            (&mut e.filename, &b"./x.sh\0junk"[..]),
+            (&mut e.script, b"./x.sh\0"),
+            (&mut e.path, b"/usr/bin/dash\0"),
+            (&mut e.cwd, b"/home/u\0"),
+        ] {
+            for (d, s) in field.iter_mut().zip(text) {
+                *d = *s as _;
+            }
         }
         let (ev, origin) = decode(&bytes(&e), |_| panic!("the record carries its key")).unwrap();
-        let key = ProfileKey {
-            kdev: (254 << 20) | 1,
-            ino: 99,
-        };
+        let key = ProfileKey::file((254 << 20) | 1, 99).with_script(5);
         assert_eq!(ev, Event::ProfileCreated { tid: 101, key });
-        assert_eq!(origin.filename, "/usr/bin/ls");
+        assert_eq!(origin.filename, "./x.sh");
+        assert_eq!(origin.script, "./x.sh");
+        assert_eq!(
+            (origin.path.as_str(), origin.cwd.as_str()),
+            ("/usr/bin/dash", "/home/u")
+        );
     }
 
     #[test]

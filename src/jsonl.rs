@@ -41,6 +41,9 @@ pub struct Process {
 pub struct ProfileRef {
     pub profile: String,
     pub profile_state: State,
+    /// A script profile's script (its interpreter is `exe`); absent for other profiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
 }
 
 impl ProfileRef {
@@ -48,7 +51,14 @@ impl ProfileRef {
         ProfileRef {
             profile: key.to_string(),
             profile_state: state,
+            script: None,
         }
+    }
+
+    /// With the script of a script profile (nothing if `script` is empty).
+    pub fn with_script(mut self, script: &str) -> Self {
+        self.script = (!script.is_empty()).then(|| script.to_string());
+        self
     }
 }
 
@@ -814,12 +824,13 @@ mod tests {
         use crate::bpf::types;
         use crate::event::{decode, KIND_NAMES};
         for (k, name) in KIND_NAMES.iter().enumerate().skip(1) {
-            let mut rec = types::ev_execve_denied::default(); // the largest record
+            let mut rec = types::ev_execve_denied::default();
             rec.h.kind = k as u32;
             // SAFETY: plain C record.
             let bytes = unsafe { plain::as_bytes(&rec) };
             let mut buf = bytes.to_vec();
-            buf.resize(1024, 0);
+            // Room for the largest record (profile_created, with its paths).
+            buf.resize(std::mem::size_of::<types::ev_profile_created>(), 0);
             let (e, _) = decode(&buf, |_| ProfileKey::default()).unwrap();
             let cx = Context {
                 process: process(),

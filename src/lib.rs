@@ -21,6 +21,7 @@ pub mod record;
 pub mod replay;
 pub mod respond;
 pub mod safedir;
+pub mod script;
 pub mod settings;
 pub mod store;
 pub mod syscalls;

@@ -194,6 +194,18 @@ struct Tunables {
     /// profile learns waits for `ebpfh accept`) or ph (pH's rules, bit for bit).
     #[arg(long, value_enum, value_name = "NAME", default_value_t = defaults::LIFECYCLE)]
     lifecycle: ebpfh::settings::Lifecycle,
+    /// Give an interpreter running a script file (`./x.sh`, `bash x.sh`, `python3 y.py`) a
+    /// profile of its own, so a new script trains its own profile instead of raising anomalies
+    /// of the interpreter's; `bash -c`, `python3 -c`/`-m`, `perl -e` and interactive shells keep
+    /// the interpreter's profile.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    script_profiles: bool,
+    /// The interpreters known by file name (version suffix removed: python3.12 is python), as
+    /// NAME or NAME=FAMILY to read an unknown one's options like a known family's.
+    #[arg(long, value_name = "LIST", default_value = ebpfh::script::DEFAULT_INTERPRETERS,
+          value_parser = ebpfh::script::InterpreterList::parse)]
+    interpreters: ebpfh::script::InterpreterList,
     /// Profiles the kernel can hold.
     #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.profiles, value_parser = clap::value_parser!(u32).range(16..))]
     max_profiles: u32,
@@ -212,6 +224,8 @@ impl Tunables {
             tolerize_limit: self.tolerize_limit,
             log_sequences: self.log_sequences,
             lifecycle: self.lifecycle,
+            script_profiles: self.script_profiles,
+            interpreters: self.interpreters.0.clone(),
             ..Settings::default()
         }
     }
@@ -363,6 +377,14 @@ fn parse_abi(s: &str) -> Result<ebpfh::syscalls::Abi, String> {
         _ => Err(format!(
             "'{s}' is not a system-call table; use x86_64, i386 or aarch64"
         )),
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}' is neither on nor off")),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Options {
 struct Known {
     key: ProfileKey,
     exe: String,
+    /// A script profile's script (empty otherwise).
+    script: String,
     identity: Option<Identity>,
 }
 
@@ -99,9 +101,10 @@ impl Monitor<'_, '_> {
     }
 
     /// Path and key of a slot, learning them from the kernel and /proc the first time.
-    fn known(&mut self, slot: u32, tgid: u32, filename: &str) -> Known {
+    /// `o` names the paths only on `profile_created` (see `event::Origin`).
+    fn known(&mut self, slot: u32, tgid: u32, o: &Origin) -> Known {
         if let Some(k) = self.known.get(&slot) {
-            if !k.exe.is_empty() || filename.is_empty() {
+            if !k.exe.is_empty() || (o.filename.is_empty() && o.path.is_empty()) {
                 return k.clone();
             }
         }
@@ -110,9 +113,25 @@ impl Monitor<'_, '_> {
             .profile_counters(slot)
             .map(|p| p.key)
             .unwrap_or_default();
+        // A script's exec names the script, not the interpreter /proc/PID/exe points to.
+        let hint = if key.is_script() { "" } else { &o.filename };
+        let mut exe = procfs::exe_path(tgid, key, &o.path, hint);
+        if exe.is_empty() {
+            // The same executable under another profile (the interpreter's own, another script).
+            let same = |k: &&Known| k.key.with_script(0) == key.with_script(0) && !k.exe.is_empty();
+            if let Some(k) = self.known.values().find(same) {
+                exe.clone_from(&k.exe);
+            }
+        }
+        let script = if key.is_script() {
+            procfs::script_path(tgid, &o.script, &o.cwd)
+        } else {
+            String::new()
+        };
         let k = Known {
             key,
-            exe: procfs::exe_path(tgid, key, filename),
+            exe,
+            script,
             identity: self.known.get(&slot).and_then(|k| k.identity),
         };
         self.known.insert(slot, k.clone());
@@ -145,8 +164,13 @@ impl Monitor<'_, '_> {
         if !k.exe.is_empty() {
             paths.push(exe.as_path());
         }
-        let digest = self.digests.digest(k.key, &paths)?;
-        let id = Identity::exe(digest);
+        let digest = self.digests.digest(k.key.with_script(0), &paths)?;
+        let mut id = Identity::exe(digest);
+        if k.key.is_script() && !k.script.is_empty() {
+            id.script_sha256 = crate::identity::digest_file(std::path::Path::new(&k.script))
+                .ok()
+                .map(|(_, d)| d);
+        }
         if let Some(k) = self.known.get_mut(&slot) {
             k.identity = Some(id);
         }
@@ -161,7 +185,7 @@ impl Monitor<'_, '_> {
     }
 
     fn process(&mut self, tid: u32, o: &Origin) -> (jsonl::Process, ProfileRef) {
-        let k = self.known(o.slot, o.tgid, &o.filename);
+        let k = self.known(o.slot, o.tgid, o);
         let process = jsonl::Process {
             pid: o.tgid,
             tid,
@@ -173,7 +197,8 @@ impl Monitor<'_, '_> {
             container_id: None,
         };
         let process = self.in_cgroup(process, o.cgroup);
-        (process, ProfileRef::new(k.key, self.state(o.slot)))
+        let profile = ProfileRef::new(k.key, self.state(o.slot)).with_script(&k.script);
+        (process, profile)
     }
 
     /// Decodes one ring-buffer record and handles it.
@@ -322,6 +347,7 @@ impl Monitor<'_, '_> {
             if let Some(mut p) = self.kernel.profile(slot) {
                 if let Some(k) = self.known.get(&slot) {
                     p.exe = k.exe.clone();
+                    p.script = k.script.clone();
                     p.identity = k.identity;
                 }
                 out.push(p);
@@ -389,10 +415,21 @@ impl Host for Monitor<'_, '_> {
         self.cgroups.borrow_mut().path(id)
     }
 
+    fn script(&self, slot: u32) -> String {
+        self.known
+            .get(&slot)
+            .map(|k| k.script.clone())
+            .unwrap_or_default()
+    }
+
+    /// A script profile is named by its script: the interpreter's path names its own profile.
     fn known_exes(&self) -> Vec<(u32, String)> {
         self.known
             .iter()
-            .map(|(&slot, k)| (slot, k.exe.clone()))
+            .map(|(&slot, k)| {
+                let name = if k.key.is_script() { &k.script } else { &k.exe };
+                (slot, name.clone())
+            })
             .collect()
     }
 
@@ -509,6 +546,7 @@ pub fn run(opts: &Options) -> Result<()> {
                 Known {
                     key: p.key,
                     exe: p.exe.clone(),
+                    script: p.script.clone(),
                     identity: p.identity,
                 },
             )

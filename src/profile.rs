@@ -52,17 +52,39 @@ impl Life {
 }
 
 /// Size of one `struct profile` slot in the kernel: counters plus two row indexes.
-pub const KERNEL_SLOT_BYTES: usize = 112 + 2 * 4 * NSYMBOLS;
+pub const KERNEL_SLOT_BYTES: usize = 120 + 2 * 4 * NSYMBOLS;
 
-/// An executable's identity: the kernel's raw `s_dev` and the inode number, both full width.
+/// A profile's identity: the executable's raw `s_dev` and inode number, both full width, and for
+/// an interpreter running a script file, the kernel's hash of the script's path (0 = none; see
+/// `script_of` in `bpf/ebpfh.bpf.c`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ProfileKey {
     /// Device as the kernel encodes it (`MAJOR << 20 | MINOR`).
     pub kdev: u64,
     pub ino: u64,
+    pub script: u64,
 }
 
 impl ProfileKey {
+    /// The key of an executable file itself (no script).
+    pub const fn file(kdev: u64, ino: u64) -> Self {
+        ProfileKey {
+            kdev,
+            ino,
+            script: 0,
+        }
+    }
+
+    /// The same executable with a script (0 = the executable itself).
+    pub fn with_script(self, script: u64) -> Self {
+        ProfileKey { script, ..self }
+    }
+
+    /// Whether this is an interpreter's profile for one script.
+    pub fn is_script(&self) -> bool {
+        self.script != 0
+    }
+
     /// The device number as `stat(2)` reports it (`st_dev`).
     pub fn st_dev(&self) -> u64 {
         let major = self.kdev >> 20;
@@ -74,17 +96,19 @@ impl ProfileKey {
     pub fn from_stat(st_dev: u64, ino: u64) -> Self {
         let major = nix::sys::stat::major(st_dev);
         let minor = nix::sys::stat::minor(st_dev);
-        ProfileKey {
-            kdev: (major << 20) | minor,
-            ino,
-        }
+        ProfileKey::file((major << 20) | minor, ino)
     }
 }
 
-/// Prints as `st_dev:ino`, the numbers `stat -c %d:%i` shows.
+/// Prints as `st_dev:ino`, the numbers `stat -c %d:%i` shows, and a script profile as
+/// `st_dev:ino:SCRIPT` with the script hash in 16 hex digits.
 impl fmt::Display for ProfileKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.st_dev(), self.ino)
+        write!(f, "{}:{}", self.st_dev(), self.ino)?;
+        if self.is_script() {
+            write!(f, ":{:016x}", self.script)?;
+        }
+        Ok(())
     }
 }
 
@@ -92,16 +116,27 @@ impl std::str::FromStr for ProfileKey {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (dev, ino) = s
+        let (dev, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("'{s}' is not a DEV:INODE key"))?;
+        let (ino, script) = match rest.split_once(':') {
+            Some((ino, script)) => (ino, Some(script)),
+            None => (rest, None),
+        };
         let dev = dev
             .parse()
             .map_err(|_| format!("'{dev}' is not a device number"))?;
         let ino = ino
             .parse()
             .map_err(|_| format!("'{ino}' is not an inode number"))?;
-        Ok(ProfileKey::from_stat(dev, ino))
+        let script = match script {
+            Some(h) => u64::from_str_radix(h, 16)
+                .ok()
+                .filter(|&v| v != 0)
+                .ok_or_else(|| format!("'{h}' is not a script hash (16 hex digits)"))?,
+            None => 0,
+        };
+        Ok(ProfileKey::from_stat(dev, ino).with_script(script))
     }
 }
 
@@ -194,6 +229,11 @@ pub struct Profile {
     pub exe: String,
     /// What the profile is of on any host (see `src/identity.rs`), once userspace has hashed it.
     pub identity: Option<crate::identity::Identity>,
+    /// A script profile's script, as best known (empty for other profiles).
+    pub script: String,
+    /// The uid whose exec created the profile (0 for root, and for profiles saved before ebpfh
+    /// kept it); non-root uids have a quota (see `Capacity::uid_quota`).
+    pub owner: u32,
     pub state: u32,
     pub count: u64,
     pub train_count: u64,
@@ -248,10 +288,7 @@ mod tests {
     #[test]
     fn key_prints_like_stat_and_parses_back() {
         // /dev/vda1 style: major 254, minor 1; nvme: major 259, minor 3.
-        let key = ProfileKey {
-            kdev: (259 << 20) | 3,
-            ino: 32381778,
-        };
+        let key = ProfileKey::file((259 << 20) | 3, 32381778);
         assert_eq!(key.st_dev(), 66307);
         assert_eq!(key.to_string(), "66307:32381778");
         assert_eq!("66307:32381778".parse::<ProfileKey>(), Ok(key));
@@ -260,11 +297,20 @@ mod tests {
     }
 
     #[test]
+    fn a_script_key_prints_its_hash_and_parses_back() {
+        let key = ProfileKey::file((259 << 20) | 3, 77).with_script(0xab);
+        assert!(key.is_script());
+        assert_eq!(key.to_string(), "66307:77:00000000000000ab");
+        assert_eq!("66307:77:00000000000000ab".parse::<ProfileKey>(), Ok(key));
+        assert_ne!(key, ProfileKey::file((259 << 20) | 3, 77));
+        assert!("66307:77:zz".parse::<ProfileKey>().is_err());
+        // 0 means "no script": written that way it would name another profile.
+        assert!("66307:77:0".parse::<ProfileKey>().is_err());
+    }
+
+    #[test]
     fn key_round_trips_large_numbers() {
-        let key = ProfileKey {
-            kdev: (4095 << 20) | 0xfffff,
-            ino: u64::MAX,
-        };
+        let key = ProfileKey::file((4095 << 20) | 0xfffff, u64::MAX).with_script(u64::MAX);
         let back: ProfileKey = key.to_string().parse().unwrap();
         assert_eq!(back, key);
     }

@@ -62,10 +62,7 @@ fn decode(data: &[u8]) -> Option<Record> {
     }
     let mut r = types::trace_task::default();
     plain::copy_from_bytes(&mut r, data).ok()?;
-    let key = ProfileKey {
-        kdev: r.key.dev,
-        ino: r.key.ino,
-    };
+    let key = ProfileKey::from(r.key);
     Some(match types::trace_kind(u32::from(r.kind)) {
         types::trace_kind::TR_EXEC => Record::Exec {
             tid: r.tid,
@@ -133,7 +130,8 @@ pub fn run(opts: &Options) -> Result<i32> {
     }
 
     let records = RefCell::new(Vec::new());
-    let created = RefCell::new(HashMap::<ProfileKey, String>::new());
+    // Key -> (executable, script) as the profile_created event names them.
+    let created = RefCell::new(HashMap::<ProfileKey, (String, String)>::new());
     let mut builder = RingBufferBuilder::new();
     builder
         .add(kernel.trace_map(), |data: &[u8]| {
@@ -149,8 +147,15 @@ pub fn run(opts: &Options) -> Result<i32> {
             if let Ok((Event::ProfileCreated { key, .. }, origin)) =
                 event::decode(data, |_| ProfileKey::default())
             {
-                let path = procfs::exe_path(origin.tgid, key, &origin.filename);
-                created.borrow_mut().insert(key, path);
+                // A script's exec names the script, not the interpreter.
+                let hint = if key.is_script() {
+                    ""
+                } else {
+                    &origin.filename
+                };
+                let path = procfs::exe_path(origin.tgid, key, &origin.path, hint);
+                let script = procfs::script_path(origin.tgid, &origin.script, &origin.cwd);
+                created.borrow_mut().insert(key, (path, script));
             }
             0
         })
@@ -178,7 +183,7 @@ pub fn run(opts: &Options) -> Result<i32> {
                 // Read /proc now, while the process most likely still runs.
                 paths
                     .entry(key)
-                    .or_insert_with(|| procfs::exe_path(tgid, key, ""));
+                    .or_insert_with(|| procfs::exe_path(tgid, key, "", ""));
             }
             writer.write(&r)?;
         }
@@ -204,21 +209,24 @@ pub fn run(opts: &Options) -> Result<i32> {
 
     // Paths, then the kernel's final profiles for every executable the trace mentions.
     let created = created.into_inner();
+    let mut scripts: BTreeMap<ProfileKey, String> = BTreeMap::new();
     for (key, path) in paths.iter_mut() {
-        if path.is_empty() || path.starts_with('.') {
-            if let Some(p) = created.get(key) {
-                p.clone_into(path);
-            }
+        let (exe, script) = created.get(key).cloned().unwrap_or_default();
+        if (path.is_empty() || path.starts_with('.')) && !exe.is_empty() {
+            *path = exe;
         }
         writer.write(&Record::Exe {
             key: *key,
             path: path.clone(),
+            script: script.clone(),
         })?;
+        scripts.insert(*key, script);
     }
     for slot in kernel.slots() {
         if let Some(mut p) = kernel.profile(slot) {
             if let Some(path) = paths.get(&p.key) {
                 p.exe = path.clone();
+                p.script = scripts.get(&p.key).cloned().unwrap_or_default();
                 writer.write(&Record::Profile(Box::new(p)))?;
             }
         }
@@ -273,7 +281,11 @@ mod tests {
             kind: types::trace_kind::TR_FORK.0 as u16,
             tgid: 8,
             other: 7,
-            key: types::profile_key { dev: 1, ino: 2 },
+            key: types::profile_key {
+                dev: 1,
+                ino: 2,
+                script: 3,
+            },
             ..Default::default()
         };
         // SAFETY: plain C record.

@@ -69,6 +69,11 @@ pub struct Settings {
     pub execve_kill: bool,
     /// Which rules move a profile from training to normal and back.
     pub lifecycle: Lifecycle,
+    /// Give an interpreter running a script file its own (interpreter, script) profile (see
+    /// `crate::script`). Fixed when the kernel program is loaded.
+    pub script_profiles: bool,
+    /// The interpreters the kernel recognises by file name. Fixed at load, like the above.
+    pub interpreters: Vec<crate::script::Interpreter>,
 }
 
 /// The profile lifecycle the kernel runs (`enum lifecycle` in `bpf/ebpfh.h`); see
@@ -139,6 +144,8 @@ impl Default for Settings {
             abort_execve: 0,
             execve_kill: false,
             lifecycle: defaults::LIFECYCLE,
+            script_profiles: true,
+            interpreters: crate::script::default_interpreters(),
         }
     }
 }

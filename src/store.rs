@@ -3,10 +3,11 @@
 //! Layout of a state directory (default `/var/lib/ebpfh`, all 0700):
 //!
 //! ```text
-//! format                    store layout version ("1\n")
+//! format                    store layout version ("2\n")
 //! lock                      flock(2)ed by the running monitor, holds its pid
 //! settings                  what `ebpfh set` changed, `name value` per line
-//! profiles/<dev>-<ino>.prof one file per profile (see [`encode`]), 0600
+//! profiles/<dev>-<ino>.prof one file per profile (see [`encode`]), 0600; a script profile's
+//!                           name ends in -<script hash>.prof
 //! quarantine/<name>.<time>  files that could not be read, kept for a human to look at
 //! ```
 //!
@@ -32,11 +33,14 @@ use crate::syscalls::NSYMBOLS;
 
 /// Where the monitor keeps its state unless told otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/ebpfh";
-/// Version of the directory layout, written to `<dir>/format`.
-pub const STORE_FORMAT: u32 = 1;
-/// Version of a profile file, written after [`MAGIC`]. Version 1 (no content identity) and
-/// version 2 (no lifecycle block) are still read.
-pub const FILE_FORMAT: u32 = 3;
+/// Version of the directory layout, written to `<dir>/format`. 2: profile files may be of format 4
+/// and may be named for a script (an older ebpfh must refuse the directory rather than set such
+/// files aside as unreadable). A directory of format 1 is upgraded when opened; its files are
+/// read as they are.
+pub const STORE_FORMAT: u32 = 2;
+/// Version of a profile file, written after [`MAGIC`]. Version 1 (no content identity), version 2
+/// (no lifecycle block) and version 3 (no script block) are still read.
+pub const FILE_FORMAT: u32 = 4;
 /// The oldest profile file version this ebpfh reads.
 const OLDEST_FILE_FORMAT: u32 = 1;
 /// First bytes of every profile file.
@@ -56,11 +60,21 @@ const ROW_BYTES: usize = 2 + NSYMBOLS;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 6 * 8 + LIFE_BYTES;
 /// The lifecycle block (version 3 on): three u64 and four u32.
 const LIFE_BYTES: usize = 3 * 8 + 4 * 4;
+/// The script block (version 4 on) without its path: the key's script hash, the owner, the path's
+/// length.
+const SCRIPT_BYTES: usize = 8 + 4 + 4;
 /// Digests of a profile's identity: the executable's and, for a script profile, the script's.
 const MAX_DIGESTS: usize = 2;
 /// The largest file [`encode`] can produce; anything bigger is not ours and is not read whole.
-const MAX_FILE_BYTES: usize =
-    HEADER_BYTES + 4 + MAX_EXE + 1 + MAX_DIGESTS * 32 + 2 * (4 + NSYMBOLS * ROW_BYTES) + 4;
+const MAX_FILE_BYTES: usize = HEADER_BYTES
+    + 4
+    + MAX_EXE
+    + 1
+    + MAX_DIGESTS * 32
+    + SCRIPT_BYTES
+    + MAX_EXE
+    + 2 * (4 + NSYMBOLS * ROW_BYTES)
+    + 4;
 
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +126,10 @@ pub enum FormatError {
     ExeNotUtf8,
     #[error("the identity holds {0} digests, more than {MAX_DIGESTS}")]
     Digests(u8),
+    #[error("the script path is {0} bytes long, more than {MAX_EXE}")]
+    ScriptTooLong(usize),
+    #[error("the script path is not valid UTF-8")]
+    ScriptNotUtf8,
     #[error("the {table} table has a row for symbol {symbol}, outside 0..{NSYMBOLS}")]
     SymbolRange { table: &'static str, symbol: u16 },
     #[error("the {table} table's rows are out of order (symbol {symbol} follows {previous})")]
@@ -135,11 +153,14 @@ pub enum FormatError {
 /// u32 exe length, exe bytes (UTF-8, at most 4096)
 /// u8 digests (0: identity unknown, 1: executable, 2: executable then script), 32 bytes each
 ///     (SHA-256, see `src/identity.rs`; version 2 on, absent from version 1 files)
+/// u64 script hash (the key's third part, 0 = not a script profile), u32 owner (the uid that
+///     created it), u32 script length, script bytes (UTF-8, at most 4096) (version 4 on)
 /// train table, test table: u32 rows, then per row u16 symbol (< 512, increasing) + 512 bytes
 /// u32 CRC32 of everything before it
 /// ```
 pub fn encode(p: &Profile) -> Vec<u8> {
     let exe = clip_exe(&p.exe);
+    let script = clip_exe(&p.script);
     let (train, test) = (rows(&p.train), rows(&p.test));
     let digests: Vec<&crate::identity::Digest> = p
         .identity
@@ -152,6 +173,8 @@ pub fn encode(p: &Profile) -> Vec<u8> {
             + exe.len()
             + 1
             + 32 * digests.len()
+            + SCRIPT_BYTES
+            + script.len()
             + 8
             + (train.len() + test.len()) * ROW_BYTES
             + 4,
@@ -184,6 +207,10 @@ pub fn encode(p: &Profile) -> Vec<u8> {
     for d in digests {
         out.extend_from_slice(&d.0);
     }
+    out.extend_from_slice(&p.key.script.to_le_bytes());
+    out.extend_from_slice(&p.owner.to_le_bytes());
+    out.extend_from_slice(&(script.len() as u32).to_le_bytes());
+    out.extend_from_slice(script.as_bytes());
     for table in [train, test] {
         out.extend_from_slice(&(table.len() as u32).to_le_bytes());
         for (symbol, row) in table {
@@ -286,10 +313,7 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
         v if v > FILE_FORMAT => return Err(FormatError::Newer(v)),
         v => return Err(FormatError::UnknownVersion(v)),
     };
-    let key = ProfileKey {
-        kdev: r.u64("header")?,
-        ino: r.u64("header")?,
-    };
+    let key = ProfileKey::file(r.u64("header")?, r.u64("header")?);
     let state = r.u32("header")?;
     let mut counters = [0u64; 6];
     for c in &mut counters {
@@ -323,6 +347,14 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
             digests.push(crate::identity::Digest(d));
         }
     }
+    let (mut script_hash, mut owner, mut script_len, mut script) = (0, 0, 0, &[][..]);
+    if version >= 4 {
+        script_hash = r.u64("script")?;
+        owner = r.u32("script")?;
+        script_len = r.u32("script")? as usize;
+        script = r.take(script_len, "script")?;
+    }
+    let key = key.with_script(script_hash);
     let train = r.rows("train table")?;
     let test = r.rows("test table")?;
     let body = r.pos;
@@ -349,10 +381,16 @@ pub fn decode(buf: &[u8]) -> Result<Profile, FormatError> {
         script_sha256: digests.get(1).copied(),
     });
     let exe = std::str::from_utf8(exe).map_err(|_| FormatError::ExeNotUtf8)?;
+    if script_len > MAX_EXE {
+        return Err(FormatError::ScriptTooLong(script_len));
+    }
+    let script = std::str::from_utf8(script).map_err(|_| FormatError::ScriptNotUtf8)?;
     let [count, train_count, last_mod_count, sequences, anomalies, normal_time] = counters;
     Ok(Profile {
         key,
         exe: exe.to_owned(),
+        script: script.to_owned(),
+        owner,
         identity,
         state,
         count,
@@ -393,9 +431,14 @@ fn table(name: &'static str, rows: &[(u16, &[u8])]) -> Result<Table, FormatError
     Ok(Table { rows: out })
 }
 
-/// File name of a profile: `<st_dev>-<ino>.prof`, the numbers `stat -c %d-%i` shows.
+/// File name of a profile: `<st_dev>-<ino>.prof`, the numbers `stat -c %d-%i` shows, and for a
+/// script profile `<st_dev>-<ino>-<script hash>.prof`.
 pub fn file_name(key: &ProfileKey) -> String {
-    format!("{}-{}{SUFFIX}", key.st_dev(), key.ino)
+    if key.is_script() {
+        format!("{}-{}-{:016x}{SUFFIX}", key.st_dev(), key.ino, key.script)
+    } else {
+        format!("{}-{}{SUFFIX}", key.st_dev(), key.ino)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,6 +572,13 @@ impl Store {
         match fs::read_to_string(&format) {
             Ok(text) => match text.trim().parse::<u32>() {
                 Ok(STORE_FORMAT) => {}
+                // Format 1's files are read as they are; say the directory now holds format 2.
+                Ok(1) => replace_file(&dir, FORMAT_FILE, format!("{STORE_FORMAT}\n").as_bytes())
+                    .and_then(|()| sync_dir(&dir))
+                    .map_err(|error| StoreError::FormatIo {
+                        path: format.clone(),
+                        error,
+                    })?,
                 Ok(found) if found > STORE_FORMAT => {
                     return Err(StoreError::FormatNewer { dir, found })
                 }
@@ -873,10 +923,7 @@ mod tests {
     /// distinct so that a swapped field shows.
     fn sample() -> Profile {
         let mut p = Profile {
-            key: ProfileKey {
-                kdev: (259 << 20) | 3,
-                ino: 32381778,
-            },
+            key: ProfileKey::file((259 << 20) | 3, 32381778),
             exe: "/usr/bin/ls — ünïcode".into(),
             state: PS_FROZEN,
             count: 1_234_567,
@@ -911,10 +958,7 @@ mod tests {
 
     fn other() -> Profile {
         let mut p = sample();
-        p.key = ProfileKey {
-            kdev: (254 << 20) | 1,
-            ino: 42,
-        };
+        p.key = ProfileKey::file((254 << 20) | 1, 42);
         p.exe = "/usr/bin/cat".into();
         p
     }
@@ -932,11 +976,81 @@ mod tests {
     }
 
     /// Offset of the train table's row count in `encode(p)`.
-    fn train_offset(p: &Profile) -> usize {
+    /// Offset of the script block (version 4 on) in `encode(p)`.
+    fn script_offset(p: &Profile) -> usize {
         let digests = p
             .identity
             .map_or(0, |id| 1 + usize::from(id.script_sha256.is_some()));
         identity_offset(p) + 1 + 32 * digests
+    }
+
+    /// Offset of the train table's row count in `encode(p)`.
+    fn train_offset(p: &Profile) -> usize {
+        script_offset(p) + SCRIPT_BYTES + p.script.len()
+    }
+
+    /// `encode(p)` without its script block, as version 3 wrote it (`p` must have none).
+    fn encode_v3(p: &Profile) -> Vec<u8> {
+        assert!(!p.key.is_script() && p.owner == 0 && p.script.is_empty());
+        let mut bytes = encode(p);
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        bytes.drain(script_offset(p)..train_offset(p));
+        reseal(&mut bytes);
+        bytes
+    }
+
+    /// A script profile of bash, made by uid 1000.
+    fn script_sample() -> Profile {
+        let mut p = sample();
+        p.key = ProfileKey::file((259 << 20) | 3, 1234).with_script(0xfeed_f00d);
+        p.exe = "/usr/bin/bash".into();
+        p.script = "/home/u/x.sh".into();
+        p.owner = 1000;
+        p
+    }
+
+    #[test]
+    fn a_script_profile_round_trips_with_its_script_and_owner() {
+        let p = script_sample();
+        let back = decode(&encode(&p)).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.key.script, 0xfeed_f00d);
+        assert_eq!((back.script.as_str(), back.owner), ("/home/u/x.sh", 1000));
+        assert_eq!(file_name(&p.key), "66307-1234-00000000feedf00d.prof");
+        let mut bad = encode(&p);
+        let at = script_offset(&p) + SCRIPT_BYTES;
+        bad[at] = 0xff;
+        reseal(&mut bad);
+        assert_eq!(decode(&bad), Err(FormatError::ScriptNotUtf8));
+    }
+
+    #[test]
+    fn version_3_files_are_still_read() {
+        let p = sample();
+        let v3 = encode_v3(&p);
+        assert_eq!(decode(&v3).unwrap(), p);
+        assert_eq!(encode(&decode(&v3).unwrap()), encode(&p));
+    }
+
+    #[test]
+    fn a_format_1_directory_is_upgraded_and_its_profiles_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("profiles")).unwrap();
+        fs::write(tmp.path().join("format"), "1\n").unwrap();
+        let p = sample();
+        let file = tmp.path().join("profiles").join(file_name(&p.key));
+        fs::write(&file, encode_v3(&p)).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("format")).unwrap(),
+            format!("{STORE_FORMAT}\n")
+        );
+        let loaded = store.load_all();
+        assert!(loaded.set_aside.is_empty(), "{:?}", loaded.set_aside);
+        assert_eq!(loaded.profiles, vec![p.clone()]);
+        // The next save rewrites it in the current format.
+        assert_eq!(store.save_all(std::slice::from_ref(&p)).saved, 1);
+        assert_eq!(fs::read(&file).unwrap(), encode(&p));
     }
 
     fn temp_names(dir: &Path) -> Vec<String> {
@@ -958,7 +1072,17 @@ mod tests {
         assert_eq!(&bytes[..8], MAGIC);
         assert_eq!(
             bytes.len(),
-            HEADER_BYTES + 4 + p.exe.len() + 1 + 32 + 4 + 4 * ROW_BYTES + 4 + 2 * ROW_BYTES + 4
+            HEADER_BYTES
+                + 4
+                + p.exe.len()
+                + 1
+                + 32
+                + SCRIPT_BYTES
+                + 4
+                + 4 * ROW_BYTES
+                + 4
+                + 2 * ROW_BYTES
+                + 4
         );
         let back = decode(&bytes).unwrap();
         assert_eq!(back.key, p.key);
@@ -982,7 +1106,7 @@ mod tests {
     fn empty_profile_round_trips() {
         let p = Profile::default();
         let bytes = encode(&p);
-        assert_eq!(bytes.len(), HEADER_BYTES + 4 + 1 + 4 + 4 + 4);
+        assert_eq!(bytes.len(), HEADER_BYTES + 4 + 1 + SCRIPT_BYTES + 4 + 4 + 4);
         assert_eq!(decode(&bytes).unwrap(), p);
 
         let mut p = sample();
@@ -1051,7 +1175,9 @@ mod tests {
             let err = decode(&damaged).expect_err(&format!("flip at {i} went unnoticed"));
             // Bytes that only carry data (not magic, version or lengths) must trip the checksum.
             let is_version = i < 12;
+            let script_len_at = script_offset(&p) + 12;
             let is_length = exe_len_at.contains(&i)
+                || (script_len_at..script_len_at + 4).contains(&i)
                 || i == identity_offset(&p)
                 || (train..train + 4).contains(&i);
             let is_row_count = {
@@ -1087,7 +1213,7 @@ mod tests {
     #[test]
     fn a_version_2_profile_is_read_with_a_fresh_lifecycle_block() {
         let p = sample();
-        let mut bytes = encode(&p);
+        let mut bytes = encode_v3(&p);
         // Version 2 is version 3 without the 40-byte lifecycle block after the six counters.
         bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
         bytes.drain(HEADER_BYTES - LIFE_BYTES..HEADER_BYTES);
@@ -1107,23 +1233,23 @@ mod tests {
         );
         assert_eq!(read.identity, p.identity);
         assert!(read.train == p.train && read.test == p.test);
-        // Written back, it is version 3.
-        assert_eq!(encode(&read)[8..12], 3u32.to_le_bytes());
+        // Written back, it is the current version.
+        assert_eq!(encode(&read)[8..12], FILE_FORMAT.to_le_bytes());
     }
 
     #[test]
     fn newer_and_unknown_versions_are_refused() {
         let mut bytes = encode(&sample());
-        bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+        bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert_eq!(err, FormatError::Newer(4));
+        assert_eq!(err, FormatError::Newer(5));
         assert!(err
             .to_string()
-            .starts_with("written by a newer ebpfh (format 4"));
+            .starts_with("written by a newer ebpfh (format 5"));
         // A newer format may have any layout, so it is refused before anything else is read.
         assert_eq!(
             decode(&bytes[..12]).unwrap_err(),
-            FormatError::Newer(4),
+            FormatError::Newer(5),
             "version must be checked before the rest"
         );
         bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
@@ -1175,7 +1301,7 @@ mod tests {
         let mut p = sample();
         p.identity = None;
         // Version 1 is version 3 without the digest count byte and the lifecycle block.
-        let mut v1 = encode(&p);
+        let mut v1 = encode_v3(&p);
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
         v1.remove(identity_offset(&p));
         v1.drain(HEADER_BYTES - LIFE_BYTES..HEADER_BYTES);
@@ -1268,7 +1394,7 @@ mod tests {
         assert_eq!(store.dir(), dir);
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("profiles")), 0o700);
-        assert_eq!(fs::read_to_string(dir.join("format")).unwrap(), "1\n");
+        assert_eq!(fs::read_to_string(dir.join("format")).unwrap(), "2\n");
         assert!(temp_names(&dir).is_empty());
         // Opening again accepts what it made.
         Store::open(&dir).unwrap();
@@ -1277,10 +1403,10 @@ mod tests {
     #[test]
     fn open_refuses_a_newer_or_foreign_store() {
         let tmp = tempfile::tempdir().unwrap();
-        fs::write(tmp.path().join("format"), "2\n").unwrap();
+        fs::write(tmp.path().join("format"), "3\n").unwrap();
         let err = Store::open(tmp.path()).unwrap_err();
-        assert!(matches!(err, StoreError::FormatNewer { found: 2, .. }));
-        assert!(err.to_string().contains("newer ebpfh (store format 2"));
+        assert!(matches!(err, StoreError::FormatNewer { found: 3, .. }));
+        assert!(err.to_string().contains("newer ebpfh (store format 3"));
         assert!(
             !tmp.path().join("profiles").exists(),
             "touched a newer store"
@@ -1428,7 +1554,7 @@ mod tests {
         fs::remove_dir_all(&tmpname).unwrap();
 
         // The rename itself failing: the target is a directory; the temporary must not linger.
-        let key = ProfileKey { kdev: 7, ino: 7 };
+        let key = ProfileKey::file(7, 7);
         fs::create_dir(store.path_of(&key)).unwrap();
         fs::write(store.path_of(&key).join("x"), b"").unwrap();
         let err = store
@@ -1488,10 +1614,7 @@ mod tests {
 
     fn sample_for_rewrite() -> Profile {
         Profile {
-            key: ProfileKey {
-                kdev: 8 << 20,
-                ino: 77,
-            },
+            key: ProfileKey::file(8 << 20, 77),
             exe: "/bin/x".into(),
             ..Profile::default()
         }

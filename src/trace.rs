@@ -11,7 +11,8 @@ use crate::profile::{Profile, ProfileKey};
 use crate::syscalls::Abi;
 
 pub const MAGIC: &[u8; 8] = b"EBPFHTRC";
-pub const VERSION: u32 = 1;
+/// 2 added the script hash to every key and the script path to `Exe`; 1 is still read.
+pub const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -64,10 +65,12 @@ pub enum Record {
         key: ProfileKey,
         time: u64,
     },
-    /// The path of an executable, written before or after its first use.
+    /// The path of an executable (and a script profile's script), written before or after its
+    /// first use.
     Exe {
         key: ProfileKey,
         path: String,
+        script: String,
     },
     /// The kernel's profile as it was when recording stopped (for comparison with a replay).
     Profile(Box<Profile>),
@@ -163,6 +166,12 @@ impl<W: Write> Writer<W> {
     fn key(&mut self, key: ProfileKey) {
         put(&mut self.buf, key.kdev);
         put(&mut self.buf, key.ino);
+        put(&mut self.buf, key.script);
+    }
+
+    fn text(&mut self, s: &str) {
+        put(&mut self.buf, s.len() as u64);
+        self.buf.extend_from_slice(s.as_bytes());
     }
 
     pub fn write(&mut self, r: &Record) -> io::Result<()> {
@@ -241,11 +250,11 @@ impl<W: Write> Writer<W> {
                     put(&mut self.buf, u64::from(*v));
                 }
             }
-            Record::Exe { key, path } => {
+            Record::Exe { key, path, script } => {
                 self.buf.push(16);
                 self.key(*key);
-                put(&mut self.buf, path.len() as u64);
-                self.buf.extend_from_slice(path.as_bytes());
+                self.text(path);
+                self.text(script);
             }
             Record::Profile(p) => {
                 let bytes = crate::store::encode(p);
@@ -270,6 +279,8 @@ impl<W: Write> Writer<W> {
 
 pub struct Reader<R: BufRead> {
     input: R,
+    /// The file's format version (keys carry a script hash from version 2 on).
+    pub version: u32,
     pub abi: Abi,
     pub start_time: u64,
     last_time: u64,
@@ -327,6 +338,7 @@ impl<R: BufRead> Reader<R> {
         let start_time = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
         Ok(Reader {
             input,
+            version,
             abi,
             start_time,
             last_time: start_time,
@@ -341,10 +353,23 @@ impl<R: BufRead> Reader<R> {
     }
 
     fn key(&mut self) -> Result<ProfileKey, TraceError> {
-        Ok(ProfileKey {
-            kdev: get(&mut self.input)?,
-            ino: get(&mut self.input)?,
-        })
+        let kdev = get(&mut self.input)?;
+        let ino = get(&mut self.input)?;
+        let script = if self.version >= 2 {
+            get(&mut self.input)?
+        } else {
+            0
+        };
+        Ok(ProfileKey::file(kdev, ino).with_script(script))
+    }
+
+    fn text(&mut self) -> Result<String, TraceError> {
+        let len = get(&mut self.input)? as usize;
+        if len > 4096 {
+            return Err(TraceError::Corrupt(format!("a path of {len} bytes")));
+        }
+        let bytes = exact(&mut self.input, len)?;
+        String::from_utf8(bytes).map_err(|_| TraceError::Corrupt("a path is not UTF-8".into()))
     }
 
     fn record(&mut self, kind: u8) -> Result<Record, TraceError> {
@@ -420,14 +445,13 @@ impl<R: BufRead> Reader<R> {
             }
             16 => {
                 let key = self.key()?;
-                let len = get(&mut self.input)? as usize;
-                if len > 4096 {
-                    return Err(TraceError::Corrupt(format!("a path of {len} bytes")));
-                }
-                let bytes = exact(&mut self.input, len)?;
-                let path = String::from_utf8(bytes)
-                    .map_err(|_| TraceError::Corrupt("a path is not UTF-8".into()))?;
-                Record::Exe { key, path }
+                let path = self.text()?;
+                let script = if self.version >= 2 {
+                    self.text()?
+                } else {
+                    String::new()
+                };
+                Record::Exe { key, path, script }
             }
             17 => {
                 let len = get(r)? as usize;
@@ -515,10 +539,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<Record> {
-        let key = ProfileKey {
-            kdev: (259 << 20) | 3,
-            ino: u64::MAX - 5,
-        };
+        let key = ProfileKey::file((259 << 20) | 3, u64::MAX - 5).with_script(u64::MAX - 1);
         let mut p = Profile {
             key,
             exe: "/usr/bin/ls".into(),
@@ -553,7 +574,8 @@ mod tests {
             },
             Record::Exe {
                 key,
-                path: "/usr/bin/ls".into(),
+                path: "/usr/bin/bash".into(),
+                script: "/home/u/x.sh".into(),
             },
             Record::Call {
                 tid: 4_000_000,
@@ -615,7 +637,7 @@ mod tests {
 
     #[test]
     fn calls_are_compact() {
-        let key = ProfileKey { kdev: 1, ino: 2 };
+        let key = ProfileKey::file(1, 2);
         let mut records = vec![Record::Exec {
             tid: 123_456,
             tgid: 123_456,

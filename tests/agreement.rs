@@ -50,7 +50,9 @@ fn agree(
         let r = r.expect("the trace reads back");
         match &r {
             Record::Profile(p) => {
-                kernel.insert(p.exe.clone(), (**p).clone());
+                // A script profile is named by its script, its interpreter by its path.
+                let name = if p.key.is_script() { &p.script } else { &p.exe };
+                kernel.insert(name.clone(), (**p).clone());
             }
             Record::End { lost, calls } => end = Some((*lost, *calls)),
             _ => trace::feed(&mut model, &r, &mut events),
@@ -97,6 +99,30 @@ fn agree(
         }
     }
     (events, normal)
+}
+
+/// Script profiles: a shell script run through #!, as `sh FILE` and as `bash FILE` gets a profile
+/// per interpreter; the kernel and the model agree on those too.
+#[test]
+fn root_kernel_and_model_agree_on_script_profiles() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let anomaly = build_fixture(&d, "anomaly");
+    let work = d.join("work.sh");
+    std::fs::write(
+        &work,
+        "#!/bin/sh\nfor i in 1 2 3; do echo $i; done\ncat /dev/null\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (a, w) = (anomaly.display(), work.display());
+    let script = format!(
+        "for i in $(seq 25); do {a}; {w}; sh {w}; bash {w}; done >/dev/null; sleep 1.5; \
+         for i in 1 2 3; do {a}; {w}; done >/dev/null"
+    );
+    let (_, normal) = agree(&d, &[], &script, &[&anomaly, &work]);
+    assert!(normal >= 1, "the comparison must cover a normal profile");
 }
 
 fn count(events: &[Event], f: impl Fn(&Event) -> bool) -> usize {

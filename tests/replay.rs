@@ -26,6 +26,7 @@ fn exe(path: &str) -> Record {
     Record::Exe {
         key: key_for(path),
         path: path.into(),
+        script: String::new(),
     }
 }
 
@@ -393,7 +394,7 @@ fn foreign_and_truncated_recordings_get_one_sentence() {
     );
 
     let mut w = ebpfh::trace::Writer::new(Vec::new(), Abi::X86_64, 1).unwrap();
-    let key = ProfileKey { kdev: 1, ino: 2 };
+    let key = ProfileKey::file(1, 2);
     w.write(&exec(5, key)).unwrap();
     for _ in 0..10 {
         w.write(&call(5, 1)).unwrap();

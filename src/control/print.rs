@@ -55,6 +55,15 @@ pub fn name<'a>(exe: &'a str, key: &'a str) -> &'a str {
     }
 }
 
+/// An executable with its script, as a command line shows them: `/usr/bin/bash /home/u/x.sh`.
+pub fn with_script(exe: &str, script: &str) -> String {
+    if script.is_empty() {
+        exe.to_string()
+    } else {
+        format!("{exe} {script}")
+    }
+}
+
 pub fn on_off(b: bool) -> &'static str {
     if b {
         "on"
@@ -218,7 +227,7 @@ fn processes(rows: &[ProcessRow]) -> String {
                 r.lfc.to_string(),
                 r.calls.to_string(),
                 short_container(r.container_id.as_deref()).to_string(),
-                name(&r.exe, &r.profile).to_string(),
+                with_script(name(&r.exe, &r.profile), &r.script),
             ]);
             c
         })
@@ -239,7 +248,7 @@ fn profiles(rows: &[ProfileRow]) -> String {
                 r.pairs.to_string(),
                 r.normal_in_secs.map_or("-".into(), duration),
                 r.profile.clone(),
-                name(&r.exe, "?").to_string(),
+                with_script(name(&r.exe, "?"), &r.script),
             ]
         })
         .collect();
@@ -283,6 +292,9 @@ fn profile(p: &ProfileDetail) -> String {
     let r = &p.row;
     let mut o = String::new();
     let _ = writeln!(o, "exe            {}", name(&r.exe, "?"));
+    if !r.script.is_empty() {
+        let _ = writeln!(o, "script         {}", r.script);
+    }
     let _ = writeln!(o, "key            {}", r.profile);
     let _ = writeln!(
         o,

@@ -250,6 +250,9 @@ pub struct ProcessRow {
     /// Threads summed into this row (1 per thread in the per-thread list).
     pub threads: u32,
     pub exe: String,
+    /// A script profile's script, run by `exe`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script: String,
     pub profile: String,
     pub state: Option<State>,
     /// Anomalies among the last 128 calls (the highest of the process's threads).
@@ -273,6 +276,9 @@ pub struct ProfileRow {
     /// SHA-256 of the script, for a per-script profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script_sha256: Option<crate::identity::Digest>,
+    /// A script profile's script, run by `exe`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script: String,
     pub profile: String,
     pub state: State,
     pub calls: u64,

@@ -83,7 +83,9 @@ pub trait Host {
     fn cgroup_path(&self, _id: u64) -> Option<String> {
         None
     }
-    /// Every slot whose path the monitor knows.
+    /// A script profile's script (empty for other profiles).
+    fn script(&self, slot: u32) -> String;
+    /// Every slot whose path the monitor knows: a script profile's script, others' executable.
     fn known_exes(&self) -> Vec<(u32, String)>;
     fn settings(&self) -> &Settings;
     /// Applies new settings to the kernel and remembers them.
@@ -534,6 +536,7 @@ impl Server {
             exe: host.exe(slot),
             sha256: identity.map(|i| i.sha256),
             script_sha256: identity.and_then(|i| i.script_sha256),
+            script: host.script(slot),
             profile: p.key.to_string(),
             state,
             calls: p.count,
@@ -623,6 +626,7 @@ fn processes(host: &dyn Host, tasks: &[TaskInfo], threads: bool) -> Vec<ProcessR
         comm: t.comm.clone(),
         threads: 1,
         exe: host.exe(t.slot),
+        script: host.script(t.slot),
         profile,
         state,
         lfc: t.lfc,

@@ -162,6 +162,8 @@ impl ModelProfile {
             key: self.key,
             exe: self.exe.clone(),
             identity: None,
+            script: String::new(),
+            owner: 0,
             state: self.state,
             count: self.count,
             train_count: self.train_count,

@@ -12,10 +12,7 @@ const TIDS: u32 = 4;
 const KEYS: u8 = 3;
 
 fn key(k: u8) -> ProfileKey {
-    ProfileKey {
-        kdev: 1,
-        ino: u64::from(k),
-    }
+    ProfileKey::file(1, u64::from(k))
 }
 
 #[derive(Clone, Debug)]

@@ -5,8 +5,8 @@
 use super::*;
 use crate::syscalls::{SYM_EMPTY, SYM_OTHER};
 
-const K: ProfileKey = ProfileKey { kdev: 8, ino: 42 };
-const K2: ProfileKey = ProfileKey { kdev: 8, ino: 43 };
+const K: ProfileKey = ProfileKey::file(8, 42);
+const K2: ProfileKey = ProfileKey::file(8, 43);
 const E: u16 = SYM_EMPTY;
 /// getpid, write, read, open, close: stand-ins; only identity matters.
 const A: i64 = 39;

@@ -51,7 +51,7 @@ pub fn key_for(identity: &str) -> ProfileKey {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    ProfileKey { kdev: 0, ino: h }
+    ProfileKey::file(0, h)
 }
 
 /// What a parser learned about one file besides its records.
@@ -204,6 +204,7 @@ fn announce(
     sink(&Record::Exe {
         key,
         path: identity.to_string(),
+        script: String::new(),
     });
     key
 }
@@ -255,6 +256,7 @@ pub fn parse_adfa(
     sink(&Record::Exe {
         key,
         path: GLOBAL.into(),
+        script: String::new(),
     });
     sink(&Record::Exec {
         tid: 1,
@@ -307,6 +309,7 @@ pub fn parse_pid_nr(
     sink(&Record::Exe {
         key,
         path: GLOBAL.into(),
+        script: String::new(),
     });
     let mut started: Vec<u32> = Vec::new();
     let mut known: HashSet<u32> = HashSet::new();
@@ -921,7 +924,8 @@ mod tests {
             vec![
                 Record::Exe {
                     key: g,
-                    path: GLOBAL.into()
+                    path: GLOBAL.into(),
+                    script: String::new(),
                 },
                 Record::Exec {
                     tid: 1,

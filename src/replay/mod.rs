@@ -323,8 +323,10 @@ pub fn evaluate(opts: &Options) -> Result<Report> {
     let mut train_calls = 0u64;
     for input in &train {
         let info = formats::read(&input.path, input.format, opts.abi, &mut |r| {
-            if let Record::Exe { key, path } = r {
-                names.entry(*key).or_insert_with(|| path.clone());
+            if let Record::Exe { key, path, script } = r {
+                names
+                    .entry(*key)
+                    .or_insert_with(|| crate::control::print::with_script(path, script));
             }
             train_calls += u64::from(feed_fixed(&mut model, r, &mut events));
             events.clear();

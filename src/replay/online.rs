@@ -32,7 +32,8 @@ struct Proc {
 struct Online<'o> {
     model: Model,
     procs: HashMap<u32, Proc>,
-    names: HashMap<ProfileKey, String>,
+    /// Executable and script (empty if none) of each profile.
+    names: HashMap<ProfileKey, (String, String)>,
     host: &'o str,
     abi: Abi,
     /// Calls replayed so far: the clock of `--normal-wait Ncalls`.
@@ -81,8 +82,8 @@ impl Online<'_> {
     /// Feeds one record; returns the time its events happened at.
     fn feed(&mut self, r: &Record) -> u64 {
         match r {
-            Record::Exe { key, path } => {
-                self.names.insert(*key, path.clone());
+            Record::Exe { key, path, script } => {
+                self.names.insert(*key, (path.clone(), script.clone()));
             }
             Record::Exec { tid, tgid, .. } | Record::Adopt { tid, tgid, .. } => {
                 let ppid = self.procs.get(tid).map_or(0, |p| p.ppid);
@@ -153,7 +154,7 @@ impl Online<'_> {
             .get(&tid)
             .cloned()
             .unwrap_or(Proc { tgid: tid, ppid: 0 });
-        let exe = self.names.get(&key).cloned().unwrap_or_default();
+        let (exe, script) = self.names.get(&key).cloned().unwrap_or_default();
         let process = jsonl::Process {
             pid: p.tgid,
             tid,
@@ -165,7 +166,7 @@ impl Online<'_> {
             container_id: None,
         };
         let state = State::from_bits(self.model.state(key).unwrap_or(0));
-        let profile = ProfileRef::new(key, state);
+        let profile = ProfileRef::new(key, state).with_script(&script);
         let cx = jsonl::Context {
             process,
             profile,

@@ -611,6 +611,7 @@ mod tests {
             exe: exe.into(),
             sha256: None,
             script_sha256: None,
+            script: String::new(),
             profile: key.into(),
             state,
             calls,
