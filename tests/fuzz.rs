@@ -120,11 +120,10 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, check: impl Fn(&[u8])) {
 
 fn sample_profile() -> Profile {
     let mut p = Profile {
-        key: ProfileKey {
-            kdev: 66307,
-            ino: 42,
-        },
-        exe: "/usr/bin/ls".into(),
+        key: ProfileKey::file(66307, 42).with_script(9),
+        exe: "/usr/bin/bash".into(),
+        script: "/usr/local/bin/x.sh".into(),
+        owner: 1000,
         state: PS_FROZEN,
         count: 1234,
         train_count: 1000,
@@ -159,7 +158,7 @@ fn fuzz_profile_decoder() {
 }
 
 fn sample_ebt() -> Vec<u8> {
-    let key = ProfileKey { kdev: 1, ino: 2 };
+    let key = ProfileKey::file(1, 2).with_script(3);
     let mut w = trace::Writer::new(Vec::new(), Abi::X86_64, 1_000).unwrap();
     let records = [
         Record::Settings {
@@ -172,7 +171,8 @@ fn sample_ebt() -> Vec<u8> {
         },
         Record::Exe {
             key,
-            path: "/bin/true".into(),
+            path: "/bin/sh".into(),
+            script: "/bin/x.sh".into(),
         },
         Record::Exec {
             tid: 7,
