@@ -144,11 +144,13 @@ impl Responder {
         let list: Vec<&Stopped> = self.stopped.values().collect();
         let bytes = serde_json::to_vec_pretty(&list).map_err(io::Error::other)?;
         let tmp = self.path.with_extension("json.tmp");
+        // Never through a symlink planted at the temporary name (nor a file left by a crash).
+        let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
-            .create(true)
             .write(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(&bytes)?;
         fs::rename(&tmp, &self.path)?;

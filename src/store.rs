@@ -497,6 +497,7 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         // Exclusive creation also refuses to follow a symlink planted at the temporary name.
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
         .map_err(|e| explain(e, "create", &tmp))
         .and_then(|mut f| write_synced(&mut f, bytes, &tmp))
