@@ -22,6 +22,7 @@ pub mod replay;
 pub mod respond;
 pub mod safedir;
 pub mod script;
+pub mod session;
 pub mod settings;
 pub mod store;
 pub mod syscalls;

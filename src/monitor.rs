@@ -24,6 +24,7 @@ use crate::metrics::{Exporter, Metrics};
 use crate::model::WINDOW;
 use crate::profile::{Profile, ProfileKey, State};
 use crate::respond::{Responder, Why};
+use crate::session::{self, Signals};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::{preflight, procfs, syscalls};
@@ -483,17 +484,6 @@ impl Host for Monitor<'_, '_> {
     }
 }
 
-fn signal_flags() -> Result<(Arc<AtomicBool>, Arc<AtomicBool>, Arc<AtomicBool>)> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let int = Arc::new(AtomicBool::new(false));
-    let term = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(SIGINT, int.clone()).context("cannot handle SIGINT")?;
-    signal_hook::flag::register(SIGTERM, term.clone()).context("cannot handle SIGTERM")?;
-    signal_hook::flag::register(SIGHUP, hup.clone()).context("cannot handle SIGHUP")?;
-    Ok((int, term, hup))
-}
-
 /// Runs the monitor until SIGINT or SIGTERM.
 pub fn run(opts: &Options) -> Result<()> {
     preflight::check()?;
@@ -502,7 +492,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let _lock = store.lock()?;
     // Before the socket and pid file exist, so that a signal from now on stops the monitor
     // through its loop, which removes them, and never by the default action.
-    let (int, term, hup) = signal_flags()?;
+    let signals = Signals::catch(true)?;
     let mut exporter = opts.metrics_addr.map(Exporter::bind).transpose()?;
     let host_name = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -531,11 +521,10 @@ pub fn run(opts: &Options) -> Result<()> {
         )
     })?;
 
-    crate::bpf::route_libbpf_log(opts.verbose);
     let pid = std::process::id();
     let mut obj = MaybeUninit::uninit();
     let settings = with_saved_settings(&store, &opts.settings);
-    let mut kernel = Kernel::load(&mut obj, opts.capacity, &settings, pid).map_err(refused)?;
+    let mut kernel = session::load(&mut obj, opts.capacity, &settings, opts.verbose)?;
     let slots = kernel.load_profiles(&loaded.profiles)?;
     let known = slots
         .iter()
@@ -564,8 +553,7 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     // Before attaching: the calls counted in the loaded profiles are not this run's.
     let metrics = exporter.as_ref().map(|_| Metrics::new(&kernel));
-    kernel.attach().map_err(refused)?;
-    kernel.adopt_running_tasks().map_err(refused)?;
+    session::start(&kernel, true)?;
     log::info!(
         "monitoring: {} profiles loaded from '{}', {} set aside",
         loaded.profiles.len(),
@@ -660,7 +648,7 @@ pub fn run(opts: &Options) -> Result<()> {
             m.handle_raw(&data);
         }
         m.resume(crate::clock::tai_now(), Why::DelayOver);
-        if hup.swap(false, Ordering::Relaxed) {
+        if signals.hangup() {
             if let Some(sink) = &mut m.sink {
                 match sink.reopen() {
                     Ok(()) => log::info!("reopened the event log"),
@@ -691,11 +679,8 @@ pub fn run(opts: &Options) -> Result<()> {
             }
             next_save = now + opts.save_interval;
         }
-        if int.load(Ordering::Relaxed) {
-            break "SIGINT";
-        }
-        if term.load(Ordering::Relaxed) {
-            break "SIGTERM";
+        if let Some(signal) = signals.stop() {
+            break signal;
         }
         if opts
             .stop
@@ -748,11 +733,4 @@ fn with_saved_settings(store: &Store, flags: &Settings) -> Settings {
         }
     }
     settings
-}
-
-fn refused(e: crate::bpf::LoadError) -> anyhow::Error {
-    anyhow::Error::new(e).context(
-        "the kernel refused ebpfh's BPF program (run with -v to see the verifier log; kernel lockdown or a \
-         BPF-restricting security module can cause this)",
-    )
 }

@@ -9,16 +9,15 @@ use std::mem::MaybeUninit;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::RingBufferBuilder;
 
-use crate::bpf::{types, Capacity, Kernel};
+use crate::bpf::{types, Capacity};
 use crate::event::{self, Event};
 use crate::profile::ProfileKey;
+use crate::session::{self, Signals};
 use crate::settings::{RecordMode, Settings};
 use crate::syscalls::Abi;
 use crate::trace::{self, Record};
@@ -101,11 +100,7 @@ pub fn run(opts: &Options) -> Result<i32> {
         tolerize_limit: tunables.tolerize_limit,
         lifecycle: tunables.lifecycle.raw(),
     })?;
-    let int = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, int.clone())
-        .context("cannot handle SIGINT")?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, int.clone())
-        .context("cannot handle SIGTERM")?;
+    let signals = Signals::catch(false)?;
 
     let mut settings = opts.settings.clone();
     settings.record = if opts.command.is_empty() {
@@ -116,18 +111,10 @@ pub fn run(opts: &Options) -> Result<i32> {
         }
     };
 
-    crate::bpf::route_libbpf_log(opts.verbose);
     let mut obj = MaybeUninit::uninit();
-    let kernel = Kernel::load(&mut obj, opts.capacity, &settings, std::process::id())
-        .context("the kernel refused ebpfh's BPF program (run with -v to see the verifier log)")?;
-    kernel
-        .attach()
-        .context("the kernel refused to attach ebpfh's programs")?;
-    if opts.command.is_empty() {
-        kernel
-            .adopt_running_tasks()
-            .context("cannot adopt the running processes")?;
-    }
+    let kernel = session::load(&mut obj, opts.capacity, &settings, opts.verbose)?;
+    // System-wide, the running processes are recorded too; a command's tree starts at its exec.
+    session::start(&kernel, opts.command.is_empty())?;
 
     let records = RefCell::new(Vec::new());
     // Key -> (executable, script) as the profile_created event names them.
@@ -198,7 +185,7 @@ pub fn run(opts: &Options) -> Result<i32> {
                 break Some(status);
             }
         }
-        if int.load(Ordering::Relaxed) {
+        if signals.stop().is_some() {
             break None;
         }
     };
