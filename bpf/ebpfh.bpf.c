@@ -36,6 +36,7 @@
 #define EBUSY 16
 #define EINVAL 22
 #define ENODATA 61
+#define ENOSPC 28
 #define SIGSTOP 19
 #define SIGKILL 9
 #define EPERM 1
@@ -1598,6 +1599,183 @@ int command(struct command_args *args)
 	default:
 		args->result = -EINVAL;
 	}
+	return 0;
+}
+
+/* ---- fleet imports ----------------------------------------------------- */
+
+/* An IMPORT_MERGE in progress: the target, and rows reserved for it. */
+struct merge_ctx {
+	__u32 slot;
+	__u32 next; /* reserved rows not used yet: next .. end-1 */
+	__u32 end;
+};
+
+/* The target's row for a symbol, taking a reserved one if it has none yet. */
+static __always_inline struct row *row_for_merge(struct merge_ctx *m, __u32 *slot_row)
+{
+	__u32 r = *slot_row, old;
+
+	if (r)
+		return row_get(r);
+	if (m->next >= m->end)
+		return NULL; /* cannot happen: need_cb counted every such symbol */
+	r = m->next++;
+	/* The hot path may give the symbol a row meanwhile; then the reserved one is unused. */
+	old = __sync_val_compare_and_swap(slot_row, 0, r);
+	if (old)
+		r = old;
+	return row_get(r);
+}
+
+static __always_inline void row_or(struct row *dst, const struct row *src)
+{
+	for (int w = 0; w < NSYMBOLS / 8; w++)
+		if (src->w[w])
+			__sync_fetch_and_or(&dst->w[w], src->w[w]);
+}
+
+/* Counts the rows a merge may have to add to the target (symbols only the staged profile has). */
+static long need_cb(__u64 i, void *ctx)
+{
+	struct merge_ctx *m = ctx;
+	__u32 c = i & (NSYMBOLS - 1), zero = 0;
+	struct profile *p = bpf_map_lookup_elem(&profiles, &m->slot);
+	struct profile *s = bpf_map_lookup_elem(&profiles, &zero);
+
+	if (!p || !s)
+		return 1;
+	if (s->train_row[c] && !p->train_row[c])
+		m->end++;
+	if (s->test_row[c] && !p->test_row[c])
+		m->end++;
+	return 0;
+}
+
+/* ORs the staged profile's rows for one symbol into the target's. */
+static long merge_cb(__u64 i, void *ctx)
+{
+	struct merge_ctx *m = ctx;
+	__u32 c = i & (NSYMBOLS - 1), zero = 0;
+	struct profile *p = bpf_map_lookup_elem(&profiles, &m->slot);
+	struct profile *s = bpf_map_lookup_elem(&profiles, &zero);
+	struct row *src, *dst;
+
+	if (!p || !s)
+		return 1;
+	src = row_get(s->train_row[c]);
+	if (src) {
+		dst = row_for_merge(m, &p->train_row[c]);
+		if (dst)
+			row_or(dst, src);
+	}
+	src = row_get(s->test_row[c]);
+	if (src) {
+		dst = row_for_merge(m, &p->test_row[c]);
+		if (dst)
+			row_or(dst, src);
+	}
+	return 0;
+}
+
+static __always_inline __u64 max64(__u64 a, __u64 b)
+{
+	return a > b ? a : b;
+}
+
+/*
+ * Merges the profile the monitor staged in slot 0 into `slot`: pairs are
+ * ORed in (training into training, testing into testing), each counter takes
+ * the larger value, and the state becomes the staged one, which the monitor
+ * computed from the state it read (`expect`). Holding PROMOTING, like
+ * normalize, keeps a promotion from running at the same time; the rows it may
+ * need are reserved first, so it either merges everything or (ENOSPC, EBUSY)
+ * changes nothing.
+ */
+SEC("syscall")
+int import(struct import_args *args)
+{
+	__u32 slot = args->slot, zero = 0, n, first;
+	struct merge_ctx m = {};
+	struct profile *p, *s;
+
+	args->result = 0;
+	switch (args->op) {
+	case IMPORT_RESERVE_ROWS:
+		n = args->count;
+		if (n > max_rows || next_row > max_rows - n) {
+			args->result = -ENOSPC;
+			return 0;
+		}
+		first = __sync_fetch_and_add(&next_row, n);
+		if (first > max_rows - n) {
+			args->result = -ENOSPC; /* lost a race for the last rows */
+			return 0;
+		}
+		args->result = first;
+		return 0;
+	case IMPORT_RESERVE_SLOT:
+		first = __sync_fetch_and_add(&next_profile, 1);
+		if (first >= max_profiles) {
+			count_stat(STAT_PROFILES_FULL);
+			args->result = -ENOSPC;
+			return 0;
+		}
+		args->result = first;
+		return 0;
+	case IMPORT_MERGE:
+		break;
+	default:
+		args->result = -EINVAL;
+		return 0;
+	}
+
+	p = slot ? bpf_map_lookup_elem(&profiles, &slot) : NULL;
+	s = bpf_map_lookup_elem(&profiles, &zero);
+	if (!p || !s || (!p->key.dev && !p->key.ino)) {
+		args->result = -ENOENT;
+		return 0;
+	}
+	if (__sync_val_compare_and_swap(&p->state, args->expect, args->expect | PS_PROMOTING) !=
+	    args->expect) {
+		args->result = -EBUSY;
+		return 0;
+	}
+	m.slot = slot;
+	bpf_loop(NSYMBOLS, need_cb, &m, 0);
+	if (m.end) {
+		n = m.end;
+		if (n > max_rows || next_row > max_rows - n) {
+			__sync_fetch_and_and(&p->state, ~PS_PROMOTING);
+			args->result = -ENOSPC;
+			return 0;
+		}
+		first = __sync_fetch_and_add(&next_row, n);
+		if (first > max_rows - n) {
+			__sync_fetch_and_and(&p->state, ~PS_PROMOTING);
+			args->result = -ENOSPC;
+			return 0;
+		}
+		m.next = first;
+		m.end = first + n;
+	}
+	bpf_loop(NSYMBOLS, merge_cb, &m, 0);
+
+	p->count = max64(p->count, s->count);
+	p->sequences = max64(p->sequences, s->sequences);
+	p->normal_time = max64(p->normal_time, s->normal_time);
+	if (args->flags & IMPORT_PROMOTE) {
+		p->anomalies = 0;
+		p->train_count = 0;
+		p->last_mod_count = 0;
+	} else {
+		p->anomalies = max64(p->anomalies, s->anomalies);
+		p->train_count = max64(p->train_count, s->train_count);
+		p->last_mod_count = max64(p->last_mod_count, s->last_mod_count);
+	}
+	/* The monitor counted the merged profile's pending pairs; the rest of the lifecycle is local. */
+	p->pending = s->pending;
+	p->state = s->state & ~PS_PROMOTING;
 	return 0;
 }
 

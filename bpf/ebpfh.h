@@ -396,6 +396,32 @@ enum abi_constants {
 };
 
 /*
+ * Fleet imports (`ebpfh profile import`), run by the monitor through the
+ * `import` program like the operator commands. The profile to merge in is
+ * staged in slot 0, which no executable ever gets: its rows in rows the
+ * monitor reserved for staging.
+ */
+enum import_op {
+	IMPORT_RESERVE_ROWS = 1, /* `count` rows for staging; result = the first */
+	IMPORT_RESERVE_SLOT = 2, /* a profile slot, not yet indexed; result = it */
+	IMPORT_MERGE = 3,        /* merge slot 0 into `slot`, if its state is `expect` */
+};
+
+/* IMPORT_MERGE flags. */
+enum import_flags {
+	IMPORT_PROMOTE = 1, /* restart the counts that lead to normal, as promote does */
+};
+
+struct import_args {
+	__u32 op;
+	__u32 slot;
+	__u32 count;
+	__u32 expect; /* state bits the monitor read, without PS_PROMOTING */
+	__u32 flags;
+	__s32 result; /* >= 0, or a negative errno */
+};
+
+/*
  * One member of every enum above, so that each reaches BTF and with it the
  * Rust skeleton (`types::event_kind::EV_ANOMALY` and so on), where src/abi.rs
  * checks the Rust side's numbers against them; ebpfh.bpf.c defines one such
@@ -412,6 +438,8 @@ struct abi_enums {
 	enum trace_kind trace_kind;
 	enum command_op command_op;
 	enum lifecycle lifecycle;
+	enum import_op import_op;
+	enum import_flags import_flags;
 };
 
 #endif /* EBPFH_H */

@@ -51,6 +51,8 @@ unsafe impl plain::Plain for types::command_args {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::profile_key {}
 // SAFETY: as above.
+unsafe impl plain::Plain for types::import_args {}
+// SAFETY: as above.
 unsafe impl plain::Plain for types::task_state {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::trace_call {}
@@ -207,6 +209,23 @@ pub struct Kernel<'obj> {
     cap: Capacity,
     /// The execve-abort program (BPF LSM) is loaded.
     execve_abort: bool,
+    /// Rows reserved for staging imports (first, how many); see `enum import_op`.
+    staging: std::cell::Cell<(u32, u32)>,
+}
+
+/// Why an import could not be applied to the kernel; nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImportError {
+    #[error("the lookahead row pool is full; restart the monitor with a larger --max-rows")]
+    RowsFull,
+    #[error("the profile table is full; restart the monitor with a larger --max-profiles")]
+    ProfilesFull,
+    #[error("the profile kept changing state while it was being merged; try again")]
+    Busy,
+    #[error("the profile is gone")]
+    NoProfile,
+    #[error("the kernel could not run the import: {0}")]
+    Kernel(String),
 }
 
 impl<'obj> Kernel<'obj> {
@@ -243,6 +262,7 @@ impl<'obj> Kernel<'obj> {
             links: Default::default(),
             cap,
             execve_abort,
+            staging: Default::default(),
         };
         k.sync_clock();
         Ok(k)
@@ -597,6 +617,158 @@ impl<'obj> Kernel<'obj> {
         1..self.stats().profiles_used + 1
     }
 
+    /// Runs the `import` program once; its result, or a negative errno.
+    fn import_op(&self, mut args: types::import_args) -> Result<i32, ImportError> {
+        // SAFETY: plain C record.
+        let ctx = unsafe { plain::as_mut_bytes(&mut args) };
+        let input = libbpf_rs::ProgramInput {
+            context_in: Some(ctx),
+            ..Default::default()
+        };
+        self.skel
+            .progs
+            .import
+            .test_run(input)
+            .map_err(|e| ImportError::Kernel(e.to_string()))?;
+        Ok(args.result)
+    }
+
+    fn write_slot(&self, slot: u32, raw: &types::profile) -> Result<(), ImportError> {
+        // SAFETY: `types::profile` is a plain repr(C) record; viewing it as bytes is sound.
+        let bytes = unsafe { plain::as_bytes(raw) };
+        self.skel
+            .maps
+            .profiles
+            .update(&slot.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(|e| ImportError::Kernel(e.to_string()))
+    }
+
+    /// Puts `p` in slot 0, its rows in the staging rows (reserving more when they do not fit).
+    fn stage(&self, p: &Profile) -> Result<(), ImportError> {
+        let need = (p.train.rows.len() + p.test.rows.len()) as u32;
+        let (mut first, mut have) = self.staging.get();
+        if need > have {
+            let r = self.import_op(types::import_args {
+                op: types::import_op::IMPORT_RESERVE_ROWS.0,
+                count: need,
+                ..Default::default()
+            })?;
+            if r < 0 {
+                return Err(ImportError::RowsFull);
+            }
+            (first, have) = (r as u32, need);
+            self.staging.set((first, have));
+        }
+        let mut raw = types::profile {
+            count: p.count,
+            train_count: p.train_count,
+            last_mod_count: p.last_mod_count,
+            sequences: p.sequences,
+            anomalies: p.anomalies,
+            normal_time: p.normal_time,
+            state: p.state & crate::profile::PS_KEPT,
+            pending: p.life.pending,
+            ..Default::default()
+        };
+        let mut next = first;
+        for (table, index) in [(&p.train, &mut raw.train_row), (&p.test, &mut raw.test_row)] {
+            for (&sym, row) in &table.rows {
+                self.skel
+                    .maps
+                    .rows
+                    .update(&next.to_ne_bytes(), &row[..], MapFlags::ANY)
+                    .map_err(|e| ImportError::Kernel(e.to_string()))?;
+                index[usize::from(sym) % NSYMBOLS] = next;
+                next += 1;
+            }
+        }
+        self.write_slot(0, &raw)
+    }
+
+    /// Merges `merged` into the live profile in `slot`, all or nothing (see `import` in
+    /// `bpf/ebpfh.bpf.c`): its pairs are ORed in, each counter takes the larger value (the counts
+    /// that lead to normal restart with `promote`), and the state becomes `merged`'s, provided the
+    /// profile's state is still `expect`.
+    pub fn merge_profile(
+        &self,
+        slot: u32,
+        merged: &Profile,
+        expect: u32,
+        promote: bool,
+    ) -> Result<(), ImportError> {
+        self.stage(merged)?;
+        let r = self.import_op(types::import_args {
+            op: types::import_op::IMPORT_MERGE.0,
+            slot,
+            expect,
+            flags: if promote {
+                types::import_flags::IMPORT_PROMOTE.0
+            } else {
+                0
+            },
+            ..Default::default()
+        })?;
+        match -r {
+            0 => Ok(()),
+            16 => Err(ImportError::Busy),
+            2 => Err(ImportError::NoProfile),
+            28 => Err(ImportError::RowsFull),
+            e => Err(ImportError::Kernel(
+                std::io::Error::from_raw_os_error(e).to_string(),
+            )),
+        }
+    }
+
+    /// Adds `p` as a new profile for its key while the programs run: the slot is filled before
+    /// its key is indexed, so no task ever sees it half-written. `Ok(None)` if a task created a
+    /// profile for the key meanwhile (merge into that one instead).
+    pub fn create_profile(&self, p: &Profile) -> Result<Option<u32>, ImportError> {
+        let r = self.import_op(types::import_args {
+            op: types::import_op::IMPORT_RESERVE_SLOT.0,
+            ..Default::default()
+        })?;
+        if r < 0 {
+            return Err(ImportError::ProfilesFull);
+        }
+        let slot = r as u32;
+        let key = types::profile_key {
+            dev: p.key.kdev,
+            ino: p.key.ino,
+            script: p.key.script,
+        };
+        let life = &p.life;
+        let empty = types::profile {
+            key,
+            novelty: life.novelty,
+            runs: life.runs,
+            last_new_time: life.last_new_time,
+            budget_time: life.budget_time,
+            ..Default::default()
+        };
+        self.write_slot(slot, &empty)?;
+        let done = self.merge_profile(slot, p, 0, false).and_then(|()| {
+            // SAFETY: plain C record.
+            let key_bytes = unsafe { plain::as_bytes(&key) };
+            match self.skel.maps.profile_index.update(
+                key_bytes,
+                &slot.to_ne_bytes(),
+                MapFlags::NO_EXIST,
+            ) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(ImportError::Kernel(e.to_string())),
+            }
+        });
+        match done {
+            Ok(true) => Ok(Some(slot)),
+            other => {
+                // Nothing indexes the slot: blank it so that nothing lists or saves it.
+                self.write_slot(slot, &types::profile::default())?;
+                other.map(|_| None)
+            }
+        }
+    }
+
     /// Writes saved profiles into the kernel before attaching; returns their slots in order.
     pub fn load_profiles(&mut self, profiles: &[Profile]) -> Result<Vec<u32>, LoadError> {
         let (mut next_slot, mut next_row) = match self.skel.maps.data_data.as_deref() {
@@ -748,6 +920,7 @@ fn lsm_works() -> bool {
             &mut p.adopt_tasks,
             &mut p.dump_tasks,
             &mut p.command,
+            &mut p.import,
         ] {
             prog.set_autoload(false);
         }

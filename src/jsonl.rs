@@ -189,6 +189,12 @@ pub enum Record {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A bundle's profile was imported (`ebpfh profile import`), or a pending one applied when
+    /// its executable first ran: `result` is `merged`, `created` or `pending`.
+    ProfileImported {
+        #[serde(flatten)]
+        outcome: crate::fleet::Outcome,
+    },
     MonitorStarted {
         version: String,
         pid: u32,
@@ -320,6 +326,7 @@ impl Record {
             Record::Resumed { .. } => "resumed",
             Record::EventsLost { .. } => "events_lost",
             Record::Command { .. } => "command",
+            Record::ProfileImported { .. } => "profile_imported",
             Record::MonitorStarted { .. } => "monitor_started",
             Record::MonitorStopped { .. } => "monitor_stopped",
         }

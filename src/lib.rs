@@ -4,11 +4,13 @@
 
 pub mod abi;
 pub mod bpf;
+pub mod bundle;
 pub mod cgroup;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod event;
+pub mod fleet;
 pub mod identity;
 pub mod jsonl;
 pub mod metrics;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ebpfh::bpf::Capacity;
-use ebpfh::control::protocol::{Op, Request, Target};
+use ebpfh::control::protocol::{Op, Request, Response, Target};
 use ebpfh::control::{client, print, DEFAULT_RUN_DIR};
 use ebpfh::settings::{defaults, parse_duration, Settings};
 use ebpfh::store::DEFAULT_DIR;
@@ -125,6 +125,155 @@ enum ProfileCmd {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Write profiles to a bundle, by content identity, for other hosts (all when none is named).
+    Export {
+        /// Executables' paths or file names, or DEV:INODE keys.
+        #[arg(value_name = "EXE|KEY")]
+        profiles: Vec<String>,
+        /// The bundle to write ('-' for standard output).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Read the profiles from this state directory instead of asking the running monitor.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Merge bundles' profiles into this host's, matched by content identity.
+    Import {
+        /// Bundles to import ('-' for standard input).
+        #[arg(value_name = "FILE", required = true)]
+        bundles: Vec<PathBuf>,
+        /// How the state of a profile this host already has combines with the bundle's:
+        /// the less advanced of the two, the bundle's, or normal at once.
+        #[arg(
+            long = "as",
+            value_name = "STATE",
+            value_enum,
+            default_value = "stricter"
+        )]
+        how: ebpfh::bundle::ImportAs,
+        /// Import into this state directory instead of the running monitor (none may run on it).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Merge bundles into one, offline: pairs unioned, in any order, as often as you like.
+    Merge {
+        #[arg(value_name = "FILE", required = true)]
+        bundles: Vec<PathBuf>,
+        /// The merged bundle ('-' for standard output).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Writes a bundle to FILE or standard output, and says what it holds on standard error.
+fn write_bundle(output: &std::path::Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    ebpfh::bundle::write(output, bytes)
+        .with_context(|| format!("cannot write the bundle '{}'", output.display()))?;
+    if output != std::path::Path::new("-") {
+        eprintln!("{what} to '{}'", output.display());
+    }
+    Ok(())
+}
+
+fn profile_fleet(run_dir: &std::path::Path, cmd: ProfileCmd) -> anyhow::Result<u8> {
+    use ebpfh::bundle::{self, Body};
+    match cmd {
+        ProfileCmd::Show { .. } => unreachable!("handled by the caller"),
+        ProfileCmd::Export {
+            profiles,
+            output,
+            state_dir,
+        } => {
+            let (bytes, n, skipped) = match state_dir {
+                Some(dir) => {
+                    let (body, skipped) = ebpfh::fleet::export_dir(
+                        &dir,
+                        &profiles,
+                        &host_name(),
+                        &ebpfh::settings::Settings::default(),
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                    (body.encode(), body.profiles.len(), skipped)
+                }
+                None => match client_request(
+                    run_dir,
+                    "profile export",
+                    Request::Export { targets: profiles },
+                )? {
+                    Response::Bundle { bundle, skipped } => {
+                        let n = Body::decode(bundle.as_bytes())
+                            .map_err(|e| anyhow::anyhow!("the monitor's bundle {e}"))?
+                            .profiles
+                            .len();
+                        (bundle.into_bytes(), n, skipped)
+                    }
+                    other => anyhow::bail!("the monitor answered {other:?} to an export"),
+                },
+            };
+            for s in &skipped {
+                eprintln!(
+                    "left out {s}: its content identity is unknown (the file could not be read)"
+                );
+            }
+            write_bundle(&output, &bytes, &format!("wrote {n} profiles"))?;
+            Ok(0)
+        }
+        ProfileCmd::Import {
+            bundles,
+            how,
+            state_dir,
+            json,
+        } => {
+            // Checked here first, so a bad bundle is refused before anything is asked.
+            let bodies = bundle::read_all(&bundles).map_err(anyhow::Error::msg)?;
+            let outcomes = match state_dir {
+                Some(dir) => ebpfh::fleet::import_dir(&dir, &bodies, how, &host_name())
+                    .map_err(anyhow::Error::msg)?,
+                None => {
+                    let req = Request::Import {
+                        bundles: bodies
+                            .iter()
+                            .map(|b| String::from_utf8(b.encode()).expect("bundles are JSON"))
+                            .collect(),
+                        names: bundles.iter().map(|p| p.display().to_string()).collect(),
+                        how,
+                    };
+                    match client_request(run_dir, "profile import", req)? {
+                        Response::Imported(o) => o,
+                        other => anyhow::bail!("the monitor answered {other:?} to an import"),
+                    }
+                }
+            };
+            if json.json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&outcomes)?))?;
+            } else {
+                out(&print::imported(&outcomes))?;
+            }
+            Ok(0)
+        }
+        ProfileCmd::Merge { bundles, output } => {
+            let bodies = bundle::read_all(&bundles).map_err(anyhow::Error::msg)?;
+            let merged = bundle::merge(&host_name(), &bodies);
+            write_bundle(
+                &output,
+                &merged.encode(),
+                &format!(
+                    "merged {} bundles into {} profiles",
+                    bodies.len(),
+                    merged.profiles.len()
+                ),
+            )?;
+            Ok(0)
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -572,6 +721,17 @@ impl MonitorOpts {
 }
 
 /// Sends one request for subcommand `name` and prints the reply.
+/// Sends one request for subcommand `name` and returns the reply.
+fn client_request(run_dir: &std::path::Path, name: &str, req: Request) -> anyhow::Result<Response> {
+    match client::request(run_dir, &req) {
+        Ok(resp) => Ok(resp),
+        Err(client::ClientError::NeedRoot(_)) => {
+            anyhow::bail!("ebpfh {name} needs root to reach the monitor's socket; run it with sudo")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn client_command(
     run_dir: &std::path::Path,
     name: &str,
@@ -675,6 +835,7 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
             },
             json.json,
         ),
+        Some(Cmd::Profile { cmd }) => profile_fleet(&run_dir, cmd),
         Some(Cmd::Normalize(a)) => command(Op::Normalize, a),
         Some(Cmd::Sensitize(a)) => command(Op::Sensitize, a),
         Some(Cmd::Tolerize(a)) => command(Op::Tolerize, a),

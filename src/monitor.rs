@@ -14,10 +14,12 @@ use anyhow::{Context, Result};
 use libbpf_rs::RingBufferBuilder;
 
 use crate::bpf::{Capacity, Kernel, Stats};
+use crate::bundle::{self, Body, Entry, ImportAs};
 use crate::cgroup::{self, Cgroups};
 use crate::clock::TaiClock;
 use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
+use crate::fleet::{self, Outcome};
 use crate::identity::{self, Identity};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::metrics::{Exporter, Metrics};
@@ -81,6 +83,8 @@ struct Monitor<'k, 'obj> {
     metrics: Option<Metrics>,
     /// Paths of the cgroup ids seen (shared with the control server's `ps`).
     cgroups: RefCell<Cgroups>,
+    /// Imported profiles of executables that have not run here yet (see `src/fleet.rs`).
+    pending: fleet::Pending,
 }
 
 impl Monitor<'_, '_> {
@@ -222,9 +226,11 @@ impl Monitor<'_, '_> {
     fn handle(&mut self, ev: &Event, o: &Origin) {
         let (process, profile) = self.process(ev.tid(), o);
         let mut sha256 = None;
+        let mut identity = None;
         match *ev {
             Event::ProfileCreated { .. } => {
-                sha256 = self.identify(o.slot, o.tgid).map(|i| i.sha256);
+                identity = self.identify(o.slot, o.tgid);
+                sha256 = identity.map(|i| i.sha256);
                 log::debug!("new profile {} for {}", profile.profile, process.exe);
             }
             Event::Anomaly {
@@ -291,6 +297,10 @@ impl Monitor<'_, '_> {
         };
         let rec = Record::from_event(ev, cx, syscalls::name);
         self.emit(o.time, &rec);
+        // After the profile_created line, so that the profile_imported line follows it.
+        if let Some(id) = identity {
+            self.apply_pending(o.slot, &id);
+        }
     }
 
     /// Reports what the kernel dropped since the last check (design: every loss is shown).
@@ -355,6 +365,118 @@ impl Monitor<'_, '_> {
             }
         }
         out
+    }
+
+    /// Applies the pending import for an executable that just ran for the first time, with the
+    /// bundle's state: the host has nothing of its own to be stricter with.
+    fn apply_pending(&mut self, slot: u32, id: &Identity) {
+        let Some(e) = self.pending.get(id).cloned() else {
+            return;
+        };
+        match self.merge_into(slot, &e, ImportAs::Bundle) {
+            Ok(outcome) => {
+                log::info!(
+                    "applied the imported profile of {} to its first run",
+                    outcome.exe
+                );
+                self.pending.done(id);
+                self.emit_now(&Record::ProfileImported { outcome });
+                if let Some(err) = self.save().error {
+                    log::error!("{err}");
+                }
+            }
+            Err(err) => log::error!(
+                "cannot apply the imported profile of {} (kept for its next run): {err}",
+                e.path()
+            ),
+        }
+    }
+
+    /// Merges a bundle's profile into the live one in `slot`, retrying while the hot path changes
+    /// its state under the merge.
+    fn merge_into(&mut self, slot: u32, e: &Entry, how: ImportAs) -> Result<Outcome, String> {
+        // Set while a promotion copies the tables (`bpf/ebpfh.h`); wait for it to finish.
+        const PS_PROMOTING: u32 = crate::bpf::types::abi_constants::ABI_PS_PROMOTING.0;
+        for _ in 0..1000 {
+            let mut local = self.kernel.profile(slot).ok_or("the profile is gone")?;
+            if local.state & PS_PROMOTING != 0 {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            if let Some(k) = self.known.get(&slot) {
+                local.exe = k.exe.clone();
+                local.identity = k.identity;
+            }
+            let merged = bundle::import_into(&local, e, how);
+            let expect = local.state & crate::profile::PS_KEPT;
+            match self
+                .kernel
+                .merge_profile(slot, &merged, expect, how == ImportAs::Normal)
+            {
+                Ok(()) => {
+                    let k = self.known.entry(slot).or_insert(Known {
+                        key: local.key,
+                        exe: String::new(),
+                        script: String::new(),
+                        identity: None,
+                    });
+                    if k.exe.is_empty() {
+                        k.exe = merged.exe.clone();
+                    }
+                    k.identity = k.identity.or(Some(e.identity));
+                    self.states.remove(&slot);
+                    return Ok(Outcome::applied("merged", &merged));
+                }
+                Err(crate::bpf::ImportError::Busy) => continue,
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        Err(crate::bpf::ImportError::Busy.to_string())
+    }
+
+    /// Imports one bundle profile into the running kernel (see `src/fleet.rs` for where it goes).
+    fn import_entry(&mut self, e: &Entry, how: ImportAs) -> Result<Vec<Outcome>, String> {
+        let mut slots: Vec<u32> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.identity == Some(e.identity))
+            .map(|(&s, _)| s)
+            .collect();
+        slots.sort_unstable();
+        if slots.is_empty() {
+            match fleet::find_local(e) {
+                Some((key, path)) => match self.kernel.slot_of(key) {
+                    Some(slot) => slots.push(slot),
+                    None => {
+                        let p = bundle::new_profile(key, &path, e, how);
+                        match self.kernel.create_profile(&p).map_err(|e| e.to_string())? {
+                            Some(slot) => {
+                                self.known.insert(
+                                    slot,
+                                    Known {
+                                        key,
+                                        exe: path,
+                                        script: String::new(),
+                                        identity: Some(e.identity),
+                                    },
+                                );
+                                return Ok(vec![Outcome::applied("created", &p)]);
+                            }
+                            // It started running meanwhile: merge into the profile it got.
+                            None => slots.extend(self.kernel.slot_of(key)),
+                        }
+                    }
+                },
+                None => {
+                    self.pending.keep(fleet::pending_form(e, how), &self.host)?;
+                    return Ok(vec![Outcome::pending(e)]);
+                }
+            }
+        }
+        slots
+            .into_iter()
+            .map(|slot| self.merge_into(slot, e, how))
+            .collect()
     }
 
     /// Saves every profile. Whatever failed is summed up in one sentence (see [`Saved`]), so a
@@ -457,6 +579,7 @@ impl Host for Monitor<'_, '_> {
             .profile(slot)
             .ok_or("the profile is gone from the kernel")?;
         p.exe = Host::exe(self, slot);
+        p.identity = Host::identity(self, slot);
         self.store.save(&p).map_err(|e| e.to_string())
     }
 
@@ -473,6 +596,55 @@ impl Host for Monitor<'_, '_> {
 
     fn hub(&mut self) -> &mut Hub {
         &mut self.hub
+    }
+
+    fn export(&mut self, slots: &[u32]) -> (Body, Vec<String>) {
+        let mut profiles = Vec::new();
+        for &slot in slots {
+            let identity = self.identify(slot, 0);
+            if let Some(mut p) = self.kernel.profile(slot) {
+                p.exe = Host::exe(self, slot);
+                p.identity = identity;
+                profiles.push(p);
+            }
+        }
+        let source = bundle::Source::here(&self.host, &self.settings);
+        let refs: Vec<&Profile> = profiles.iter().collect();
+        let (entries, skipped) = fleet::entries(&refs, &source);
+        (Body::new(&self.host, entries), skipped)
+    }
+
+    fn import(&mut self, bodies: &[Body], how: ImportAs) -> Result<Vec<Outcome>, String> {
+        let incoming =
+            bundle::merge_entries(bodies.iter().flat_map(|b| b.profiles.iter().cloned()));
+        let mut out = Vec::new();
+        let mut failed = None;
+        for e in &incoming {
+            match self.import_entry(e, how) {
+                Ok(o) => out.extend(o),
+                Err(err) => {
+                    failed = Some(format!(
+                        "cannot import the profile of {}: {err} ({} other profiles were imported)",
+                        e.path(),
+                        out.len()
+                    ));
+                    break;
+                }
+            }
+        }
+        for outcome in &out {
+            self.emit_now(&Record::ProfileImported {
+                outcome: outcome.clone(),
+            });
+        }
+        // On disk at once: an imported profile is kept as carefully as one learned here.
+        if let Some(err) = Monitor::save(self).error {
+            failed.get_or_insert(format!("the profiles were imported, but {err}"));
+        }
+        match failed {
+            Some(f) => Err(f),
+            None => Ok(out),
+        }
     }
 
     fn state_dir(&self) -> String {
@@ -577,6 +749,7 @@ pub fn run(opts: &Options) -> Result<()> {
         digests: identity::Cache::default(),
         metrics,
         cgroups: RefCell::new(Cgroups::new()),
+        pending: fleet::Pending::open(&opts.state_dir),
     };
     if let (Some(e), Some(mx)) = (&mut exporter, &m.metrics) {
         e.serve(mx)?;

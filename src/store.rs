@@ -511,6 +511,13 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Replaces `<dir>/<name>` with `bytes` atomically and durably: other files (bundles, pending
+/// imports) get the same care as profiles.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    replace_file(dir, name, bytes)?;
+    sync_dir(dir)
+}
+
 fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp.")
 }

@@ -32,7 +32,30 @@ pub fn response(resp: &Response, json: bool) -> String {
         Response::Saved { profiles } => format!("saved {profiles} profiles\n"),
         Response::Snapshot(s) => status(&s.status),
         Response::Streaming => String::new(),
+        Response::Bundle { bundle, .. } => bundle.clone(),
+        Response::Imported(outcomes) => imported(outcomes),
     }
+}
+
+/// One line per imported profile: what happened, to which executable, and its state now.
+pub fn imported(outcomes: &[crate::fleet::Outcome]) -> String {
+    let mut o = String::new();
+    for x in outcomes {
+        let _ = match (&x.profile, x.profile_state) {
+            (Some(key), Some(state)) => {
+                writeln!(o, "{:<8} {} ({key}): now {state}", x.result, x.exe)
+            }
+            _ => writeln!(
+                o,
+                "{:<8} {} (not on this host; applied when it first runs)",
+                x.result, x.exe
+            ),
+        };
+    }
+    if outcomes.is_empty() {
+        o.push_str("the bundles hold no profiles\n");
+    }
+    o
 }
 
 fn past(op: Op) -> &'static str {

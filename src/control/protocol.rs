@@ -29,6 +29,15 @@ pub enum Request {
     Set { setting: String, value: String },
     /// Write every profile to disk now.
     Save,
+    /// A bundle of the profiles named (every profile when none is).
+    Export { targets: Vec<String> },
+    /// Import bundles: their text, the names they were read from (for messages), and how
+    /// states combine.
+    Import {
+        bundles: Vec<String>,
+        names: Vec<String>,
+        how: crate::bundle::ImportAs,
+    },
     /// Status, profiles and processes in one reply (the dashboard's refresh).
     Snapshot { threads: bool },
     /// Turn this connection into a stream of events.
@@ -146,6 +155,13 @@ pub enum Response {
     Saved {
         profiles: usize,
     },
+    /// An exported bundle's text, and the profiles left out for want of a content identity.
+    Bundle {
+        bundle: String,
+        skipped: Vec<String>,
+    },
+    /// What an import did with each profile.
+    Imported(Vec<crate::fleet::Outcome>),
     Snapshot(Box<Snapshot>),
     /// Events follow, one per line.
     Streaming,

@@ -100,6 +100,14 @@ pub trait Host {
     /// Writes an event line (log and subscribers).
     fn emit(&mut self, rec: &Record);
     fn hub(&mut self) -> &mut Hub;
+    /// A bundle of the profiles in `slots`, and those left out for want of an identity.
+    fn export(&mut self, slots: &[u32]) -> (crate::bundle::Body, Vec<String>);
+    /// Imports bundles into the running kernel (see `src/fleet.rs`).
+    fn import(
+        &mut self,
+        bodies: &[crate::bundle::Body],
+        how: crate::bundle::ImportAs,
+    ) -> Result<Vec<crate::fleet::Outcome>, String>;
     fn state_dir(&self) -> String;
     fn log_target(&self) -> Option<String>;
 }
@@ -383,6 +391,56 @@ impl Server {
                     error: result.as_ref().err().cloned(),
                 });
                 Ok(Response::Saved { profiles: result? })
+            }
+            Request::Export { targets } => {
+                let slots = if targets.is_empty() {
+                    host.kernel()
+                        .slots()
+                        .filter(|&s| host.kernel().profile_counters(s).is_some())
+                        .collect()
+                } else {
+                    let mut slots = targets
+                        .iter()
+                        .map(|t| resolve(host, &Target::Profile(t.clone())))
+                        .collect::<Result<Vec<u32>, String>>()?;
+                    slots.sort_unstable();
+                    slots.dedup();
+                    slots
+                };
+                let (body, skipped) = host.export(&slots);
+                let bundle = String::from_utf8(body.encode()).expect("bundles are JSON");
+                Ok(Response::Bundle { bundle, skipped })
+            }
+            Request::Import {
+                bundles,
+                names,
+                how,
+            } => {
+                let bodies = bundles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| {
+                        crate::bundle::Body::decode(text.as_bytes()).map_err(|e| {
+                            let name = names.get(i).map_or("?", |n| n.as_str());
+                            format!("the bundle '{name}' {e}")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let result = host.import(&bodies, how);
+                host.emit(&Record::Command {
+                    peer_uid: peer.uid,
+                    peer_pid: peer.pid,
+                    command: "import".into(),
+                    target: Some(names.join(" ")),
+                    profile: None,
+                    exe: None,
+                    profile_state: None,
+                    setting: None,
+                    value: None,
+                    result: if result.is_ok() { "ok" } else { "failed" }.into(),
+                    error: result.as_ref().err().cloned(),
+                });
+                Ok(Response::Imported(result?))
             }
             Request::EventStream => Err("the event stream is served by the socket thread".into()),
             Request::ReturnError => Err("you asked for an error".into()),
@@ -762,6 +820,16 @@ struct Pending {
     stream: UnixStream,
     buf: Vec<u8>,
     since: Instant,
+    /// The longest request line accepted from this peer.
+    limit: u64,
+}
+
+/// Only root's `ebpfh profile import` sends more than [`MAX_REQUEST`]: the bundles it imports.
+fn request_limit(stream: &UnixStream) -> u64 {
+    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(c) if c.uid() == 0 => MAX_REQUEST + 2 * crate::bundle::MAX_BYTES,
+        _ => MAX_REQUEST,
+    }
 }
 
 /// What reading a waiting connection gave.
@@ -778,11 +846,14 @@ fn read_pending(p: &mut Pending) -> Got {
         match p.stream.read(&mut chunk) {
             Ok(0) => return Got::Closed,
             Ok(n) => {
+                // Only the new bytes are searched: an imported bundle's line can be large.
+                let start = p.buf.len();
                 p.buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = p.buf.iter().position(|&b| b == b'\n') {
+                if let Some(i) = chunk[..n].iter().position(|&b| b == b'\n') {
+                    let end = start + i;
                     return Got::Line(String::from_utf8_lossy(&p.buf[..end]).into_owned());
                 }
-                if p.buf.len() as u64 > MAX_REQUEST {
+                if p.buf.len() as u64 > p.limit {
                     return Got::TooLong;
                 }
             }
@@ -889,6 +960,7 @@ fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<Atomi
                         pending.pop_front();
                     }
                     pending.push_back(Pending {
+                        limit: request_limit(&stream),
                         stream,
                         buf: Vec::new(),
                         since: Instant::now(),

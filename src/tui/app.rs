@@ -223,6 +223,15 @@ impl FeedItem {
                 serde_json::to_string(lost).unwrap_or_default(),
                 serde_json::to_string(failed).unwrap_or_default()
             ),
+            Record::ProfileImported { outcome } => format!(
+                "imported {} ({}){}",
+                outcome.exe,
+                outcome.result,
+                outcome
+                    .profile_state
+                    .map(|s| format!(": now {s}"))
+                    .unwrap_or_default()
+            ),
             Record::ProfileCreated { .. }
             | Record::NewSequence { .. }
             | Record::MonitorStarted { .. }
