@@ -108,7 +108,7 @@ pub enum CommandError {
     Untrained,
     #[error("the profile is being normalized right now; try again")]
     Busy,
-    #[error("the profile is not normal, so nothing it learned is pending; it is still training")]
+    #[error("the profile is not normal yet, so nothing it learned is pending")]
     NotNormal,
     #[error("the profile has nothing pending to accept")]
     NothingPending,

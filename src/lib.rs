@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod preflight;
 pub mod procfs;
 pub mod profile;
+pub mod progress;
 pub mod record;
 pub mod replay;
 pub mod respond;

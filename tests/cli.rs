@@ -26,6 +26,25 @@ fn a_bad_duration_names_the_value_and_the_format() {
 }
 
 #[test]
+fn an_unknown_lifecycle_names_the_value_and_the_choices() {
+    for args in [
+        &["--headless", "--lifecycle", "pH2"][..],
+        &["replay", "--lifecycle", "pH2", "x.ebt"][..],
+        &["record", "--lifecycle", "pH2", "-o", "x.ebt", "--", "true"][..],
+    ] {
+        let out = ebpfh().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: invalid value 'pH2' for '--lifecycle <NAME>'"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("[possible values: ebpfh, ph]"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
 fn a_zero_denominator_is_refused() {
     let out = ebpfh()
         .args(["--headless", "--normal-factor-den", "0"])

@@ -322,3 +322,79 @@ fn root_capacity_is_counted_consistently_and_clients_handle_closed_output() {
         "ebpfh: cannot write to standard output: No space left on device (os error 28)"
     );
 }
+
+/// `ebpfh accept` through the real client: refused in one sentence for a profile that is not
+/// normal or that nobody has; on a normal profile it makes what was pending normal behaviour,
+/// and `profiles` says what the profile waits for meanwhile.
+#[test]
+fn root_accept_makes_pending_pairs_normal_and_says_why_not() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "anomaly");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    run(&prog, &[]);
+    let one_sentence = |mon: &Monitor, args: &[&str], what: &str| {
+        let out = mon.client(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+    };
+    one_sentence(
+        &mon,
+        &["accept", "--profile", &key],
+        "the profile is not normal yet, so nothing it learned is pending",
+    );
+    one_sentence(
+        &mon,
+        &["accept", "--profile", "/no/such/program"],
+        "no profile matches '/no/such/program'",
+    );
+    let profiles = mon.client_json(&["profiles"]);
+    let p = profile_of(&profiles, &key).unwrap();
+    assert!(
+        p["progress"]
+            .as_str()
+            .unwrap()
+            .contains("runs without a new pair"),
+        "{p}"
+    );
+
+    mon.train_to_normal(&prog, &[]);
+    one_sentence(
+        &mon,
+        &["accept", "--profile", &key],
+        "the profile has nothing pending to accept",
+    );
+    // The backdoor, twice: pending after the first run, flagged again on the second.
+    let first = run(&prog, &["x"]);
+    let second = run(&prog, &["x"]);
+    for pid in [first, second] {
+        assert!(
+            mon.wait_for("anomaly", |e| e["pid"] == pid, Duration::from_secs(10))
+                .is_some(),
+            "run {pid} of the backdoor was not flagged"
+        );
+    }
+    let profiles = mon.client_json(&["profiles"]);
+    let p = profile_of(&profiles, &key).unwrap();
+    assert!(p["pending"].as_u64().unwrap() > 0, "{p}");
+    assert!(p["progress"].as_str().unwrap().contains("pending"), "{p}");
+    let done = mon.client_json(&["accept", "--profile", &key]);
+    assert_eq!(done["done"]["profile"]["pending"], 0, "{done}");
+    // Accepted: the backdoor is normal behaviour now.
+    let third = run(&prog, &["x"]);
+    std::thread::sleep(Duration::from_millis(500));
+    mon.stop();
+    assert!(
+        anomalies_of(&mon.events(), &[third]).is_empty(),
+        "the accepted backdoor was still flagged"
+    );
+    let accepted = mon
+        .events_of("command")
+        .into_iter()
+        .filter(|e| e["command"] == "accept" && e["result"] == "ok")
+        .count();
+    assert_eq!(accepted, 1);
+}

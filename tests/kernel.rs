@@ -401,3 +401,42 @@ fn root_int80_calls_are_not_read_as_native_calls() {
         .iter()
         .all(|a| !names(&a["sequence"]).contains(&"writev".to_string())));
 }
+
+/// The flood pH's tolerize reset allowed is gone: a run far past the tolerize limit (`burst
+/// 5000`: 5000 anomalous writes, its LFC above 12 for thousands of calls) crosses the limit once
+/// and yields one tolerize_limit line; repeated runs charge the anomaly budget once each and
+/// then stop normal monitoring, after which nothing more is flagged.
+#[test]
+fn root_a_long_burst_tolerizes_once_and_the_budget_ends_it() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let prog = build_fixture(dir.path(), "burst");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(dir.path(), &state, &["--anomaly-limit", "2"]);
+    mon.train_to_normal(&prog, &[]);
+    let pids: Vec<u32> = (0..5).map(|_| run(&prog, &["5000"])).collect();
+    // 15,000 anomaly lines go first: the debug monitor takes a while.
+    mon.wait_for(
+        "normal_stopped",
+        |e| e["profile"] == key,
+        Duration::from_secs(120),
+    )
+    .expect("three anomalous runs exceed a budget of 2");
+    mon.stop();
+    let events = mon.events();
+    let tolerized: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "tolerize_limit" && e["profile"] == key)
+        .collect();
+    // Runs 1 and 2 cross once each; run 3 stops normal monitoring at its first anomaly (LFC 1).
+    assert_eq!(tolerized.len(), 2, "{tolerized:#?}");
+    // Every write of runs 1 and 2 is anomalous (and a few calls after them); run 3 has one
+    // anomaly, at which normal monitoring stops; runs 4 and 5 run a training profile.
+    let counts: Vec<usize> = pids
+        .iter()
+        .map(|pid| anomalies_of(&events, &[*pid]).len())
+        .collect();
+    assert!(counts[0] >= 5000 && counts[1] >= 5000, "{counts:?}");
+    assert_eq!(counts[2..], [1, 0, 0], "{counts:?}");
+}

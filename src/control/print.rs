@@ -272,6 +272,7 @@ fn profiles(rows: &[ProfileRow]) -> String {
                 r.normal_in_secs.map_or("-".into(), duration),
                 r.profile.clone(),
                 with_script(name(&r.exe, "?"), &r.script),
+                r.progress.clone(),
             ]
         })
         .collect();
@@ -286,8 +287,11 @@ fn profiles(rows: &[ProfileRow]) -> String {
             "NORMAL-IN",
             "KEY",
             "EXE",
+            "PROGRESS",
         ],
-        &[false, true, true, true, true, true, true, false, false],
+        &[
+            false, true, true, true, true, true, true, false, false, false,
+        ],
         &cells,
     )
 }
@@ -330,6 +334,10 @@ fn profile(p: &ProfileDetail) -> String {
         let _ = writeln!(o, "script sha256  {script}");
     }
     let _ = writeln!(o, "state          {}", r.state);
+    // A frozen profile's wait has its own line below.
+    if !r.progress.is_empty() && r.state != crate::profile::State::Frozen {
+        let _ = writeln!(o, "progress       {}", r.progress);
+    }
     if let (Some(at), Some(secs)) = (&p.normal_at, r.normal_in_secs) {
         let _ = writeln!(o, "normal at      {at} (in {})", duration(secs));
     }

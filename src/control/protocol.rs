@@ -308,6 +308,13 @@ pub struct ProfileRow {
     /// Seconds until a frozen profile becomes normal (0 once due), none otherwise.
     pub normal_in_secs: Option<u64>,
     pub processes: usize,
+    /// Pair sets a normal profile learned that wait to be accepted (ebpfh lifecycle).
+    #[serde(default)]
+    pub pending: u32,
+    /// What the profile waits for and roughly how long (`progress::progress`; empty when normal
+    /// with nothing pending).
+    #[serde(default)]
+    pub progress: String,
 }
 
 /// One learned lookahead pair set: `previous` came `distances` calls before `current`.

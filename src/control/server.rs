@@ -606,6 +606,8 @@ impl Server {
             pairs,
             normal_in_secs,
             processes: 0,
+            pending: p.life.pending,
+            progress: crate::progress::progress(p, host.settings(), crate::clock::tai_now()),
         }
     }
 }

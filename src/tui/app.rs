@@ -632,6 +632,8 @@ mod tests {
             pairs: 12,
             normal_in_secs: None,
             processes: 1,
+            pending: 0,
+            progress: String::new(),
         }
     }
 

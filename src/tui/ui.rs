@@ -403,11 +403,16 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
             r.profile, r.calls, rate(r.calls_per_sec), r.train_count, r.last_mod_count, r.sequences
         )),
         Line::from(format!(
-            "anomalies {} · processes {} · {} training pairs, {} testing pairs",
+            "anomalies {} · processes {} · {} training pairs, {} testing pairs{}",
             r.anomalies,
             r.processes,
             d.train.iter().map(|p| p.flags.count_ones()).sum::<u32>(),
-            d.test.iter().map(|p| p.flags.count_ones()).sum::<u32>()
+            d.test.iter().map(|p| p.flags.count_ones()).sum::<u32>(),
+            if r.progress.is_empty() {
+                String::new()
+            } else {
+                format!(" · {}", r.progress)
+            }
         )),
         Line::styled(
             format!("{table_name} pairs: row = call, column = an earlier call (labels read downwards), shade = how many of the 8 distances"),
@@ -683,6 +688,8 @@ mod tests {
             pairs: 40,
             normal_in_secs: (state == State::Frozen).then_some(90),
             processes: 1,
+            pending: 0,
+            progress: String::new(),
         }
     }
 
@@ -820,6 +827,7 @@ mod tests {
         let mut r = app.selected_profile().unwrap().clone();
         r.profile = key;
         r.state = State::Normal;
+        r.progress = "9 pending: accept, or 5 more runs showing them".into();
         app.set_detail(ProfileDetail {
             row: r,
             normal_at: None,
@@ -828,6 +836,10 @@ mod tests {
         });
         let s = screen(&app, 160, 40);
         assert!(s.contains("testing pairs"), "{s}");
+        assert!(
+            s.contains("testing pairs · 9 pending: accept, or 5 more runs showing them"),
+            "the detail says what the profile waits for: {s}"
+        );
         assert!(s.contains("read  █"), "the read row has a full cell: {s}");
         assert!(s.contains("write ·░"), "{s}");
         assert!(s.contains("read ← write 1,2,3,4,5,6,7,8"), "{s}");
