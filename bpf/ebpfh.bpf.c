@@ -61,6 +61,13 @@ const volatile __u32 max_profiles = DEFAULT_MAX_PROFILES;
 const volatile __u32 max_rows = DEFAULT_MAX_ROWS;
 /* Give an interpreter running a script file a profile of its own (--script-profiles). */
 const volatile __u32 script_profiles = 1;
+/*
+ * Profiles one non-root uid may create (0 = no limit), and slots at the end
+ * of the table only root may fill: an unprivileged user cannot use up the
+ * table and leave root's programs unwatched (--uid-quota, --root-reserve).
+ */
+const volatile __u32 uid_quota = 0;
+const volatile __u32 root_reserve = 0;
 
 /* The settings map: one record the monitor rewrites at run time. */
 struct settings settings SEC(".data.settings") = {
@@ -144,11 +151,20 @@ struct {
 #define NAME_BOUND 256
 #define DPATH_DEPTH 64
 
+/* Profiles created per non-root uid (see uid_quota); the monitor seeds it with the loaded ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} uid_profiles SEC(".maps");
+
 /* Exec-time string work: too big for the BPF stack. Exec never nests on a CPU. */
 struct exec_scratch {
 	char argv[ARGV_BYTES];
 	char script[PATH_LEN];
 	char name[2 * INTERP_NAME];
+	char anon[ANON_NAME];
 	/* dpath(): a path is built backwards from DPATH_END. */
 	char dpath[DPATH_END + 1 + NAME_BOUND];
 };
@@ -760,10 +776,6 @@ static long dwalk_cb(__u64 i, void *ctx)
 		return 0;
 	}
 	parent = BPF_CORE_READ(d, d_parent);
-	if (parent == d) {
-		w->done = 1;
-		return 1;
-	}
 	len = BPF_CORE_READ(d, d_name.len);
 	name = BPF_CORE_READ(d, d_name.name);
 	if (len == 0 || len >= NAME_BOUND || w->pos < len + 1)
@@ -772,6 +784,12 @@ static long dwalk_cb(__u64 i, void *ctx)
 	bpf_probe_read_kernel(&s->dpath[w->pos & DPATH_END], len & (NAME_BOUND - 1), name);
 	w->pos--;
 	s->dpath[w->pos & DPATH_END] = '/';
+	/* A dentry that is its own parent and no mount's root is a pseudo file's
+	 * (memfd): "/memfd:NAME", as /proc shows it. */
+	if (parent == d) {
+		w->done = 1;
+		return 1;
+	}
 	w->d = parent;
 	return 0;
 }
@@ -798,6 +816,49 @@ static __always_inline int dpath(struct dentry *d, struct vfsmount *mnt, struct 
 		s->dpath[w.pos & DPATH_END] = '/';
 	}
 	return w.pos & DPATH_END;
+}
+
+/* ---- admission: who may create a profile ------------------------------ */
+
+/* Takes one of `uid`'s profiles; 0 if it has used its quota (or the count map is full). */
+static __always_inline int quota_take(__u32 uid)
+{
+	__u32 zero = 0, *n;
+
+	if (!uid_quota)
+		return 1;
+	n = bpf_map_lookup_elem(&uid_profiles, &uid);
+	if (!n) {
+		bpf_map_update_elem(&uid_profiles, &uid, &zero, BPF_NOEXIST);
+		n = bpf_map_lookup_elem(&uid_profiles, &uid);
+		if (!n)
+			return 0;
+	}
+	if (__sync_fetch_and_add(n, 1) >= uid_quota) {
+		__sync_fetch_and_sub(n, 1);
+		return 0;
+	}
+	return 1;
+}
+
+/* The key of a file without a name: (ANON_DEV | uid, hash of its dentry name). */
+static __always_inline void anon_key(struct profile_key *key, struct file *file, __u32 uid,
+				     struct exec_scratch *ws)
+{
+	__u64 h = FNV_OFFSET;
+	char c;
+
+	key->dev = ANON_DEV | uid;
+	if (ws && bpf_probe_read_kernel_str(ws->anon, sizeof(ws->anon),
+					    BPF_CORE_READ(file, f_path.dentry, d_name.name)) > 0) {
+		for (int i = 0; i < ANON_NAME; i++) {
+			c = ws->anon[i];
+			if (!c)
+				break;
+			h = (h ^ (__u8)c) * FNV_PRIME;
+		}
+	}
+	key->ino = h;
 }
 
 /* ---- profiles --------------------------------------------------------- */
@@ -827,18 +888,35 @@ static __always_inline __u32 profile_for_file(struct file *file,
 	struct ev_profile_created *e;
 	struct exec_scratch *ws;
 	struct profile *p;
-	__u32 *found, slot;
+	__u32 *found, slot, uid;
 	int at;
 
 	if (!file)
 		return 0;
-	key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-	key.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	uid = BPF_CORE_READ(task, cred, uid.val);
+	ws = scratch_get();
+	if (BPF_CORE_READ(file, f_inode, i_nlink) == 0) {
+		/* memfd and friends: a new inode per exec would be a new profile each time. */
+		anon_key(&key, file, uid, ws);
+	} else {
+		key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+		key.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	}
 	key.script = script;
 	found = bpf_map_lookup_elem(&profile_index, &key);
 	if (found)
 		return *found;
 
+	if (uid) {
+		if (next_profile + root_reserve >= max_profiles) {
+			count_stat(STAT_PROFILES_FULL);
+			return 0;
+		}
+		if (!quota_take(uid)) {
+			count_stat(STAT_QUOTA_REFUSED);
+			return 0;
+		}
+	}
 	slot = __sync_fetch_and_add(&next_profile, 1);
 	if (slot >= max_profiles) {
 		count_stat(STAT_PROFILES_FULL);
@@ -870,7 +948,6 @@ static __always_inline __u32 profile_for_file(struct file *file,
 		if (script && s)
 			bpf_probe_read_kernel_str(e->script, sizeof(e->script), s->script);
 		/* The monitor may never see a short-lived process in /proc. */
-		ws = scratch_get();
 		if (ws) {
 			at = dpath(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), ws);
 			if (at >= 0)

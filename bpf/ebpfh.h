@@ -41,6 +41,15 @@
 #define ARGV_BYTES 512
 #define INTERP_NAME 16
 
+/*
+ * A file without a name (memfd, O_TMPFILE, deleted: i_nlink == 0) is keyed
+ * by who ran it and its name, not by an inode that is new every time: dev is
+ * ANON_DEV | uid, ino an FNV-1a hash of the dentry name (its first
+ * ANON_NAME - 1 bytes). No real device number has bit 63 set.
+ */
+#define ANON_DEV (1ULL << 63)
+#define ANON_NAME 64
+
 /* Profile state bits. pH keeps frozen and normal as independent flags. */
 #define PS_FROZEN 1
 #define PS_NORMAL 2
@@ -230,6 +239,7 @@ enum stat_index {
 	STAT_TASKS_FAILED = 3,   /* task storage could not be created */
 	STAT_SIGSTACK_OVERFLOW = 4,
 	STAT_INDEX_RACE = 5,     /* two tasks created one profile at once */
+	STAT_QUOTA_REFUSED = 6,  /* a non-root uid had used its quota: exec left untraced */
 	STAT_MAX = 8,
 };
 

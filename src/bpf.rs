@@ -141,6 +141,10 @@ pub struct Capacity {
     pub ring_bytes: u32,
     /// The trace ring buffer; only used while recording.
     pub trace_bytes: u32,
+    /// Profiles one non-root uid may create (0 = no limit).
+    pub uid_quota: u32,
+    /// Profile slots only root may fill.
+    pub root_reserve: u32,
 }
 
 impl Capacity {
@@ -150,7 +154,16 @@ impl Capacity {
         rows: 65536,
         ring_bytes: 4 << 20,
         trace_bytes: 64 << 10,
+        uid_quota: Capacity::default_share(4096),
+        root_reserve: Capacity::default_share(4096),
     };
+
+    /// The default per-uid quota and root reserve for a table of `profiles`: an eighth each, so
+    /// no unprivileged user can take more than an eighth of the table, and root always finds an
+    /// eighth free.
+    pub const fn default_share(profiles: u32) -> u32 {
+        profiles / 8
+    }
     /// The trace ring buffer `ebpfh record` asks for: a recorder must keep up with every call.
     pub const RECORD_TRACE_BYTES: u32 = 64 << 20;
 }
@@ -170,6 +183,8 @@ pub struct Stats {
     pub tasks_failed: u64,
     pub sigstack_overflow: u64,
     pub index_races: u64,
+    /// Execs left untraced because a non-root uid had used its quota of profiles.
+    pub quota_refused: u64,
     /// Ring-buffer reservations that failed, per event kind (index = `event_kind`).
     pub events_lost: [u64; EVENT_KINDS],
     pub profiles_used: u32,
@@ -245,6 +260,8 @@ impl<'obj> Kernel<'obj> {
             ro.max_profiles = cap.profiles;
             ro.max_rows = cap.rows;
             ro.script_profiles = u32::from(settings.script_profiles);
+            ro.uid_quota = cap.uid_quota;
+            ro.root_reserve = cap.root_reserve;
         }
         if let Some(s) = maps.data_settings_data.as_deref_mut() {
             write_settings(&mut s.settings, settings, monitor_tgid);
@@ -374,6 +391,7 @@ impl<'obj> Kernel<'obj> {
             st.tasks_failed = s(I::STAT_TASKS_FAILED);
             st.sigstack_overflow = s(I::STAT_SIGSTACK_OVERFLOW);
             st.index_races = s(I::STAT_INDEX_RACE);
+            st.quota_refused = s(I::STAT_QUOTA_REFUSED);
             st.events_lost = bss.lost;
             st.trace_lost = bss.trace_lost;
         }
@@ -529,6 +547,16 @@ impl<'obj> Kernel<'obj> {
             .policy
             .update(bytes, &[value], MapFlags::ANY)
             .map_err(kernel("set a response policy"))
+    }
+
+    /// Counts `n` profiles as created by `uid` (the profiles loaded at start), so the quota holds
+    /// across restarts.
+    pub fn count_owned(&self, uid: u32, n: u32) -> Result<(), LoadError> {
+        self.skel
+            .maps
+            .uid_profiles
+            .update(&uid.to_ne_bytes(), &n.to_ne_bytes(), MapFlags::ANY)
+            .map_err(kernel("count a user's profiles"))
     }
 
     /// Slot of the profile with this key, if the kernel has one.
@@ -908,6 +936,7 @@ fn lsm_works() -> bool {
             rows: 64,
             ring_bytes: 4096,
             trace_bytes: 4096,
+            ..Capacity::DEFAULT
         };
         size_maps(&mut open.maps, tiny)?;
         let p = &mut open.progs;

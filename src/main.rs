@@ -361,6 +361,13 @@ struct Tunables {
     /// 512-byte lookahead rows the kernel can hold (shared by all profiles).
     #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.rows, value_parser = clap::value_parser!(u32).range(64..))]
     max_rows: u32,
+    /// Profiles one non-root user may create (0 = no limit; default: an eighth of
+    /// --max-profiles), so no user can fill the table with programs of their own.
+    #[arg(long, value_name = "N")]
+    uid_quota: Option<u32>,
+    /// Profile slots only root's programs may take (default: an eighth of --max-profiles).
+    #[arg(long, value_name = "N")]
+    root_reserve: Option<u32>,
 }
 
 impl Tunables {
@@ -380,9 +387,12 @@ impl Tunables {
     }
 
     fn capacity(&self) -> Capacity {
+        let share = Capacity::default_share(self.max_profiles);
         Capacity {
             profiles: self.max_profiles,
             rows: self.max_rows,
+            uid_quota: self.uid_quota.unwrap_or(share),
+            root_reserve: self.root_reserve.unwrap_or(share),
             ..Capacity::default()
         }
     }
@@ -805,8 +815,11 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
                 output: args.output,
                 command: args.command,
                 settings: args.tunables.settings(),
+                // A recording sees every exec as it happened: no user is refused a profile.
                 capacity: Capacity {
                     trace_bytes: args.trace_bytes,
+                    uid_quota: 0,
+                    root_reserve: 0,
                     ..args.tunables.capacity()
                 },
                 verbose: cli.verbose,

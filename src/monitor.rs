@@ -60,6 +60,8 @@ struct Known {
     exe: String,
     /// A script profile's script (empty otherwise).
     script: String,
+    /// The uid whose exec created the profile (0 until known).
+    owner: u32,
     identity: Option<Identity>,
 }
 
@@ -133,11 +135,14 @@ impl Monitor<'_, '_> {
         } else {
             String::new()
         };
+        let before = self.known.get(&slot);
         let k = Known {
             key,
             exe,
             script,
-            identity: self.known.get(&slot).and_then(|k| k.identity),
+            // The event that names the paths is the creator's profile_created.
+            owner: before.map_or(o.uid, |k| k.owner),
+            identity: before.and_then(|k| k.identity),
         };
         self.known.insert(slot, k.clone());
         k
@@ -318,6 +323,7 @@ impl Monitor<'_, '_> {
         for (name, d) in [
             ("rows_full", now.rows_full - before.rows_full),
             ("profiles_full", now.profiles_full - before.profiles_full),
+            ("quota_refused", now.quota_refused - before.quota_refused),
             ("tasks_failed", now.tasks_failed - before.tasks_failed),
         ] {
             if d > 0 {
@@ -359,6 +365,7 @@ impl Monitor<'_, '_> {
                 if let Some(k) = self.known.get(&slot) {
                     p.exe = k.exe.clone();
                     p.script = k.script.clone();
+                    p.owner = k.owner;
                     p.identity = k.identity;
                 }
                 out.push(p);
@@ -418,6 +425,7 @@ impl Monitor<'_, '_> {
                         key: local.key,
                         exe: String::new(),
                         script: String::new(),
+                        owner: 0,
                         identity: None,
                     });
                     if k.exe.is_empty() {
@@ -457,6 +465,8 @@ impl Monitor<'_, '_> {
                                         key,
                                         exe: path,
                                         script: String::new(),
+                                        // An operator's import, not a user's exec.
+                                        owner: 0,
                                         identity: Some(e.identity),
                                     },
                                 );
@@ -482,7 +492,14 @@ impl Monitor<'_, '_> {
     /// Saves every profile. Whatever failed is summed up in one sentence (see [`Saved`]), so a
     /// failing disk costs one log line per save, not one per file.
     fn save(&mut self) -> Saved {
-        let profiles = self.snapshot();
+        let mut profiles = self.snapshot();
+        // A profile that never learned a pair has nothing to keep; writing it anyway would let
+        // throwaway programs (a memfd per exec) pile files up in the state directory. One that
+        // has a file is written, so that a reset reaches the disk.
+        profiles.retain(|p| {
+            p.train.pairs() + p.test.pairs() > 0
+                || std::fs::symlink_metadata(self.store.path_of(&p.key)).is_ok()
+        });
         let report = self.store.save_all(&profiles);
         if let Some(mx) = &self.metrics {
             mx.saved(report.saved, report.failed.len());
@@ -708,11 +725,20 @@ pub fn run(opts: &Options) -> Result<()> {
                     key: p.key,
                     exe: p.exe.clone(),
                     script: p.script.clone(),
+                    owner: p.owner,
                     identity: p.identity,
                 },
             )
         })
         .collect();
+    // The quota counts what a user created before this start too.
+    let mut owned: BTreeMap<u32, u32> = BTreeMap::new();
+    for p in loaded.profiles.iter().filter(|p| p.owner != 0) {
+        *owned.entry(p.owner).or_default() += 1;
+    }
+    for (uid, n) in owned {
+        kernel.count_owned(uid, n)?;
+    }
     let policies = opts
         .allow
         .iter()

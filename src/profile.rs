@@ -85,6 +85,17 @@ impl ProfileKey {
         self.script != 0
     }
 
+    /// The key of a file without a name (memfd, O_TMPFILE, deleted) that `uid` ran, named
+    /// `name_hash` (`anon_key` in `bpf/ebpfh.bpf.c`).
+    pub const fn anonymous(uid: u32, name_hash: u64) -> Self {
+        ProfileKey::file(ANON_DEV | uid as u64, name_hash)
+    }
+
+    /// For a file without a name, the uid that ran it.
+    pub fn anonymous_uid(&self) -> Option<u32> {
+        (self.kdev & ANON_DEV != 0).then_some(self.kdev as u32)
+    }
+
     /// The device number as `stat(2)` reports it (`st_dev`).
     pub fn st_dev(&self) -> u64 {
         let major = self.kdev >> 20;
@@ -100,11 +111,18 @@ impl ProfileKey {
     }
 }
 
-/// Prints as `st_dev:ino`, the numbers `stat -c %d:%i` shows, and a script profile as
-/// `st_dev:ino:SCRIPT` with the script hash in 16 hex digits.
+/// `ANON_DEV` of `bpf/ebpfh.h`: no real device number has this bit.
+const ANON_DEV: u64 = 1 << 63;
+
+/// Prints as `st_dev:ino`, the numbers `stat -c %d:%i` shows, a file without a name as
+/// `anon:UID:NAMEHASH`, and a script profile with `:SCRIPT` after either (hashes in 16 hex
+/// digits).
 impl fmt::Display for ProfileKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.st_dev(), self.ino)?;
+        match self.anonymous_uid() {
+            Some(uid) => write!(f, "anon:{uid}:{:016x}", self.ino)?,
+            None => write!(f, "{}:{}", self.st_dev(), self.ino)?,
+        }
         if self.is_script() {
             write!(f, ":{:016x}", self.script)?;
         }
@@ -116,6 +134,26 @@ impl std::str::FromStr for ProfileKey {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("anon:") {
+            let mut parts = rest.split(':');
+            let bad = || format!("'{s}' is not an anon:UID:HASH key");
+            let uid = parts.next().and_then(|u| u.parse().ok()).ok_or_else(bad)?;
+            let name = parts
+                .next()
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)?;
+            let script = match parts.next() {
+                Some(h) => u64::from_str_radix(h, 16)
+                    .ok()
+                    .filter(|&v| v != 0)
+                    .ok_or_else(bad)?,
+                None => 0,
+            };
+            if parts.next().is_some() {
+                return Err(bad());
+            }
+            return Ok(ProfileKey::anonymous(uid, name).with_script(script));
+        }
         let (dev, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("'{s}' is not a DEV:INODE key"))?;
@@ -306,6 +344,19 @@ mod tests {
         assert!("66307:77:zz".parse::<ProfileKey>().is_err());
         // 0 means "no script": written that way it would name another profile.
         assert!("66307:77:0".parse::<ProfileKey>().is_err());
+    }
+
+    #[test]
+    fn a_nameless_file_key_names_its_user_and_parses_back() {
+        let key = ProfileKey::anonymous(65534, 0xabc);
+        assert_eq!(key.anonymous_uid(), Some(65534));
+        assert_eq!(key.to_string(), "anon:65534:0000000000000abc");
+        assert_eq!(key.to_string().parse::<ProfileKey>(), Ok(key));
+        let script = key.with_script(7);
+        assert_eq!(script.to_string().parse::<ProfileKey>(), Ok(script));
+        assert_eq!(ProfileKey::file(1, 2).anonymous_uid(), None);
+        assert!("anon:x:1".parse::<ProfileKey>().is_err());
+        assert!("anon:1".parse::<ProfileKey>().is_err());
     }
 
     #[test]

@@ -434,10 +434,14 @@ fn table(name: &'static str, rows: &[(u16, &[u8])]) -> Result<Table, FormatError
 /// File name of a profile: `<st_dev>-<ino>.prof`, the numbers `stat -c %d-%i` shows, and for a
 /// script profile `<st_dev>-<ino>-<script hash>.prof`.
 pub fn file_name(key: &ProfileKey) -> String {
+    let file = match key.anonymous_uid() {
+        Some(uid) => format!("anon-{uid}-{:016x}", key.ino),
+        None => format!("{}-{}", key.st_dev(), key.ino),
+    };
     if key.is_script() {
-        format!("{}-{}-{:016x}{SUFFIX}", key.st_dev(), key.ino, key.script)
+        format!("{file}-{:016x}{SUFFIX}", key.script)
     } else {
-        format!("{}-{}{SUFFIX}", key.st_dev(), key.ino)
+        format!("{file}{SUFFIX}")
     }
 }
 
@@ -1025,6 +1029,8 @@ mod tests {
         assert_eq!(back.key.script, 0xfeed_f00d);
         assert_eq!((back.script.as_str(), back.owner), ("/home/u/x.sh", 1000));
         assert_eq!(file_name(&p.key), "66307-1234-00000000feedf00d.prof");
+        let anon = ProfileKey::anonymous(65534, 0xabc);
+        assert_eq!(file_name(&anon), "anon-65534-0000000000000abc.prof");
         let mut bad = encode(&p);
         let at = script_offset(&p) + SCRIPT_BYTES;
         bad[at] = 0xff;

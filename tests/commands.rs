@@ -29,6 +29,7 @@ fn commands_under(lifecycle: Lifecycle, check: impl FnOnce(&Kernel, &std::path::
         rows: 4096,
         ring_bytes: 1 << 20,
         trace_bytes: 64 << 10,
+        ..Capacity::DEFAULT
     };
     let mut obj = MaybeUninit::uninit();
     let settings = Settings {
@@ -156,6 +157,7 @@ fn root_tasks_are_listed_with_their_profiles() {
         rows: 4096,
         ring_bytes: 1 << 20,
         trace_bytes: 64 << 10,
+        ..Capacity::DEFAULT
     };
     let mut obj = MaybeUninit::uninit();
     let kernel = Kernel::load(&mut obj, cap, &Settings::default(), std::process::id()).unwrap();

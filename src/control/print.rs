@@ -165,8 +165,8 @@ fn status(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
-        "lost         {} events, {} rows_full, {} profiles_full, {} tasks_failed, {} slow clients dropped",
-        l.events, l.rows_full, l.profiles_full, l.tasks_failed, l.subscribers_dropped
+        "lost         {} events, {} rows_full, {} profiles_full, {} quota_refused, {} tasks_failed, {} slow clients dropped",
+        l.events, l.rows_full, l.profiles_full, l.quota_refused, l.tasks_failed, l.subscribers_dropped
     );
     let _ = writeln!(
         o,

@@ -195,6 +195,9 @@ pub struct Losses {
     pub events: u64,
     pub rows_full: u64,
     pub profiles_full: u64,
+    /// Execs left untraced because a non-root user had used its quota of profiles.
+    #[serde(default)]
+    pub quota_refused: u64,
     pub tasks_failed: u64,
     /// Event-stream clients disconnected because they read too slowly.
     pub subscribers_dropped: u64,
@@ -202,7 +205,7 @@ pub struct Losses {
 
 impl Losses {
     pub fn total(&self) -> u64 {
-        self.events + self.rows_full + self.profiles_full + self.tasks_failed
+        self.events + self.rows_full + self.profiles_full + self.quota_refused + self.tasks_failed
     }
 }
 

@@ -529,6 +529,7 @@ impl Server {
                 events: st.total_lost(),
                 rows_full: st.rows_full,
                 profiles_full: st.profiles_full,
+                quota_refused: st.quota_refused,
                 tasks_failed: st.tasks_failed,
                 subscribers_dropped: dropped,
             },
