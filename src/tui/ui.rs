@@ -3,7 +3,9 @@
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
+use ratatui::widgets::{
+    Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState, Wrap,
+};
 use ratatui::Frame;
 
 use super::app::{active_pairs, heat_rows, App, Mode, View};
@@ -182,37 +184,31 @@ fn draw_profiles(frame: &mut Frame, app: &App, area: Rect) {
         app.snapshot.profiles.len(),
         app.profile_sort.label(),
     ));
-    let inner_height = usize::from(area.height.saturating_sub(3));
-    let first = offset(app.profile_sel, inner_height);
-    let rows = app
-        .profile_rows
-        .iter()
-        .enumerate()
-        .skip(first)
-        .take(inner_height)
-        .map(|(n, &i)| {
-            let p = &app.snapshot.profiles[i];
-            let row = Row::new(vec![
-                Cell::from(p.state.as_str()).style(state_style(p.state)),
-                Cell::from(rate(p.calls_per_sec)),
-                Cell::from(p.calls.to_string()),
-                Cell::from(p.anomalies.to_string()).style(if p.anomalies > 0 {
-                    theme::ANOMALIES
-                } else {
-                    Style::new()
-                }),
-                Cell::from(p.pairs.to_string()),
-                Cell::from(p.last_mod_count.to_string()),
-                Cell::from(p.normal_in_secs.map_or("-".into(), duration)),
-                Cell::from(p.processes.to_string()),
-                Cell::from(name(&p.exe, &p.profile).to_string()),
-            ]);
-            if n == app.profile_sel {
-                row.style(theme::SELECTED)
+    let sel = app.profile_sel;
+    let rows = app.profile_rows.iter().enumerate().map(|(n, &i)| {
+        let p = &app.snapshot.profiles[i];
+        let row = Row::new(vec![
+            Cell::from(p.state.as_str()).style(state_style(p.state)),
+            Cell::from(rate(p.calls_per_sec)),
+            Cell::from(p.calls.to_string()),
+            Cell::from(p.anomalies.to_string()).style(if p.anomalies > 0 {
+                theme::ANOMALIES
             } else {
-                row
-            }
-        });
+                Style::new()
+            }),
+            Cell::from(p.pairs.to_string()),
+            Cell::from(p.last_mod_count.to_string()),
+            Cell::from(p.normal_in_secs.map_or("-".into(), duration)),
+            Cell::from(p.processes.to_string()),
+            Cell::from(name(&p.exe, &p.profile).to_string()),
+        ]);
+        // Styled as a row, not as TableState's highlight, so a cell's own colour shows.
+        if n == sel {
+            row.style(theme::SELECTED)
+        } else {
+            row
+        }
+    });
     let empty = app.profile_rows.is_empty();
     let table = Table::new(
         rows,
@@ -243,7 +239,9 @@ fn draw_profiles(frame: &mut Frame, app: &App, area: Rect) {
         .style(theme::HEADER),
     )
     .block(block);
-    frame.render_widget(table, area);
+    // TableState scrolls so that the selected row stays visible.
+    let mut state = TableState::new().with_selected(Some(sel));
+    frame.render_stateful_widget(table, area, &mut state);
     if empty {
         draw_empty(
             frame,
@@ -262,41 +260,35 @@ fn draw_processes(frame: &mut Frame, app: &App, area: Rect) {
         app.snapshot.processes.len(),
         app.process_sort.label(),
     ));
-    let inner_height = usize::from(area.height.saturating_sub(3));
-    let first = offset(app.process_sel, inner_height);
-    let rows = app
-        .process_rows
-        .iter()
-        .enumerate()
-        .skip(first)
-        .take(inner_height)
-        .map(|(n, &i)| {
-            let p = &app.snapshot.processes[i];
-            let row = Row::new(vec![
-                Cell::from(p.pid.to_string()),
-                Cell::from(p.comm.clone()),
-                match p.state {
-                    Some(s) => Cell::from(s.as_str()).style(state_style(s)),
-                    None => Cell::from("-"),
-                },
-                Cell::from(p.lfc.to_string()).style(if p.lfc > 0 {
-                    theme::ANOMALIES
-                } else {
-                    Style::new()
-                }),
-                Cell::from(p.calls.to_string()),
-                Cell::from(p.threads.to_string()),
-                Cell::from(
-                    crate::control::print::short_container(p.container_id.as_deref()).to_string(),
-                ),
-                Cell::from(name(&p.exe, &p.profile).to_string()),
-            ]);
-            if n == app.process_sel {
-                row.style(theme::SELECTED)
+    let sel = app.process_sel;
+    let rows = app.process_rows.iter().enumerate().map(|(n, &i)| {
+        let p = &app.snapshot.processes[i];
+        let row = Row::new(vec![
+            Cell::from(p.pid.to_string()),
+            Cell::from(p.comm.clone()),
+            match p.state {
+                Some(s) => Cell::from(s.as_str()).style(state_style(s)),
+                None => Cell::from("-"),
+            },
+            Cell::from(p.lfc.to_string()).style(if p.lfc > 0 {
+                theme::ANOMALIES
             } else {
-                row
-            }
-        });
+                Style::new()
+            }),
+            Cell::from(p.calls.to_string()),
+            Cell::from(p.threads.to_string()),
+            Cell::from(
+                crate::control::print::short_container(p.container_id.as_deref()).to_string(),
+            ),
+            Cell::from(name(&p.exe, &p.profile).to_string()),
+        ]);
+        // Styled as a row, not as TableState's highlight, so a cell's own colour shows.
+        if n == sel {
+            row.style(theme::SELECTED)
+        } else {
+            row
+        }
+    });
     let empty = app.process_rows.is_empty();
     let table = Table::new(
         rows,
@@ -325,7 +317,9 @@ fn draw_processes(frame: &mut Frame, app: &App, area: Rect) {
         .style(theme::HEADER),
     )
     .block(block);
-    frame.render_widget(table, area);
+    // TableState scrolls so that the selected row stays visible.
+    let mut state = TableState::new().with_selected(Some(sel));
+    frame.render_stateful_widget(table, area, &mut state);
     if empty {
         draw_empty(frame, area, app, "no traced processes");
     }
@@ -856,5 +850,33 @@ mod tests {
         let s = screen(&app, 120, 40);
         assert!(s.contains("Normalize /usr/bin/bash?"), "{s}");
         assert!(s.contains("training data becomes"), "{s}");
+    }
+
+    #[test]
+    fn the_profile_table_scrolls_to_keep_the_selection_visible() {
+        let mut snap = snapshot();
+        snap.profiles = (0..60)
+            .map(|n| {
+                row(
+                    &format!("/opt/p{n:02}"),
+                    &format!("1:{n}"),
+                    State::Training,
+                    60 - n,
+                )
+            })
+            .collect();
+        let mut app = App::new("monitor pid 1");
+        app.set_snapshot(snap);
+        let top = screen(&app, 120, 30);
+        assert!(
+            top.contains("/opt/p00") && !top.contains("/opt/p59"),
+            "{top}"
+        );
+        app.apply(Action::Last);
+        let bottom = screen(&app, 120, 30);
+        assert!(
+            bottom.contains("/opt/p59") && !bottom.contains("/opt/p00"),
+            "{bottom}"
+        );
     }
 }
