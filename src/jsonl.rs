@@ -132,6 +132,28 @@ pub enum Record {
         profile: ProfileRef,
         pending: u32,
     },
+    /// A burst of anomalies in one task, when it is over (see `src/incident.rs`).
+    Incident {
+        #[serde(flatten)]
+        process: Process,
+        #[serde(flatten)]
+        profile: ProfileRef,
+        /// Times of its first and last anomalous call.
+        first: String,
+        last: String,
+        /// Why it ended: `idle`, `exit`, `exec`, `max_duration`, `max_calls`, `stopped`.
+        reason: String,
+        anomalous_calls: u64,
+        max_lfc: u32,
+        /// The anomalous calls by name, with how often each was anomalous.
+        syscalls: std::collections::BTreeMap<String, u64>,
+        /// The window of its first anomalous call, oldest first.
+        first_sequence: Vec<String>,
+        /// Anomalous calls that have their own `anomaly` line, and those that do not.
+        anomaly_lines: u64,
+        anomaly_lines_suppressed: u64,
+        profile_anomalies: u64,
+    },
     /// The kernel stopped the process (pH's delay response); it resumes after `delay_ms`.
     Delay {
         #[serde(flatten)]
@@ -321,6 +343,7 @@ impl Record {
             Record::TolerizeLimit { .. } => "tolerize_limit",
             Record::NewSequence { .. } => "new_sequence",
             Record::PendingAccepted { .. } => "pending_accepted",
+            Record::Incident { .. } => "incident",
             Record::Delay { .. } => "delay",
             Record::ExecveDenied { .. } => "execve_denied",
             Record::Resumed { .. } => "resumed",

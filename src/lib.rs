@@ -12,6 +12,7 @@ pub mod control;
 pub mod event;
 pub mod fleet;
 pub mod identity;
+pub mod incident;
 pub mod jsonl;
 pub mod metrics;
 pub mod model;

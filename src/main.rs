@@ -451,6 +451,34 @@ struct MonitorOpts {
     metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     tunables: Tunables,
+    #[command(flatten)]
+    incidents: IncidentArgs,
+}
+
+/// When a burst of anomalies in one task becomes an `incident` line (monitor and replay alike).
+#[derive(Args, Debug, Clone)]
+struct IncidentArgs {
+    /// A task's incident (its burst of anomalies) ends after this long without an anomaly.
+    #[arg(long, value_name = "DURATION", default_value = defaults::INCIDENT_IDLE_TEXT, value_parser = parse_duration)]
+    incident_idle: Duration,
+    /// An incident still going after this long is reported, and the next one begins.
+    #[arg(long, value_name = "DURATION", default_value = defaults::INCIDENT_MAX_DURATION_TEXT, value_parser = parse_duration)]
+    incident_max: Duration,
+    /// The first N anomalous calls of each incident get their own `anomaly` line; the rest are
+    /// counted in the incident line.
+    #[arg(long, value_name = "N", default_value_t = defaults::ANOMALY_LINES)]
+    anomaly_lines: u64,
+}
+
+impl IncidentArgs {
+    fn limits(&self) -> ebpfh::incident::Limits {
+        ebpfh::incident::Limits {
+            idle_ns: ebpfh::settings::wait_ns(self.incident_idle),
+            max_duration_ns: ebpfh::settings::wait_ns(self.incident_max),
+            anomaly_lines: self.anomaly_lines,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -523,6 +551,10 @@ struct ReplayArgs {
     /// Online: the `host` field of the JSON lines.
     #[arg(long, value_name = "NAME", default_value = "replay")]
     host: String,
+    /// Online: incidents as the monitor makes them (in trace time; untimed input counts one
+    /// nanosecond per call).
+    #[command(flatten)]
+    incidents: IncidentArgs,
 }
 
 /// The kernel's spelling of an ABI (x86_64, i386, aarch64), or clap's x86-64, or native.
@@ -726,6 +758,7 @@ impl MonitorOpts {
             run_dir: Some(run_dir),
             stop: None,
             metrics_addr: self.metrics_addr,
+            incidents: self.incidents.limits(),
         }
     }
 }
@@ -795,6 +828,7 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
                     lifecycle: a.lifecycle,
                 },
                 host: a.host,
+                incidents: a.incidents.limits(),
             };
             ebpfh::replay::run(&opts)?;
             Ok(0)

@@ -30,6 +30,7 @@ pub struct Metrics {
     registry: Registry,
     syscalls: IntCounter,
     anomalies: IntCounter,
+    incidents: IntCounter,
     events_lost: IntCounterVec,
     insert_failures: IntCounterVec,
     profiles: IntGaugeVec,
@@ -100,7 +101,12 @@ impl Metrics {
             anomalies: counter(
                 &r,
                 "anomalies_total",
-                "Anomalous system calls reported (anomaly events).",
+                "Anomalous system calls the monitor received, with or without an anomaly line of their own.",
+            ),
+            incidents: counter(
+                &r,
+                "incidents_total",
+                "Incidents (bursts of anomalies in one task) that ended.",
             ),
             events_lost: counters(
                 &r,
@@ -210,10 +216,15 @@ impl Metrics {
         m
     }
 
+    /// One anomalous call, whether or not its `anomaly` line is written.
+    pub fn anomaly(&self) {
+        self.anomalies.inc();
+    }
+
     /// Counts what a line reports (called for every line the monitor emits).
     pub fn record(&self, rec: &Record) {
         match rec {
-            Record::Anomaly { .. } => self.anomalies.inc(),
+            Record::Incident { .. } => self.incidents.inc(),
             Record::Delay { .. } => self.responses.with_label_values(&["delay"]).inc(),
             Record::ExecveDenied { killed, .. } => {
                 let what = if *killed {

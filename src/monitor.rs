@@ -21,9 +21,9 @@ use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
 use crate::fleet::{self, Outcome};
 use crate::identity::{self, Identity};
+use crate::incident::{self, Incidents};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::metrics::{Exporter, Metrics};
-use crate::model::WINDOW;
 use crate::profile::{Profile, ProfileKey, State};
 use crate::respond::{Responder, Why};
 use crate::session::{self, Signals};
@@ -50,6 +50,8 @@ pub struct Options {
     pub stop: Option<Arc<AtomicBool>>,
     /// Where to serve Prometheus metrics; `None` serves none.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// When bursts of anomalies become incidents, and how many anomaly lines each keeps.
+    pub incidents: incident::Limits,
 }
 
 /// What userspace knows about a kernel profile slot that the kernel does not: its path and
@@ -79,6 +81,8 @@ struct Monitor<'k, 'obj> {
     settings: Settings,
     host: String,
     hub: Hub,
+    /// The open incidents, one per task with recent anomalies.
+    incidents: Incidents,
     opts: &'k Options,
     /// Digests of executables already hashed (see `src/identity.rs`).
     digests: identity::Cache,
@@ -100,6 +104,23 @@ impl Monitor<'_, '_> {
         }
         if self.hub.wants(rec) {
             self.hub.publish(rec, jsonl::to_line(time, &self.host, rec));
+        }
+    }
+
+    /// Ends the incidents idle at `now` (CLOCK_TAI); all of them with `stopping`.
+    fn close_incidents(&mut self, now: u64, stopping: bool) {
+        let mut closed = Vec::new();
+        if stopping {
+            self.incidents.close_all(now, &mut closed);
+        } else {
+            self.incidents.tick(now, &mut closed);
+        }
+        let clock = self.clock;
+        for c in closed {
+            let time = c.time;
+            let rec = c.record(|t| clock.to_utc(t));
+            log_line(&rec);
+            self.emit(time, &rec);
         }
     }
 
@@ -238,19 +259,8 @@ impl Monitor<'_, '_> {
                 sha256 = identity.map(|i| i.sha256);
                 log::debug!("new profile {} for {}", profile.profile, process.exe);
             }
-            Event::Anomaly {
-                window,
-                misses,
-                lfc,
-                ..
-            } => log::warn!(
-                "anomaly: {} in pid {} ({}), {} misses, LFC {}",
-                syscalls::name(window[WINDOW - 1]),
-                process.pid,
-                process.exe,
-                misses,
-                lfc
-            ),
+            // Logged where its line is written: not every anomalous call keeps one.
+            Event::Anomaly { .. } => {}
             Event::NormalStarted { before, .. } => log::info!(
                 "{} is now normal ({} sequences learned)",
                 process.exe,
@@ -301,7 +311,17 @@ impl Monitor<'_, '_> {
             sha256,
         };
         let rec = Record::from_event(ev, cx, syscalls::name);
-        self.emit(o.time, &rec);
+        if matches!(rec, Record::Anomaly { .. }) {
+            self.hub.count_anomaly();
+            if let Some(mx) = &self.metrics {
+                mx.anomaly();
+            }
+        }
+        let clock = self.clock;
+        for (time, rec) in self.incidents.lines(o.time, rec, |t| clock.to_utc(t)) {
+            log_line(&rec);
+            self.emit(time, &rec);
+        }
         // After the profile_created line, so that the profile_imported line follows it.
         if let Some(id) = identity {
             self.apply_pending(o.slot, &id);
@@ -771,6 +791,7 @@ pub fn run(opts: &Options) -> Result<()> {
         settings,
         host: host_name,
         hub: Hub::default(),
+        incidents: Incidents::new(opts.incidents),
         opts,
         digests: identity::Cache::default(),
         metrics,
@@ -839,6 +860,9 @@ pub fn run(opts: &Options) -> Result<()> {
                 Duration::from_nanos(due.saturating_sub(now))
                     .clamp(Duration::from_millis(1), Duration::from_millis(200))
             });
+        // Every anomaly stamped before this moment is read by the poll below, so incidents
+        // idle at this moment cannot be continued by an event still in the ring.
+        let polled_at = crate::clock::tai_now();
         let _ = ring.poll(timeout);
         m.kernel.sync_clock();
         let batch = std::mem::take(&mut *queue.borrow_mut());
@@ -846,6 +870,7 @@ pub fn run(opts: &Options) -> Result<()> {
         for data in batch {
             m.handle_raw(&data);
         }
+        m.close_incidents(polled_at, false);
         m.resume(crate::clock::tai_now(), Why::DelayOver);
         if signals.hangup() {
             if let Some(sink) = &mut m.sink {
@@ -895,6 +920,7 @@ pub fn run(opts: &Options) -> Result<()> {
     for data in std::mem::take(&mut *queue.borrow_mut()) {
         m.handle_raw(&data);
     }
+    m.close_incidents(crate::clock::tai_now(), true);
     m.check_losses();
     kernel.detach();
     // Nothing can stop a task any more: let every delayed task go before leaving.
@@ -932,4 +958,34 @@ fn with_saved_settings(store: &Store, flags: &Settings) -> Settings {
         }
     }
     settings
+}
+
+/// The stderr line for an anomaly or incident line about to be written.
+fn log_line(rec: &Record) {
+    match rec {
+        Record::Anomaly {
+            process,
+            syscall,
+            misses,
+            lfc,
+            ..
+        } => log::warn!(
+            "anomaly: {} in pid {} ({}), {misses} misses, LFC {lfc}",
+            syscall.name,
+            process.pid,
+            process.exe
+        ),
+        Record::Incident {
+            process,
+            anomalous_calls,
+            max_lfc,
+            reason,
+            ..
+        } => log::warn!(
+            "incident: {anomalous_calls} anomalous calls in pid {} ({}), max LFC {max_lfc}, ended: {reason}",
+            process.pid,
+            process.exe
+        ),
+        _ => {}
+    }
 }

@@ -28,6 +28,19 @@ pub mod defaults {
     pub const RESPOND_ABORT_EXECVE: u32 = 10;
     /// The profile lifecycle (docs/lifecycle.md).
     pub const LIFECYCLE: super::Lifecycle = super::Lifecycle::Ebpfh;
+    /// A task's incident ends after this long without an anomaly (see `src/incident.rs`).
+    pub const INCIDENT_IDLE: Duration = Duration::from_secs(2);
+    /// [`INCIDENT_IDLE`] as the command line writes it.
+    pub const INCIDENT_IDLE_TEXT: &str = "2s";
+    /// An incident still going after this long is closed and the next one opened, so a
+    /// runaway task writes one incident line per this much time.
+    pub const INCIDENT_MAX_DURATION: Duration = Duration::from_secs(10);
+    /// [`INCIDENT_MAX_DURATION`] as the command line writes it.
+    pub const INCIDENT_MAX_DURATION_TEXT: &str = "10s";
+    /// Anomalies after which an incident is closed anyway.
+    pub const INCIDENT_MAX_CALLS: u64 = 100_000;
+    /// The first anomalies of an incident that keep their own `anomaly` line.
+    pub const ANOMALY_LINES: u64 = 5;
 }
 
 /// A duration in the kernel's nanoseconds. Waits beyond u64 saturate at half its range, so

@@ -338,7 +338,16 @@ fn root_an_anomaly_storm_counts_every_lost_event() {
     mon.stop();
 
     let events = mon.events();
-    let delivered = anomalies_of(&events, &[pid]).len() as u64;
+    // Every delivered anomaly is counted in the incidents (most have no line of their own).
+    let incident_calls = |pred: &dyn Fn(&Value) -> bool| -> u64 {
+        events
+            .iter()
+            .filter(|e| e["event"] == "incident" && pred(e))
+            .map(|e| e["anomalous_calls"].as_u64().unwrap())
+            .sum()
+    };
+    let delivered = incident_calls(&|e| e["pid"] == pid);
+    let lines = anomalies_of(&events, &[pid]).len() as u64;
     let lost: u64 = mon
         .events_of("events_lost")
         .iter()
@@ -346,21 +355,19 @@ fn root_an_anomaly_storm_counts_every_lost_event() {
         .sum();
     assert!(lost > 0, "a 4 KiB ring cannot hold 20000 anomalies");
     assert!(delivered > 0);
+    assert!(lines <= delivered);
     // The kernel's own counts, from the profile files the monitor saved at exit.
     let store = ebpfh::store::Store::open(&state).unwrap();
     let saved = store.load_all().profiles;
-    let for_profile = events
-        .iter()
-        .filter(|e| e["event"] == "anomaly" && e["profile"] == key)
-        .count();
+    let for_profile = incident_calls(&|e| e["profile"] == key);
     assert_eq!(
-        for_profile as u64, delivered,
+        for_profile, delivered,
         "only the storm run was anomalous in its profile"
     );
     // Lost events are counted per kind, not per profile, and another program that became
     // normal meanwhile (the test harness on a slow machine) may have lost anomalies in the
     // same window: so count every profile's anomalies, delivered or lost.
-    let delivered_all = events.iter().filter(|e| e["event"] == "anomaly").count() as u64;
+    let delivered_all = incident_calls(&|_| true);
     let kernel_all: u64 = saved.iter().map(|p| p.anomalies).sum();
     let storm = saved.iter().find(|p| p.key.to_string() == key).unwrap();
     assert!(
@@ -381,7 +388,9 @@ fn root_int80_calls_are_not_read_as_native_calls() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let prog = build_fixture(dir.path(), "int80");
-    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    // Every anomalous call with its own line: the test reads them all.
+    let all_lines = ["--anomaly-lines", "1000000"];
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &all_lines);
     mon.train_to_normal(&prog, &[]);
     let pid = run(&prog, &["int80"]);
     let hit = mon.wait_for("anomaly", |e| e["pid"] == pid, Duration::from_secs(10));

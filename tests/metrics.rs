@@ -159,6 +159,7 @@ fn root_prometheus_scrapes_real_values_that_promtool_accepts() {
         "ebpfh_build_info",
         "ebpfh_syscalls_total",
         "ebpfh_anomalies_total",
+        "ebpfh_incidents_total",
         "ebpfh_events_lost_total",
         "ebpfh_profiles",
         "ebpfh_traced_tasks",

@@ -163,6 +163,25 @@ fn status(s: &Status) -> String {
         s.anomalies,
         rate(s.anomalies_per_sec)
     );
+    let _ = writeln!(o, "incidents    {} since start", s.incidents);
+    for i in s.recent_incidents.iter().rev() {
+        let _ = writeln!(
+            o,
+            "  {} pid {} {}: {} anomalous calls, max LFC {}, {} ({})",
+            i.last.get(..19).unwrap_or(&i.last).replace('T', " "),
+            i.pid,
+            i.exe,
+            i.anomalous_calls,
+            i.max_lfc,
+            i.syscalls
+                .iter()
+                .take(6)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
+            i.reason
+        );
+    }
     let _ = writeln!(
         o,
         "lost         {} events, {} rows_full, {} profiles_full, {} quota_refused, {} tasks_failed, {} slow clients dropped",

@@ -242,8 +242,14 @@ pub struct Status {
     pub threads: usize,
     pub calls_per_sec: f64,
     pub anomalies_per_sec: f64,
-    /// Anomaly events since the monitor started.
+    /// Anomalous calls since the monitor started (with or without their own line).
     pub anomalies: u64,
+    /// Incidents (bursts of anomalies in one task) since the monitor started.
+    #[serde(default)]
+    pub incidents: u64,
+    /// The latest incidents, oldest first.
+    #[serde(default)]
+    pub recent_incidents: Vec<IncidentSummary>,
     pub losses: Losses,
     pub profiles_used: u32,
     pub profiles_max: u32,
@@ -256,6 +262,22 @@ pub struct Status {
     pub responses: Vec<String>,
     /// The last minutes, one sample per second, oldest first.
     pub history: Vec<Sample>,
+}
+
+/// One incident, as `ebpfh status` lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentSummary {
+    /// Time of its last anomalous call (RFC 3339).
+    pub last: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub exe: String,
+    pub profile: String,
+    pub reason: String,
+    pub anomalous_calls: u64,
+    pub max_lfc: u32,
+    /// Its anomalous calls by name, the most frequent first.
+    pub syscalls: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,38 @@ const QUEUE: usize = 64;
 const SUBSCRIBER_QUEUE: usize = 1024;
 /// Anomaly lines kept for subscribers that connect later.
 const BACKLOG: usize = 200;
+/// How many of the latest incidents `ebpfh status` shows.
+const RECENT_INCIDENTS: usize = 5;
+
+fn incident_summary(rec: &Record) -> Option<IncidentSummary> {
+    let Record::Incident {
+        process,
+        profile,
+        last,
+        reason,
+        anomalous_calls,
+        max_lfc,
+        syscalls,
+        ..
+    } = rec
+    else {
+        return None;
+    };
+    // The most frequent anomalous calls first.
+    let mut calls: Vec<(&String, &u64)> = syscalls.iter().collect();
+    calls.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    Some(IncidentSummary {
+        last: last.clone(),
+        pid: process.pid,
+        tid: process.tid,
+        exe: process.exe.clone(),
+        profile: profile.profile.clone(),
+        reason: reason.clone(),
+        anomalous_calls: *anomalous_calls,
+        max_lfc: *max_lfc,
+        syscalls: calls.into_iter().map(|(n, _)| n.clone()).collect(),
+    })
+}
 /// One sample per second for ten minutes.
 const HISTORY: usize = 600;
 /// A request line longer than this is refused.
@@ -117,27 +149,48 @@ pub trait Host {
 pub struct Hub {
     subscribers: Vec<SyncSender<Arc<str>>>,
     backlog: VecDeque<Arc<str>>,
-    /// Anomaly events since the start.
+    /// Anomalous calls since the start, with or without their own line (the monitor counts
+    /// them, see `count_anomaly`).
     pub anomalies: u64,
+    /// Incidents since the start.
+    pub incidents: u64,
+    /// The latest incidents, oldest first.
+    pub recent_incidents: VecDeque<IncidentSummary>,
     /// Subscribers dropped because they read too slowly.
     pub dropped: u64,
 }
 
 impl Hub {
-    /// Whether a line built now would reach anyone (anomalies are always kept for the backlog).
+    /// Whether a line built now would reach anyone (anomalies and incidents are always kept
+    /// for the backlog).
     pub fn wants(&self, rec: &Record) -> bool {
-        !self.subscribers.is_empty() || matches!(rec, Record::Anomaly { .. })
+        !self.subscribers.is_empty() || Self::kept(rec)
+    }
+
+    fn kept(rec: &Record) -> bool {
+        matches!(rec, Record::Anomaly { .. } | Record::Incident { .. })
+    }
+
+    /// One anomalous call, whether or not its line is written.
+    pub fn count_anomaly(&mut self) {
+        self.anomalies += 1;
     }
 
     /// Hands one JSON line to every subscriber without waiting for any of them.
     pub fn publish(&mut self, rec: &Record, line: String) {
         let line: Arc<str> = line.into();
-        if matches!(rec, Record::Anomaly { .. }) {
-            self.anomalies += 1;
+        if Self::kept(rec) {
             if self.backlog.len() == BACKLOG {
                 self.backlog.pop_front();
             }
             self.backlog.push_back(line.clone());
+        }
+        if let Some(summary) = incident_summary(rec) {
+            self.incidents += 1;
+            if self.recent_incidents.len() == RECENT_INCIDENTS {
+                self.recent_incidents.pop_front();
+            }
+            self.recent_incidents.push_back(summary);
         }
         let mut dropped = 0;
         self.subscribers
@@ -509,6 +562,8 @@ impl Server {
         let last = self.rates.history.back().copied().unwrap_or_default();
         let dropped = host.hub().dropped;
         let anomalies = host.hub().anomalies;
+        let incidents = host.hub().incidents;
+        let recent_incidents = host.hub().recent_incidents.iter().cloned().collect();
         let mut processes: Vec<u32> = tasks.iter().map(|t| t.pid).collect();
         processes.sort_unstable();
         processes.dedup();
@@ -525,6 +580,8 @@ impl Server {
             calls_per_sec: last.calls_per_sec,
             anomalies_per_sec: last.anomalies_per_sec,
             anomalies,
+            incidents,
+            recent_incidents,
             losses: Losses {
                 events: st.total_lost(),
                 rows_full: st.rows_full,

@@ -82,6 +82,8 @@ pub struct Options {
     pub tunables: Tunables,
     /// The `host` of online JSON lines.
     pub host: String,
+    /// Online: when bursts of anomalies become incidents, as in the monitor.
+    pub incidents: crate::incident::Limits,
 }
 
 /// One input file and its layout.
@@ -599,6 +601,7 @@ mod tests {
             plot: None,
             tunables: Tunables::default(),
             host: "h".into(),
+            incidents: Default::default(),
         };
         let r = evaluate(&opts).unwrap();
         let s: Vec<(u64, u64, u32)> = r

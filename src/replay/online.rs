@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use super::formats::{self, Format};
 use super::{inputs, progress, Options, Unknown, Wait};
 use crate::clock::TaiClock;
+use crate::incident::Incidents;
 use crate::jsonl::{self, ProfileRef, Record as Line};
 use crate::model::{Event, Model, Settings};
 use crate::profile::{ProfileKey, State};
@@ -53,6 +54,7 @@ struct Online<'o> {
     last_time: u64,
     /// The task the latest record ended.
     exited: Option<u32>,
+    incidents: Incidents,
 }
 
 fn comm(exe: &str) -> String {
@@ -72,11 +74,7 @@ impl Online<'_> {
     }
 
     fn utc(&self, time: u64) -> DateTime<Utc> {
-        if self.tai {
-            self.clock.to_utc(time)
-        } else {
-            DateTime::from_timestamp_nanos(i64::try_from(time).unwrap_or(i64::MAX))
-        }
+        self.utc_fn()(time)
     }
 
     /// Feeds one record; returns the time its events happened at.
@@ -145,6 +143,37 @@ impl Online<'_> {
             self.calls
         };
         self.last_time
+    }
+
+    /// The lines an event makes at `time`, through the incidents as in the monitor.
+    fn lines(&mut self, e: &Event, time: u64, out: &mut Vec<(u64, Line)>) {
+        let line = self.line(e);
+        let utc = self.utc_fn();
+        out.extend(self.incidents.lines(time, line, utc));
+    }
+
+    /// [`Online::utc`] as a function that does not hold on to `self`.
+    fn utc_fn(&self) -> impl Fn(u64) -> DateTime<Utc> {
+        let (tai, clock) = (self.tai, self.clock);
+        move |time| {
+            if tai {
+                clock.to_utc(time)
+            } else {
+                DateTime::from_timestamp_nanos(i64::try_from(time).unwrap_or(i64::MAX))
+            }
+        }
+    }
+
+    /// Ends the incidents idle at `now`; with `ended`, all of them (the input's tasks ended).
+    fn close_incidents(&mut self, now: u64, ended: bool, out: &mut Vec<(u64, Line)>) {
+        let mut closed = Vec::new();
+        if ended {
+            self.incidents.close_ended(&mut closed);
+        } else {
+            self.incidents.tick(now, &mut closed);
+        }
+        let utc = self.utc_fn();
+        out.extend(closed.into_iter().map(|c| (c.time, c.record(&utc))));
     }
 
     fn line(&self, e: &Event) -> Line {
@@ -244,6 +273,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
         now: 0,
         last_time: 0,
         exited: None,
+        incidents: Incidents::new(opts.incidents),
     };
     let bar = progress(&files);
     let mut unknown = Unknown::default();
@@ -255,8 +285,14 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
         o.abi = if o.tai { Abi::Native } else { opts.abi };
         let info = formats::read(&f.path, f.format, opts.abi, &mut |r| {
             let time = o.feed(r);
+            let mut lines = Vec::new();
+            // Incidents idle by now end before anything that happens now, as in the monitor.
+            o.close_incidents(time, false, &mut lines);
             for e in std::mem::take(&mut o.events) {
-                let line = jsonl::to_line(o.utc(time), o.host, &o.line(&e));
+                o.lines(&e, time, &mut lines);
+            }
+            for (t, rec) in lines {
+                let line = jsonl::to_line(o.utc(t), o.host, &rec);
                 if write_err.is_none() {
                     if let Err(e) = writeln!(out, "{line}") {
                         write_err = Some(e);
@@ -264,6 +300,16 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
                 }
             }
         })?;
+        // The file's tasks end with it, and so do their incidents.
+        let mut lines = Vec::new();
+        o.close_incidents(0, true, &mut lines);
+        for (t, rec) in lines {
+            if write_err.is_none() {
+                if let Err(e) = writeln!(out, "{}", jsonl::to_line(o.utc(t), o.host, &rec)) {
+                    write_err = Some(e);
+                }
+            }
+        }
         if let Some(e) = write_err.take() {
             return Err(e).context("cannot write to standard output");
         }

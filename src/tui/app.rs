@@ -160,6 +160,24 @@ impl FeedItem {
                 who(process),
                 sequence.join(" ")
             ),
+            Record::Incident {
+                process,
+                anomalous_calls,
+                max_lfc,
+                syscalls,
+                reason,
+                ..
+            } => {
+                // The most frequent anomalous calls first.
+                let mut calls: Vec<(&String, &u64)> = syscalls.iter().collect();
+                calls.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                let names: Vec<&str> = calls.iter().take(5).map(|(k, _)| k.as_str()).collect();
+                format!(
+                    "{:<14} {}  {anomalous_calls} calls max LFC {max_lfc} ({reason})",
+                    names.join(","),
+                    who(process)
+                )
+            }
             Record::NormalStarted { process, .. } => format!("{} is now normal", process.exe),
             Record::NormalStopped {
                 process, reason, ..
@@ -735,6 +753,20 @@ mod tests {
     }
 
     const PROC: &str = r#""pid":9,"tid":9,"ppid":1,"uid":0,"comm":"a","exe":"/tmp/a","profile":"1:2","profile_state":"normal""#;
+
+    #[test]
+    fn the_feed_shows_incidents_with_their_calls() {
+        let item = FeedItem::from_line(&line(&format!(
+            r#"{{"time":"2026-11-23T22:17:14.2Z","event":"incident","host":"h",{PROC},"first":"2026-11-23T22:17:02Z","last":"2026-11-23T22:17:12Z","reason":"max_duration","anomalous_calls":229238,"max_lfc":128,"syscalls":{{"read":4,"write":229230,"exit_group":4}},"first_sequence":["read"],"anomaly_lines":5,"anomaly_lines_suppressed":229233,"profile_anomalies":3}}"#
+        )))
+        .expect("incidents show in the feed");
+        assert_eq!(item.kind, "incident");
+        assert_eq!(item.time, "22:17:14");
+        assert_eq!(
+            item.text,
+            "write,exit_group,read pid 9 a /tmp/a  229238 calls max LFC 128 (max_duration)"
+        );
+    }
 
     #[test]
     fn the_feed_shows_anomalies_with_names() {

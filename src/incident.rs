@@ -1,0 +1,526 @@
+//! Incidents: a burst of anomalous calls in one task, reported as one `incident` line.
+//!
+//! pH reports every anomalous call. A program that goes wrong can make thousands a second, and an
+//! operator wants one line saying "this task, these calls, this long". The monitor and online
+//! replay feed every anomaly through [`Incidents`], which keeps one open incident per task and
+//! closes it when the burst is over:
+//!
+//! - **idle**: no anomaly in the task for `idle` (the line's time is the last anomaly + `idle`);
+//! - **exit**: the anomalous call was `exit` or `exit_group`, so the task is ending;
+//! - **exec**: the task's next anomaly is under another profile (it ran a new program);
+//! - **max_duration** / **max_calls**: the incident has lasted `max_duration` or counted
+//!   `max_calls` anomalies; a task that keeps going opens the next one, so a runaway process
+//!   yields one incident line per `max_duration`;
+//! - **stopped**: the monitor stops while the task may still go on (at the end of a replay's
+//!   input its tasks end too, so its incidents end idle).
+//!
+//! Only the first `anomaly_lines` anomalies of an incident keep their own `anomaly` line; the
+//! rest are counted in the incident's `anomaly_lines_suppressed`, so nothing goes unreported.
+//! Every decision depends on the anomalies' own times, never on when they are read, so the same
+//! events give the same incidents in the monitor and in replay.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use crate::jsonl::{Process, ProfileRef, Record};
+use crate::settings::defaults;
+
+/// When incidents end, and how many `anomaly` lines each may write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Nanoseconds without an anomaly after which a task's incident is over.
+    pub idle_ns: u64,
+    /// Nanoseconds after its first anomaly at which an incident is closed anyway.
+    pub max_duration_ns: u64,
+    /// Anomalies after which an incident is closed anyway.
+    pub max_calls: u64,
+    /// Anomalies of an incident that keep their own `anomaly` line.
+    pub anomaly_lines: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_ns: crate::settings::wait_ns(defaults::INCIDENT_IDLE),
+            max_duration_ns: crate::settings::wait_ns(defaults::INCIDENT_MAX_DURATION),
+            max_calls: defaults::INCIDENT_MAX_CALLS,
+            anomaly_lines: defaults::ANOMALY_LINES,
+        }
+    }
+}
+
+/// Why an incident ended (its line's `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Idle,
+    Exit,
+    Exec,
+    MaxDuration,
+    MaxCalls,
+    Stopped,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Idle => "idle",
+            End::Exit => "exit",
+            End::Exec => "exec",
+            End::MaxDuration => "max_duration",
+            End::MaxCalls => "max_calls",
+            End::Stopped => "stopped",
+        }
+    }
+}
+
+/// One anomalous call, as the monitor or replay is about to write it.
+#[derive(Clone, Debug)]
+pub struct Anomaly {
+    pub process: Process,
+    pub profile: ProfileRef,
+    /// Nanoseconds on the caller's clock (the same clock for every call of one aggregator).
+    pub time: u64,
+    pub syscall: String,
+    pub lfc: u32,
+    pub sequence: Vec<String>,
+    pub profile_anomalies: u64,
+}
+
+/// An incident that ended; [`Closed::record`] makes its line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Closed {
+    /// When it ended by its rule (see the module comment), on the callers' clock.
+    pub time: u64,
+    pub first: u64,
+    pub last: u64,
+    pub end: End,
+    pub process: Process,
+    pub profile: ProfileRef,
+    pub anomalous_calls: u64,
+    pub max_lfc: u32,
+    pub syscalls: BTreeMap<String, u64>,
+    pub first_sequence: Vec<String>,
+    pub anomaly_lines: u64,
+    pub profile_anomalies: u64,
+}
+
+impl Closed {
+    /// The `incident` line; `utc` converts the callers' clock.
+    pub fn record(self, utc: impl Fn(u64) -> DateTime<Utc>) -> Record {
+        Record::Incident {
+            process: self.process,
+            profile: self.profile,
+            first: crate::clock::rfc3339(utc(self.first)),
+            last: crate::clock::rfc3339(utc(self.last)),
+            reason: self.end.as_str().into(),
+            anomalous_calls: self.anomalous_calls,
+            max_lfc: self.max_lfc,
+            syscalls: self.syscalls,
+            first_sequence: self.first_sequence,
+            anomaly_lines: self.anomaly_lines,
+            anomaly_lines_suppressed: self.anomalous_calls - self.anomaly_lines,
+            profile_anomalies: self.profile_anomalies,
+        }
+    }
+}
+
+/// What one anomalous call does, in the order its lines go out.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The task's previous incident, if this call ended it (it is older than the call's line).
+    pub ended_before: Vec<Closed>,
+    /// Whether the call keeps its own `anomaly` line.
+    pub write: bool,
+    /// The incident this call itself ended (an anomalous exit), written after the call's line.
+    pub ended_by: Option<Closed>,
+}
+
+/// The open incidents, one per task (thread id).
+#[derive(Debug, Default)]
+pub struct Incidents {
+    limits: Limits,
+    open: HashMap<u32, Closed>,
+}
+
+impl Incidents {
+    pub fn new(limits: Limits) -> Self {
+        Incidents {
+            limits,
+            open: HashMap::new(),
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Takes one anomalous call: which incidents it ends and whether it keeps its own line.
+    pub fn call(&mut self, a: Anomaly) -> Outcome {
+        let mut out = Vec::new();
+        let time = a.time;
+        let write = self.anomaly(a, &mut out);
+        let ended_by = match out.last() {
+            Some(c) if c.end == End::Exit && c.last == time => out.pop(),
+            _ => None,
+        };
+        Outcome {
+            ended_before: out,
+            write,
+            ended_by,
+        }
+    }
+
+    /// [`Incidents::call`] with the ended incidents pushed onto `out` in the order they ended;
+    /// returns whether the call keeps its own `anomaly` line.
+    pub fn anomaly(&mut self, a: Anomaly, out: &mut Vec<Closed>) -> bool {
+        let tid = a.process.tid;
+        let l = self.limits;
+        if let Some(cur) = self.open.get(&tid) {
+            let end = if a.time.saturating_sub(cur.last) >= l.idle_ns {
+                Some((End::Idle, cur.last.saturating_add(l.idle_ns)))
+            } else if cur.profile.profile != a.profile.profile {
+                Some((End::Exec, a.time))
+            } else if a.time.saturating_sub(cur.first) >= l.max_duration_ns {
+                Some((End::MaxDuration, a.time))
+            } else if cur.anomalous_calls >= l.max_calls {
+                Some((End::MaxCalls, a.time))
+            } else {
+                None
+            };
+            if let Some((end, time)) = end {
+                let mut c = self.open.remove(&tid).expect("looked up above");
+                c.end = end;
+                c.time = time;
+                out.push(c);
+            }
+        }
+        let exit = matches!(a.syscall.as_str(), "exit" | "exit_group");
+        let time = a.time;
+        let cur = self.open.entry(tid).or_insert_with(|| Closed {
+            time: a.time,
+            first: a.time,
+            last: a.time,
+            end: End::Stopped,
+            process: a.process.clone(),
+            profile: a.profile.clone(),
+            anomalous_calls: 0,
+            max_lfc: 0,
+            syscalls: BTreeMap::new(),
+            first_sequence: a.sequence.clone(),
+            anomaly_lines: 0,
+            profile_anomalies: 0,
+        });
+        cur.last = a.time;
+        cur.anomalous_calls += 1;
+        cur.max_lfc = cur.max_lfc.max(a.lfc);
+        *cur.syscalls.entry(a.syscall).or_insert(0) += 1;
+        // The state as of the latest call: a burst can end normal monitoring.
+        cur.profile.profile_state = a.profile.profile_state;
+        cur.profile_anomalies = a.profile_anomalies;
+        let write = cur.anomaly_lines < l.anomaly_lines;
+        if write {
+            cur.anomaly_lines += 1;
+        }
+        if exit {
+            let mut c = self.open.remove(&tid).expect("inserted above");
+            c.end = End::Exit;
+            c.time = time;
+            out.push(c);
+        }
+        write
+    }
+
+    /// The lines one record makes, in the order they go out. An `anomaly` record goes through
+    /// the incidents: first the task's incident it ended, then itself if it keeps its line,
+    /// then the incident it ended by an exit. Any other record passes as it is. `time` is the
+    /// record's time on the callers' clock; `utc` converts that clock.
+    pub fn lines(
+        &mut self,
+        time: u64,
+        rec: Record,
+        utc: impl Fn(u64) -> DateTime<Utc>,
+    ) -> Vec<(u64, Record)> {
+        let Record::Anomaly {
+            process,
+            profile,
+            syscall,
+            sequence,
+            lfc,
+            profile_anomalies,
+            ..
+        } = &rec
+        else {
+            return vec![(time, rec)];
+        };
+        let outcome = self.call(Anomaly {
+            process: process.clone(),
+            profile: profile.clone(),
+            time,
+            syscall: syscall.name.clone(),
+            lfc: *lfc,
+            sequence: sequence.clone(),
+            profile_anomalies: *profile_anomalies,
+        });
+        let mut out: Vec<(u64, Record)> = outcome
+            .ended_before
+            .into_iter()
+            .map(|c| (c.time, c.record(&utc)))
+            .collect();
+        if outcome.write {
+            out.push((time, rec));
+        }
+        out.extend(outcome.ended_by.map(|c| (c.time, c.record(&utc))));
+        out
+    }
+
+    /// Closes, in the order they went idle, the incidents idle at `now` (callers' clock).
+    pub fn tick(&mut self, now: u64, out: &mut Vec<Closed>) {
+        let idle = self.limits.idle_ns;
+        let mut due: Vec<u32> = self
+            .open
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.last) >= idle)
+            .map(|(&tid, _)| tid)
+            .collect();
+        due.sort_by_key(|tid| (self.open[tid].last, *tid));
+        for tid in due {
+            let mut c = self.open.remove(&tid).expect("listed above");
+            c.end = End::Idle;
+            c.time = c.last.saturating_add(idle);
+            out.push(c);
+        }
+    }
+
+    /// Closes every open incident because its tasks can make no more calls (a replay's input
+    /// ended, and its tasks with it): each is idle from its last call on.
+    pub fn close_ended(&mut self, out: &mut Vec<Closed>) {
+        self.tick(u64::MAX, out);
+    }
+
+    /// Closes every open incident at `now` (the monitor stops): those already idle as idle,
+    /// the others as stopped.
+    pub fn close_all(&mut self, now: u64, out: &mut Vec<Closed>) {
+        self.tick(now, out);
+        let mut rest: Vec<Closed> = self.open.drain().map(|(_, c)| c).collect();
+        rest.sort_by_key(|c| (c.last, c.process.tid));
+        for mut c in rest {
+            c.end = End::Stopped;
+            c.time = now;
+            out.push(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{ProfileKey, State};
+
+    const MS: u64 = 1_000_000;
+
+    fn limits() -> Limits {
+        Limits {
+            idle_ns: 1000 * MS,
+            max_duration_ns: 10_000 * MS,
+            max_calls: 1_000_000,
+            anomaly_lines: 3,
+        }
+    }
+
+    fn call(tid: u32, ino: u64, ms: u64, name: &str, lfc: u32) -> Anomaly {
+        Anomaly {
+            process: Process {
+                pid: tid,
+                tid,
+                ppid: 1,
+                uid: 0,
+                comm: "x".into(),
+                exe: "/x".into(),
+                cgroup: None,
+                container_id: None,
+            },
+            profile: ProfileRef::new(ProfileKey::file(1, ino), State::Normal),
+            time: ms * MS,
+            syscall: name.into(),
+            lfc,
+            sequence: vec![format!("at{ms}")],
+            profile_anomalies: lfc.into(),
+        }
+    }
+
+    /// Feeds calls in order; returns the closed incidents and how many anomaly lines survived.
+    fn feed(inc: &mut Incidents, calls: Vec<Anomaly>) -> (Vec<Closed>, usize) {
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for c in calls {
+            lines += usize::from(inc.anomaly(c, &mut out));
+        }
+        (out, lines)
+    }
+
+    #[test]
+    fn a_burst_is_one_incident_with_its_counts_and_bounded_lines() {
+        let mut inc = Incidents::new(limits());
+        let calls = (0..200)
+            .map(|i| {
+                call(
+                    7,
+                    1,
+                    i,
+                    if i % 2 == 0 { "write" } else { "read" },
+                    (i % 40) as u32,
+                )
+            })
+            .collect();
+        let (out, lines) = feed(&mut inc, calls);
+        assert!(out.is_empty(), "nothing ends while the burst goes on");
+        assert_eq!(lines, 3, "only the first anomaly_lines keep their line");
+        let mut out = Vec::new();
+        inc.tick((199 + 999) * MS, &mut out);
+        assert!(out.is_empty(), "not idle yet");
+        inc.tick((199 + 1000) * MS, &mut out);
+        assert_eq!(out.len(), 1);
+        let c = out.pop().unwrap();
+        assert_eq!((c.end, c.first, c.last), (End::Idle, 0, 199 * MS));
+        assert_eq!(c.time, 1199 * MS);
+        assert_eq!(
+            (c.anomalous_calls, c.max_lfc, c.anomaly_lines),
+            (200, 39, 3)
+        );
+        assert_eq!(c.syscalls.get("write"), Some(&100));
+        assert_eq!(c.syscalls.get("read"), Some(&100));
+        assert_eq!(c.first_sequence, vec!["at0".to_string()]);
+        match c.record(|ns| DateTime::from_timestamp_nanos(ns as i64)) {
+            Record::Incident {
+                anomaly_lines_suppressed,
+                reason,
+                first,
+                ..
+            } => {
+                assert_eq!(anomaly_lines_suppressed, 197);
+                assert_eq!(reason, "idle");
+                assert_eq!(first, "1970-01-01T00:00:00.000000000Z");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(inc.open_count(), 0);
+    }
+
+    #[test]
+    fn a_pause_longer_than_idle_splits_the_burst() {
+        let mut inc = Incidents::new(limits());
+        let (out, lines) = feed(
+            &mut inc,
+            vec![
+                call(7, 1, 0, "write", 1),
+                call(7, 1, 500, "write", 2),
+                call(7, 1, 1600, "brk", 1),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].end, out[0].anomalous_calls), (End::Idle, 2));
+        assert_eq!(out[0].time, 1500 * MS, "it ended idle after its last call");
+        assert_eq!(lines, 3, "the new incident gets its own lines");
+        let mut rest = Vec::new();
+        inc.close_all(1700 * MS, &mut rest);
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].end, rest[0].anomalous_calls), (End::Stopped, 1));
+        assert_eq!(rest[0].time, 1700 * MS);
+        feed(&mut inc, vec![call(7, 1, 2000, "brk", 1)]);
+        let mut ended = Vec::new();
+        inc.close_ended(&mut ended);
+        assert_eq!((ended[0].end, ended[0].time), (End::Idle, 3000 * MS));
+    }
+
+    #[test]
+    fn an_anomalous_exit_closes_at_once_and_tasks_are_apart() {
+        let mut inc = Incidents::new(limits());
+        let (out, _) = feed(
+            &mut inc,
+            vec![
+                call(7, 1, 0, "write", 1),
+                call(8, 1, 1, "write", 1),
+                call(7, 1, 2, "exit_group", 2),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].process.tid, 7);
+        assert_eq!((out[0].end, out[0].time), (End::Exit, 2 * MS));
+        assert_eq!(out[0].anomalous_calls, 2);
+        assert_eq!(inc.open_count(), 1, "task 8's incident is still open");
+        // As one outcome: an exit a second after the last anomaly ends the idle incident
+        // before the call's line and its own incident after it.
+        let o = inc.call(call(8, 1, 1500, "exit_group", 1));
+        assert_eq!(o.ended_before.len(), 1);
+        assert_eq!(o.ended_before[0].end, End::Idle);
+        assert!(o.write);
+        let by = o.ended_by.expect("the exit ends its incident");
+        assert_eq!(
+            (by.end, by.anomalous_calls, by.first),
+            (End::Exit, 1, 1500 * MS)
+        );
+    }
+
+    #[test]
+    fn a_new_profile_in_the_task_closes_the_old_incident() {
+        let mut inc = Incidents::new(limits());
+        let (out, _) = feed(
+            &mut inc,
+            vec![call(7, 1, 0, "execve", 1), call(7, 2, 5, "brk", 1)],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].end, out[0].anomalous_calls), (End::Exec, 1));
+        assert_eq!(out[0].profile.profile, "1:1");
+    }
+
+    #[test]
+    fn a_runaway_task_is_cut_into_incidents_of_max_duration_and_max_calls() {
+        let mut inc = Incidents::new(Limits {
+            max_calls: 50_000,
+            ..limits()
+        });
+        // One anomaly per 0.1 ms for 30 s: 300,000 calls.
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for i in 0..300_000u64 {
+            let mut c = call(7, 1, 0, "write", 13);
+            c.time = i * MS / 10;
+            lines += usize::from(inc.anomaly(c, &mut out));
+        }
+        // 10 s hold 100,000 calls, so max_calls (50,000) cuts first: 5 s per incident.
+        assert_eq!(out.len(), 5);
+        assert!(out.iter().all(|c| c.end == End::MaxCalls));
+        assert!(out.iter().all(|c| c.anomalous_calls == 50_000));
+        assert_eq!(lines, 6 * 3);
+        let mut inc = Incidents::new(limits());
+        let mut out = Vec::new();
+        for i in 0..300_000u64 {
+            let mut c = call(7, 1, 0, "write", 13);
+            c.time = i * MS / 10;
+            inc.anomaly(c, &mut out);
+        }
+        assert_eq!(out.len(), 2, "cut at 10 s and 20 s");
+        assert!(out.iter().all(|c| c.end == End::MaxDuration));
+        assert_eq!(out[0].anomalous_calls, 100_000);
+        assert_eq!(out[1].first, 10_000 * MS);
+    }
+
+    #[test]
+    fn tick_closes_in_the_order_incidents_went_idle() {
+        let mut inc = Incidents::new(limits());
+        feed(
+            &mut inc,
+            vec![
+                call(9, 1, 30, "write", 1),
+                call(3, 1, 10, "write", 1),
+                call(5, 1, 2000, "write", 1),
+            ],
+        );
+        let mut out = Vec::new();
+        inc.tick(1500 * MS, &mut out);
+        let tids: Vec<u32> = out.iter().map(|c| c.process.tid).collect();
+        assert_eq!(tids, vec![3, 9]);
+        assert_eq!(inc.open_count(), 1);
+    }
+}
