@@ -59,13 +59,17 @@ class Run:
         self.free_port = free_port
 
     def spawn(self, argv, cwd=None, env_extra=None, stdout=None):
+        """Starts one root process; `stdout` is a file name, "pipe" (read with wait) or none."""
         env = dict(self.env, **(env_extra or {}))
-        out = open(stdout, "w") if stdout else subprocess.DEVNULL
+        if stdout == "pipe":
+            out = subprocess.PIPE
+        else:
+            out = open(stdout, "w") if stdout else subprocess.DEVNULL
         earliest = procwatch.mono_ns()
         # A session of its own, so that finish() can end whatever the run left behind.
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.DEVNULL,
                              stdin=subprocess.DEVNULL, start_new_session=True)
-        if stdout:
+        if stdout and stdout != "pipe":
             out.close()
         self.roots.append((p.pid, earliest))
         self.procs.append(p)
@@ -73,7 +77,8 @@ class Run:
 
     def wait(self, p, timeout=RUN_TIMEOUT):
         try:
-            return p.wait(timeout=timeout)
+            p.communicate(timeout=timeout)  # drains a piped stdout
+            return p.returncode
         except subprocess.TimeoutExpired:
             log(f"eval: {self.name}: {p.args[0]} did not finish in {timeout}s; killed it")
             os.killpg(p.pid, signal.SIGKILL)
@@ -191,7 +196,8 @@ def main():
     if not os.access(ebpfh, os.X_OK):
         raise SystemExit(f"eval: no ebpfh binary at '{ebpfh}'; build it with `cargo build --release`")
     wait_s = parse_wait(args.normal_wait)
-    tmp = tempfile.mkdtemp(prefix="ebpfh-eval-")
+    # Not under /tmp: the monitor refuses a state directory that others could write on the way.
+    tmp = tempfile.mkdtemp(prefix="ebpfh-eval-", dir="/var/lib")
     os.chmod(tmp, 0o755)
     try:
         result = evaluate(args, ebpfh, tmp, wait_s)

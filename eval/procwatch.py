@@ -32,8 +32,8 @@ PIDS = struct.Struct("=ii")  # process_pid, process_tgid (exec, exit)
 
 
 class ProcWatch:
-    """Collects ("fork", ts, parent_tgid, child_pid, child_tgid) and ("exit", ts, pid, tgid)
-    tuples in a background thread until stop()."""
+    """Collects ("fork", ts, parent_tgid, child_pid, child_tgid), ("exec", ts, pid, tgid) and
+    ("exit", ts, pid, tgid) tuples in a background thread until stop()."""
 
     def __init__(self):
         self.events = []
@@ -84,6 +84,9 @@ class ProcWatch:
             if what == PROC_EVENT_FORK:
                 _, ptgid, cpid, ctgid = FORK.unpack_from(data, d)
                 self.events.append(("fork", ts, ptgid, cpid, ctgid))
+            elif what == PROC_EVENT_EXEC:
+                pid, tgid = PIDS.unpack_from(data, d)
+                self.events.append(("exec", ts, pid, tgid))
             elif what == PROC_EVENT_EXIT:
                 pid, tgid = PIDS.unpack_from(data, d)
                 self.events.append(("exit", ts, pid, tgid))

@@ -33,7 +33,8 @@ class Tree:
     """Process incarnations and their runs, from proc-connector records (see procwatch.py).
 
     `roots` maps a run name to [(pid, earliest_ns)]: the run's root is the first incarnation of
-    pid forked at or after earliest_ns (the harness reads the clock before it forks)."""
+    pid forked at or after earliest_ns (the harness reads the clock before it forks), from the
+    moment it execs the run's program."""
 
     def __init__(self, proc_events, roots):
         want = collections.defaultdict(list)  # pid -> [(earliest, run)], claimed once each
@@ -44,14 +45,27 @@ class Tree:
             v.sort()
         self.starts = collections.defaultdict(list)  # tgid -> [fork ts], ascending
         self.owners = collections.defaultdict(list)  # tgid -> [run or None], same order
-        forks = sorted((e for e in proc_events if e[0] == "fork"), key=lambda e: e[1])
-        for _, ts, parent_tgid, child_pid, child_tgid in forks:
+        # A root's process belongs to its run only from its first exec: between fork and exec
+        # it is the harness (its own code, in the harness's profile), not the run.
+        awaiting_exec = {}  # tgid -> run
+        events = sorted((e for e in proc_events if e[0] in ("fork", "exec")), key=lambda e: e[1])
+        for e in events:
+            if e[0] == "exec":
+                _, ts, _, tgid = e
+                run = awaiting_exec.pop(tgid, None)
+                if run is not None:
+                    self.starts[tgid].append(ts)
+                    self.owners[tgid].append(run)
+                continue
+            _, ts, parent_tgid, child_pid, child_tgid = e
             if child_pid != child_tgid:
                 continue  # a new thread: same process, same run
             owner = self.owner(parent_tgid, ts)
+            awaiting_exec.pop(child_tgid, None)
             pending = want.get(child_tgid)
             if pending and pending[0][0] <= ts:
-                owner = pending.pop(0)[1]
+                awaiting_exec[child_tgid] = pending.pop(0)[1]
+                owner = None
             self.starts[child_tgid].append(ts)
             self.owners[child_tgid].append(owner)
 

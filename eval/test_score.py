@@ -15,8 +15,16 @@ def line(event, pid, t, **kw):
 
 
 class TreeTest(unittest.TestCase):
+    def test_a_root_belongs_to_its_run_from_its_exec_on(self):
+        ev = [("fork", 10, 1, 100, 100), ("exec", 15, 100, 100), ("exec", 30, 100, 100)]
+        t = score.Tree(ev, {"day 1": [(100, 5)]})
+        self.assertIsNone(t.owner(100, 12), "between fork and exec it is the harness")
+        self.assertEqual(t.owner(100, 16), "day 1")
+        self.assertEqual(t.owner(100, 31), "day 1")
+
     def test_descendants_belong_to_the_run_of_their_root(self):
         ev = [("fork", 10, 1, 100, 100),   # harness forks the root
+              ("exec", 10, 100, 100),
               ("fork", 11, 100, 101, 101),  # root forks a child
               ("fork", 12, 101, 102, 102),  # grandchild (e.g. a double-forked daemon)
               ("fork", 13, 101, 150, 101)]  # a thread of the child: no new process
@@ -27,7 +35,7 @@ class TreeTest(unittest.TestCase):
         self.assertIsNone(t.owner(7, 20))
 
     def test_a_reused_pid_belongs_to_whoever_forked_it_last(self):
-        ev = [("fork", 10, 1, 100, 100), ("fork", 11, 100, 101, 101),
+        ev = [("fork", 10, 1, 100, 100), ("exec", 10, 100, 100), ("fork", 11, 100, 101, 101),
               ("exit", 12, 101, 101),
               ("fork", 30, 555, 101, 101)]  # pid 101 again, forked by someone else
         t = score.Tree(ev, {"day 1": [(100, 5)]})
@@ -37,13 +45,15 @@ class TreeTest(unittest.TestCase):
 
     def test_a_root_is_the_first_fork_of_its_pid_after_the_harness_read_the_clock(self):
         ev = [("fork", 3, 1, 100, 100),  # an older process with the same pid
-              ("fork", 10, 1, 100, 100)]
+              ("exec", 4, 100, 100),
+              ("fork", 10, 1, 100, 100), ("exec", 10, 100, 100)]
         t = score.Tree(ev, {"attack": [(100, 5)]})
         self.assertIsNone(t.owner(100, 4))
         self.assertEqual(t.owner(100, 11), "attack")
 
     def test_runs_with_several_roots_and_unordered_input(self):
-        ev = [("fork", 21, 200, 201, 201), ("fork", 20, 1, 200, 200), ("fork", 10, 1, 100, 100)]
+        ev = [("fork", 21, 200, 201, 201), ("fork", 20, 1, 200, 200), ("fork", 10, 1, 100, 100),
+              ("exec", 10, 100, 100), ("exec", 20, 200, 200)]
         t = score.Tree(ev, {"a": [(100, 5), (200, 15)]})
         self.assertEqual(t.owner(201, 22), "a")
         self.assertEqual(t.members("a"), 3)
@@ -51,7 +61,8 @@ class TreeTest(unittest.TestCase):
 
 class AttributeTest(unittest.TestCase):
     def test_lines_go_to_the_run_owning_their_pid_at_their_time(self):
-        t = score.Tree([("fork", 10 * S, 1, 100, 100), ("fork", 40 * S, 9, 100, 100)],
+        t = score.Tree([("fork", 10 * S, 1, 100, 100), ("exec", 10 * S, 100, 100),
+                        ("fork", 40 * S, 9, 100, 100)],
                        {"day": [(100, 5 * S)]})
         lines = [line("anomaly", 100, 20), line("anomaly", 100, 45),
                  {"time": "1970-01-01T00:00:20Z", "event": "events_lost"}]
