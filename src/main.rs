@@ -907,7 +907,20 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
             Ok(0)
         }
         Some(Cmd::Man) => {
-            let cmd = Cli::command();
+            // A long comma list as a default (`--interpreters`) has no place troff may break a
+            // line: show it with spaces, which the list parsers accept too.
+            let cmd = Cli::command().mut_args(|a| {
+                let shown: Vec<String> = a
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().replace(',', ", "))
+                    .collect();
+                if shown.iter().any(|v| v.contains(", ")) {
+                    a.default_values(shown)
+                } else {
+                    a
+                }
+            });
             let mut page = Vec::new();
             clap_mangen::Man::new(cmd).section("8").render(&mut page)?;
             out(&String::from_utf8_lossy(&page))?;
