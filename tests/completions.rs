@@ -69,8 +69,8 @@ fn bash_completion_loads_and_completes_subcommands_and_options() {
     assert_eq!(opts, ["--threads"]);
     // Options of the default (monitor) command complete at the top level.
     assert_eq!(
-        bash_complete(&script, "ebpfh --anomaly-l"),
-        ["--anomaly-limit"]
+        bash_complete(&script, "ebpfh --tolerize-l"),
+        ["--tolerize-limit"]
     );
 }
 
