@@ -345,3 +345,140 @@ fn root_pending_imports_apply_at_the_first_run_and_merges_can_normalize() {
     );
     assert!(anomalies_of(&c.events(), &quiet).is_empty());
 }
+
+/// Every file under `dir`, with its bytes.
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n != "lock") {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Each kind of damage is refused with its one sentence, by a running monitor and offline, and
+/// changes nothing.
+#[test]
+fn root_bad_bundles_are_refused_and_change_nothing() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = unique_fixture(dir.path(), "anomaly");
+    let state = dir.path().join("state");
+    let mut mon = Monitor::start(dir.path(), &state, &[]);
+    for _ in 0..3 {
+        run(&prog, &[]);
+    }
+    mon.wait_for(
+        "profile_created",
+        |e| e["exe"] == prog.to_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .expect("a profile for the program");
+    let good = dir.path().join("good.bundle");
+    ok(mon.client(&[
+        "profile",
+        "export",
+        prog.to_str().unwrap(),
+        "-o",
+        good.to_str().unwrap(),
+    ]));
+    let text = std::fs::read_to_string(&good).unwrap();
+    assert!(text.contains("\"state\": \"training\""));
+
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let row_at = text.find("\": \"").unwrap() + 10;
+    let mut flipped = text.clone().into_bytes();
+    flipped[row_at] = if flipped[row_at] == b'A' { b'B' } else { b'A' };
+    let cases = [
+        (
+            write("truncated", &text.as_bytes()[..text.len() / 2]),
+            "is truncated (its JSON ends early); copy it again",
+        ),
+        (
+            write("corrupt", &flipped),
+            "is damaged or was edited: its contents do not match its sha256; export it again",
+        ),
+        (
+            write(
+                "tampered",
+                text.replacen("\"state\": \"training\"", "\"state\": \"normal\"", 1)
+                    .as_bytes(),
+            ),
+            "is damaged or was edited: its contents do not match its sha256; export it again",
+        ),
+        (
+            write(
+                "newer",
+                text.replacen("\"version\":1", "\"version\":2", 1)
+                    .as_bytes(),
+            ),
+            "is bundle version 2, newer than this ebpfh reads (1); upgrade ebpfh",
+        ),
+        (
+            write("elf", &std::fs::read(&prog).unwrap()),
+            "is not an ebpfh profile bundle (",
+        ),
+    ];
+    let before = mon.events().len();
+    for (path, sentence) in &cases {
+        // A good bundle first: all or nothing means the good one is not imported either.
+        let out = mon.client(&[
+            "profile",
+            "import",
+            good.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        let want = format!("ebpfh: the bundle '{}' {sentence}", path.display());
+        assert!(err.starts_with(&want), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let after = mon.events();
+    assert!(
+        after[before..]
+            .iter()
+            .all(|e| e["event"] != "profile_imported" && e["event"] != "command"),
+        "a refused import reached the monitor"
+    );
+    mon.stop();
+    assert!(!state.join("imports").exists());
+
+    // Offline: the same sentences, and not a byte of the state directory changes.
+    let files = tree(&state);
+    for (path, sentence) in &cases {
+        let out = ebpfh(&[
+            "profile",
+            "import",
+            "--state-dir",
+            state.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with(&format!(
+                "ebpfh: the bundle '{}' {sentence}",
+                path.display()
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        tree(&state),
+        files,
+        "a refused import changed the state directory"
+    );
+}
