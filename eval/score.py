@@ -91,7 +91,10 @@ def attribute(lines, tree, utc_to_mono):
         if pid is None or "exe" not in line:
             no_process += 1
             continue
-        run = tree.owner(pid, utc_to_mono(parse_time(line["time"])))
+        # An incident's `time` is when it ended by its rule (after its task may be gone): it
+        # belongs where its first anomalous call happened.
+        when = line.get("first") if line.get("event") == "incident" else line["time"]
+        run = tree.owner(pid, utc_to_mono(parse_time(when)))
         if run is None:
             other += 1
         else:

@@ -69,6 +69,10 @@ class AttributeTest(unittest.TestCase):
         by_run, other, none = score.attribute(lines, t, lambda ns: ns)
         self.assertEqual(len(by_run["day"]), 1)
         self.assertEqual((other, none), (1, 1))
+        # An incident written after the pid was reused belongs where its calls were.
+        inc = line("incident", 100, 45, first="1970-01-01T00:00:20Z")
+        by_run, other, _ = score.attribute([inc], t, lambda ns: ns)
+        self.assertEqual((len(by_run["day"]), other), (1, 0))
 
 
 class AlarmTest(unittest.TestCase):
