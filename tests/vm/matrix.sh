@@ -6,6 +6,10 @@
 k=$(uname -r)
 echo "EBPFH-VM: kernel $k, LSMs: $(cat /sys/kernel/security/lsm)"
 ebpfh=$(cat target/vm/ebpfh.path)
+# The monitor refuses state and run directories that others can write, up to / (sticky /tmp
+# included); in the guest everything runs as root, so the tests' temporary directories under
+# this VM's own /tmp may be root-only.
+chmod 0755 /tmp
 passed=0
 failed=0
 done_() {
