@@ -5,8 +5,13 @@
 //! user could swap a file or a whole directory for a symlink between our checks and our writes
 //! (or plant a fake control socket for root's clients). So each directory, and every directory
 //! above it up to `/`, must belong to root (or to the user running ebpfh) and be writable by no
-//! one else. There is deliberately no exception for sticky directories such as `/tmp`: a name
-//! nobody has created yet in one can still be taken by anyone.
+//! one else.
+//!
+//! One exception: a directory *above* ours may be world-writable if it is sticky (like `/tmp`)
+//! and the entry in it on our path belongs to root or us. In a sticky directory only an entry's
+//! owner can rename or remove it, so nobody else can swap that entry; a name another user took
+//! first belongs to them and is refused. The state or run directory itself is never allowed to be
+//! writable by others, sticky or not. A symlink on the way must belong to root or us too.
 
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -58,23 +63,60 @@ pub fn prepare(dir: &Path, what: &'static str) -> Result<(), UnsafeDir> {
 }
 
 /// Checks that `dir` and each directory above it belong to root or to us and that no one else
-/// can write to them. Symlinks on the way are resolved first; the directory holding a symlink is
-/// checked like any other, so nobody else can have changed where it points.
+/// can write to them (see the module comment for sticky directories above ours). Symlinks on the
+/// way must belong to root or to us; the directories they lead to are checked like any other.
 pub fn check(dir: &Path, what: &'static str) -> Result<(), UnsafeDir> {
+    let me = nix::unistd::geteuid().as_raw();
+    let given = std::path::absolute(dir).map_err(|error| UnsafeDir::Create {
+        what,
+        dir: dir.to_owned(),
+        error,
+    })?;
+    for part in given.ancestors() {
+        if let Ok(meta) = fs::symlink_metadata(part) {
+            if !meta.file_type().is_symlink() {
+                continue;
+            }
+            if meta.uid() != 0 && meta.uid() != me {
+                return Err(UnsafeDir::Owner {
+                    what,
+                    dir: dir.to_owned(),
+                    part: part.to_owned(),
+                    uid: meta.uid(),
+                });
+            }
+            // Nobody else may be able to replace the symlink either.
+            if let Some(holder) = part.parent() {
+                check_part(dir, holder, what, me, true)?;
+            }
+        }
+    }
     let real = fs::canonicalize(dir).map_err(|error| UnsafeDir::Create {
         what,
         dir: dir.to_owned(),
         error,
     })?;
-    let me = nix::unistd::geteuid().as_raw();
-    for part in real.ancestors() {
-        check_one(dir, part, what, me)?;
+    // The first part is `dir` itself; every later one is a parent whose entry on our path
+    // (the part checked just before it) already proved to belong to root or us.
+    for (i, part) in real.ancestors().enumerate() {
+        check_part(dir, part, what, me, i > 0)?;
     }
     Ok(())
 }
 
 /// Checks one directory (not its parents); `dir` is what the error names.
 pub fn check_one(dir: &Path, part: &Path, what: &'static str, me: u32) -> Result<(), UnsafeDir> {
+    check_part(dir, part, what, me, false)
+}
+
+/// `above`: `part` is a parent of the checked directory, so being sticky makes it safe.
+fn check_part(
+    dir: &Path,
+    part: &Path,
+    what: &'static str,
+    me: u32,
+    above: bool,
+) -> Result<(), UnsafeDir> {
     let meta = fs::symlink_metadata(part).map_err(|error| UnsafeDir::Create {
         what,
         dir: dir.to_owned(),
@@ -96,7 +138,8 @@ pub fn check_one(dir: &Path, part: &Path, what: &'static str, me: u32) -> Result
         });
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(above && sticky) {
         return Err(UnsafeDir::Writable {
             what,
             dir: dir.to_owned(),
@@ -116,13 +159,13 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let open = base.path().join("open");
         fs::create_dir(&open).unwrap();
-        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
         let dir = open.join("state");
         let e = prepare(&dir, "state directory").unwrap_err().to_string();
         assert_eq!(
             e,
             format!(
-                "refusing the state directory '{}': '{}' can be written by other users (mode 1777); use a directory that only root can write all the way up to /",
+                "refusing the state directory '{}': '{}' can be written by other users (mode 777); use a directory that only root can write all the way up to /",
                 dir.display(),
                 open.display()
             )
@@ -130,6 +173,18 @@ mod tests {
         fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
         prepare(&dir, "state directory").unwrap();
         assert!(dir.is_dir());
+    }
+
+    #[test]
+    fn a_sticky_parent_is_safe_but_a_sticky_directory_itself_is_not() {
+        let base = tempfile::tempdir().unwrap();
+        let sticky = base.path().join("sticky");
+        fs::create_dir(&sticky).unwrap();
+        fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).unwrap();
+        // Like /tmp: an entry of ours in it cannot be swapped by anyone else.
+        prepare(&sticky.join("state"), "state directory").unwrap();
+        let e = check(&sticky, "state directory").unwrap_err();
+        assert!(matches!(e, UnsafeDir::Writable { mode: 0o1777, .. }), "{e}");
     }
 
     #[test]

@@ -283,10 +283,10 @@ fn root_directories_another_user_controls_are_refused() {
     );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 
-    // A root-owned directory inside one everybody can write (sticky or not) is refused too.
+    // A root-owned directory inside one everybody can write (not sticky) is refused too.
     let open = base.join("open");
     std::fs::create_dir(&open).unwrap();
-    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let err = refused_start(&[
         "--log".as_ref(),
         log.as_os_str(),
@@ -295,7 +295,7 @@ fn root_directories_another_user_controls_are_refused() {
     ]);
     assert!(
         err.contains(&format!(
-            "'{}' can be written by other users (mode 1777)",
+            "'{}' can be written by other users (mode 777)",
             open.display()
         )),
         "{err}"
