@@ -474,17 +474,7 @@ impl<'obj> Kernel<'obj> {
             op: cmd as u32,
             ..Default::default()
         };
-        // SAFETY: plain C record.
-        let ctx = unsafe { plain::as_mut_bytes(&mut args) };
-        let input = libbpf_rs::ProgramInput {
-            context_in: Some(ctx),
-            ..Default::default()
-        };
-        self.skel
-            .progs
-            .command
-            .test_run(input)
-            .map_err(|e| CommandError::Kernel(e.to_string()))?;
+        run_syscall_prog(&self.skel.progs.command, &mut args).map_err(CommandError::Kernel)?;
         use types::bpf_constants as k;
         match -args.result {
             0 => Ok(()),
@@ -647,17 +637,7 @@ impl<'obj> Kernel<'obj> {
 
     /// Runs the `import` program once; its result, or a negative errno.
     fn import_op(&self, mut args: types::import_args) -> Result<i32, ImportError> {
-        // SAFETY: plain C record.
-        let ctx = unsafe { plain::as_mut_bytes(&mut args) };
-        let input = libbpf_rs::ProgramInput {
-            context_in: Some(ctx),
-            ..Default::default()
-        };
-        self.skel
-            .progs
-            .import
-            .test_run(input)
-            .map_err(|e| ImportError::Kernel(e.to_string()))?;
+        run_syscall_prog(&self.skel.progs.import, &mut args).map_err(ImportError::Kernel)?;
         Ok(args.result)
     }
 
@@ -1038,4 +1018,18 @@ pub fn route_libbpf_log(verbose: bool) {
 /// Entries in use of a table of `entries` whose entry 0 is reserved, from its next-free counter.
 fn used(next: u32, entries: u32) -> u32 {
     next.saturating_sub(1).min(entries.saturating_sub(1))
+}
+
+/// Runs a `SEC("syscall")` program once on `args`, which it reads and writes in place.
+fn run_syscall_prog<T: plain::Plain>(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    args: &mut T,
+) -> Result<(), String> {
+    // SAFETY: `T` is a plain C record (`Plain`): any byte pattern the kernel writes is valid.
+    let ctx = unsafe { plain::as_mut_bytes(args) };
+    let input = libbpf_rs::ProgramInput {
+        context_in: Some(ctx),
+        ..Default::default()
+    };
+    prog.test_run(input).map(drop).map_err(|e| e.to_string())
 }
