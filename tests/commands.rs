@@ -149,6 +149,19 @@ fn root_commands_drive_the_profile_state_machine_under_the_default_lifecycle() {
     });
 }
 
+/// Whether the process is blocked in a sleep call (the first field of /proc/PID/syscall is the
+/// number of the call it is in).
+fn in_nanosleep(proc_dir: &std::path::Path) -> bool {
+    let Ok(s) = std::fs::read_to_string(proc_dir.join("syscall")) else {
+        return false;
+    };
+    let nr = s
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok());
+    nr == Some(nix::libc::SYS_clock_nanosleep) || nr == Some(nix::libc::SYS_nanosleep)
+}
+
 #[test]
 fn root_tasks_are_listed_with_their_profiles() {
     require_root();
@@ -168,17 +181,15 @@ fn root_tasks_are_listed_with_their_profiles() {
         .spawn()
         .unwrap();
     let pid = sleeper.id();
-    // Wait until the child has exec'd sleep (its profile appears at exec).
-    let sleep_key = key_of(
-        std::path::Path::new("/proc")
-            .join(pid.to_string())
-            .join("exe")
-            .as_path(),
-    );
+    // Wait until the child has exec'd sleep (its profile appears at exec) and is blocked in
+    // its nanosleep: the task takes its profile at exec, before its first call, so only then
+    // has it surely made calls since exec (on an emulated CPU the gap is long).
+    let proc_dir = std::path::Path::new("/proc").join(pid.to_string());
     let mut slot = None;
-    for _ in 0..100 {
-        slot = kernel.slot_of(sleep_key);
-        if slot.is_some() && kernel.slot_of_task(pid) == slot {
+    for _ in 0..500 {
+        let exe = key_of(&proc_dir.join("exe"));
+        slot = kernel.slot_of(exe);
+        if slot.is_some() && kernel.slot_of_task(pid) == slot && in_nanosleep(&proc_dir) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
