@@ -166,6 +166,67 @@ impl Capacity {
     }
     /// The trace ring buffer `ebpfh record` asks for: a recorder must keep up with every call.
     pub const RECORD_TRACE_BYTES: u32 = 64 << 20;
+
+    /// The slots profiles can take: slot 0 means "no profile".
+    pub const fn slots(&self) -> u32 {
+        self.profiles.saturating_sub(1)
+    }
+
+    /// The slots other users' programs can take: all but the root reserve.
+    pub const fn room(&self) -> u32 {
+        self.slots().saturating_sub(self.root_reserve)
+    }
+
+    /// Refuses a root reserve or a per-uid quota the table cannot honour: a reserve that leaves
+    /// other users no slot at all, a quota larger than what is left to them (it could never
+    /// stop anyone).
+    pub fn check(&self) -> Result<(), CapacityError> {
+        let (profiles, reserve, quota) = (self.profiles, self.root_reserve, self.uid_quota);
+        if reserve >= self.slots() {
+            return Err(CapacityError::ReserveTooLarge {
+                reserve,
+                profiles,
+                slots: self.slots(),
+            });
+        }
+        let room = self.room();
+        if quota > room {
+            return Err(CapacityError::QuotaTooLarge {
+                quota,
+                profiles,
+                reserve,
+                room,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A `Capacity` whose quotas cannot work (see `Capacity::check`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CapacityError {
+    #[error(
+        "--root-reserve {reserve} leaves no profile slot for other users' programs: \
+         --max-profiles {profiles} has {slots} slots (slot 0 is never used); \
+         use a smaller --root-reserve or a larger --max-profiles"
+    )]
+    ReserveTooLarge {
+        reserve: u32,
+        profiles: u32,
+        slots: u32,
+    },
+    #[error(
+        "--uid-quota {quota} could never stop a user: with --max-profiles {profiles} and \
+         --root-reserve {reserve}, other users' programs can take at most {room} {} in all; \
+         use at most {room}, or 0 for no limit",
+        if *room == 1 { "slot" } else { "slots" }
+    )]
+    QuotaTooLarge {
+        quota: u32,
+        profiles: u32,
+        reserve: u32,
+        room: u32,
+    },
 }
 
 impl Default for Capacity {

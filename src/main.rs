@@ -362,10 +362,12 @@ struct Tunables {
     #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.rows, value_parser = clap::value_parser!(u32).range(64..))]
     max_rows: u32,
     /// Profiles one non-root user may create (0 = no limit; default: an eighth of
-    /// --max-profiles), so no user can fill the table with programs of their own.
+    /// --max-profiles), so no user can fill the table with programs of their own; at most what
+    /// --root-reserve leaves.
     #[arg(long, value_name = "N")]
     uid_quota: Option<u32>,
-    /// Profile slots only root's programs may take (default: an eighth of --max-profiles).
+    /// Profile slots only root's programs may take (default: an eighth of --max-profiles); it
+    /// must leave other users at least one.
     #[arg(long, value_name = "N")]
     root_reserve: Option<u32>,
 }
@@ -388,13 +390,24 @@ impl Tunables {
 
     fn capacity(&self) -> Capacity {
         let share = Capacity::default_share(self.max_profiles);
-        Capacity {
+        let cap = Capacity {
             profiles: self.max_profiles,
             rows: self.max_rows,
-            uid_quota: self.uid_quota.unwrap_or(share),
             root_reserve: self.root_reserve.unwrap_or(share),
             ..Capacity::default()
+        };
+        // A default quota never exceeds what a large --root-reserve leaves to other users.
+        Capacity {
+            uid_quota: self.uid_quota.unwrap_or(share.min(cap.room())),
+            ..cap
         }
+    }
+
+    /// The monitor's capacity, refused before anything starts when its quotas cannot work.
+    fn checked_capacity(&self) -> anyhow::Result<Capacity> {
+        let cap = self.capacity();
+        cap.check()?;
+        Ok(cap)
     }
 }
 
@@ -727,7 +740,16 @@ fn main() -> ExitCode {
 }
 
 impl MonitorOpts {
-    fn options(self, log: Option<String>, run_dir: PathBuf, verbose: bool) -> monitor::Options {
+    fn options(
+        self,
+        log: Option<String>,
+        run_dir: PathBuf,
+        verbose: bool,
+    ) -> anyhow::Result<monitor::Options> {
+        let capacity = Capacity {
+            ring_bytes: self.ring_bytes,
+            ..self.tunables.checked_capacity()?
+        };
         let mut settings = self.tunables.settings();
         let respond = self.respond || !self.respond_only.is_empty();
         let (delay_factor, abort_execve) = if respond {
@@ -743,23 +765,20 @@ impl MonitorOpts {
         settings.respond_listed = !self.respond_only.is_empty();
         settings.abort_execve = self.abort_execve.unwrap_or(abort_execve);
         settings.execve_kill = self.execve_response == "kill";
-        monitor::Options {
+        Ok(monitor::Options {
             state_dir: self.state_dir,
             log,
             allow: self.allow,
             respond_only: self.respond_only,
             settings,
             save_interval: self.save_interval,
-            capacity: Capacity {
-                ring_bytes: self.ring_bytes,
-                ..self.tunables.capacity()
-            },
+            capacity,
             verbose,
             run_dir: Some(run_dir),
             stop: None,
             metrics_addr: self.metrics_addr,
             incidents: self.incidents.limits(),
-        }
+        })
     }
 }
 
@@ -863,7 +882,7 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
         }
         Some(Cmd::Top(args)) => {
             let log = args.monitor.log.clone();
-            let opts = args.monitor.options(log, run_dir.clone(), cli.verbose);
+            let opts = args.monitor.options(log, run_dir.clone(), cli.verbose)?;
             tui::run(&run_dir, opts, log_buffer)?;
             Ok(0)
         }
@@ -930,12 +949,12 @@ fn run(cli: Cli, log_buffer: tui::LogBuffer, parsed: &Parsed) -> anyhow::Result<
             let m = cli.monitor;
             if !m.headless {
                 let log = m.opts.log.clone();
-                let opts = m.opts.options(log, run_dir.clone(), cli.verbose);
+                let opts = m.opts.options(log, run_dir.clone(), cli.verbose)?;
                 tui::run(&run_dir, opts, log_buffer)?;
                 return Ok(0);
             }
             let log = Some(m.opts.log.clone().unwrap_or_else(|| "-".into()));
-            let opts = m.opts.options(log, run_dir, cli.verbose);
+            let opts = m.opts.options(log, run_dir, cli.verbose)?;
             monitor::run(&opts)?;
             Ok(0)
         }
@@ -987,12 +1006,36 @@ mod tests {
     }
 
     #[test]
+    fn a_default_quota_fits_what_a_large_reserve_leaves() {
+        let cli = Cli::try_parse_from([
+            "ebpfh",
+            "--headless",
+            "--max-profiles",
+            "16",
+            "--root-reserve",
+            "14",
+        ])
+        .unwrap();
+        let opts = cli
+            .monitor
+            .opts
+            .options(None, PathBuf::from("/run/x"), false)
+            .unwrap();
+        // 15 slots, 14 of them root's: the default quota (2, an eighth of 16) becomes 1.
+        assert_eq!(
+            (opts.capacity.root_reserve, opts.capacity.uid_quota),
+            (14, 1)
+        );
+    }
+
+    #[test]
     fn clap_defaults_are_the_settings_defaults() {
         let cli = Cli::try_parse_from(["ebpfh", "--headless"]).unwrap();
         let opts = cli
             .monitor
             .opts
-            .options(None, PathBuf::from("/run/x"), false);
+            .options(None, PathBuf::from("/run/x"), false)
+            .unwrap();
         assert_eq!(opts.settings, Settings::default());
         assert_eq!(opts.state_dir, PathBuf::from(DEFAULT_DIR));
         let c = opts.capacity;

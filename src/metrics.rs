@@ -199,7 +199,7 @@ impl Metrics {
         // Slot 0 and row 0 are never used ("none"), so the tables hold one less.
         m.map_capacity
             .with_label_values(&["profiles"])
-            .set(i64::from(cap.profiles.saturating_sub(1)));
+            .set(i64::from(cap.slots()));
         m.map_capacity
             .with_label_values(&["rows"])
             .set(i64::from(cap.rows.saturating_sub(1)));

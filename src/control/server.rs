@@ -591,7 +591,7 @@ impl Server {
                 subscribers_dropped: dropped,
             },
             profiles_used: st.profiles_used,
-            profiles_max: host.kernel().capacity().profiles.saturating_sub(1),
+            profiles_max: host.kernel().capacity().slots(),
             rows_used: st.rows_used,
             rows_max: host.kernel().capacity().rows.saturating_sub(1),
             responses: responses(&settings, host.kernel().execve_abort()),

@@ -18,10 +18,13 @@ VM_TESTS=${VM_TESTS:-kernel commands control respond agreement}
 VM_TIMEOUT=${VM_TIMEOUT:-900}
 mkdir -p "$work"
 
+began=$SECONDS
 bash tests/vm/rootfs.sh || { echo "test-kernels: 0 passed, 1 failed (no root filesystem)"; exit 1; }
+echo "(the guest root filesystem took $((SECONDS - began)) s)"
 
 # Build the test binaries once here; the guest runs them from the read-only 9p share of this
 # repository, at the same path (their CARGO_BIN_EXE_ebpfh and CARGO_MANIFEST_DIR are absolute).
+began=$SECONDS
 args=()
 for t in $VM_TESTS; do args+=(--test "$t"); done
 # Release builds: the guest emulates its CPU, and unoptimized monitors and test harnesses
@@ -39,6 +42,7 @@ done
 grep -o '"executable":"[^"]*/target/release/ebpfh"' "$work/build.json" | cut -d'"' -f4 | head -1 \
 	>"$work/ebpfh.path"
 [ -s "$work/ebpfh.path" ] || echo "$repo/target/release/ebpfh" >"$work/ebpfh.path"
+echo "(building the tests took $((SECONDS - began)) s)"
 
 # TCG unless KVM really works: nested KVM hangs on some hosts, so a short probe boot decides.
 accel=tcg
