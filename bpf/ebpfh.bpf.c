@@ -329,6 +329,21 @@ static __always_inline struct row *row_get(__u32 r)
 }
 
 /*
+ * Whether a row holds no pair at all: a symbol the profile never made. A
+ * reset zeroes rows in place, so a row may exist and still be empty. Only
+ * for anomalous calls whose every distance missed.
+ */
+static __always_inline int row_empty(const struct row *row)
+{
+	if (!row)
+		return 1;
+	for (int w = 0; w < NSYMBOLS / 8; w++)
+		if (row->w[w])
+			return 0;
+	return 1;
+}
+
+/*
  * Give symbol c a row in one of the profile's tables. Rows are never freed
  * (a reset zeroes them in place), so a plain bump allocator suffices. If two
  * tasks race, the loser's row leaks; the CAS keeps the table consistent.
@@ -1185,6 +1200,9 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 			event_header(&e->h, EV_ANOMALY, bpf_get_current_task_btf(), slot);
 			window_out(e->window, f);
 			e->misses = anomalous;
+			e->new_pairs = __builtin_popcount(miss);
+			e->unknown = anomalous == DISTANCES &&
+				     row_empty(row_get(p->test_row[c]));
 			e->lfc = ts->lfc;
 			e->profile_anomalies = p->anomalies;
 			e->task_count = ts->count;

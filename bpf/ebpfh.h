@@ -276,7 +276,12 @@ struct ev_anomaly {
 	__u16 window[WINDOW]; /* oldest first; window[WINDOW-1] is the call */
 	__u16 misses;
 	__u32 lfc;
-	__u32 _pad;
+	/* Of the missing pairs, those the training data lacked too (learned by
+	 * this call); the others were pending, already shown by earlier calls. */
+	__u16 new_pairs;
+	/* The testing data has no pair at all with this call: the profile never
+	 * made it (while it trained). */
+	__u16 unknown;
 	__u64 profile_anomalies;
 	__u64 task_count;
 };

@@ -79,6 +79,11 @@ pub enum Event {
         window: [u16; WINDOW],
         /// Distances whose pair the testing data lacks.
         misses: u16,
+        /// Of those, the pairs the training data lacked too: learned by this call. The others
+        /// are pending (an earlier call of the profile showed them already).
+        new_pairs: u16,
+        /// The testing data has no pair with this call at all: the profile never made it.
+        unknown: bool,
         /// The task's LFC, this call included.
         lfc: u32,
         /// The profile's anomaly count, this call included.
@@ -277,6 +282,8 @@ pub fn decode(
                 key: key_of(h.profile),
                 window: e.window,
                 misses: e.misses,
+                new_pairs: e.new_pairs,
+                unknown: e.unknown != 0,
                 lfc: e.lfc,
                 profile_anomalies: e.profile_anomalies,
                 task_count: e.task_count,
@@ -396,6 +403,8 @@ mod tests {
             h: header(2),
             window: [5, 12, 12, 1, 1, 1, 1, 1, 1],
             misses: 5,
+            new_pairs: 2,
+            unknown: 1,
             lfc: 1,
             profile_anomalies: 3,
             task_count: 77,
@@ -409,6 +418,8 @@ mod tests {
                 key: K7,
                 window: [5, 12, 12, 1, 1, 1, 1, 1, 1],
                 misses: 5,
+                new_pairs: 2,
+                unknown: true,
                 lfc: 1,
                 profile_anomalies: 3,
                 task_count: 77,

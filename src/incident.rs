@@ -1,4 +1,5 @@
-//! Incidents: a burst of anomalous calls in one task, reported as one `incident` line.
+//! Incidents: a burst of anomalous calls in one task, reported as one `incident` line, and the
+//! rule that says which incidents are alarms.
 //!
 //! pH reports every anomalous call. A program that goes wrong can make thousands a second, and an
 //! operator wants one line saying "this task, these calls, this long". The monitor and online
@@ -14,17 +15,35 @@
 //! - **stopped**: the monitor stops while the task may still go on (at the end of a replay's
 //!   input its tasks end too, so its incidents end idle).
 //!
-//! Only the first `anomaly_lines` anomalies of an incident keep their own `anomaly` line; the
-//! rest are counted in the incident's `anomaly_lines_suppressed`, so nothing goes unreported.
-//! Every decision depends on the anomalies' own times, never on when they are read, so the same
-//! events give the same incidents in the monitor and in replay.
+//! **Alarms.** Programs whose calls depend on their input show a little novelty now and then
+//! long after they became normal: an isolated anomaly or two, or a short code path they had not
+//! taken while training. Attacks cluster, and they make the program do what it never did
+//! ([`Rule::judge`], docs/lifecycle.md "Alarms"). An incident is an alarm when
+//!
+//! - one of its calls is **unknown**: a system call the testing data has no pair with at all
+//!   (the program never made it while it trained); or
+//! - its maximum LFC went above the **tolerize limit**; or
+//! - its maximum LFC went above **half the tolerize limit** (the lifecycle's minor LFC) and at
+//!   least one of its calls taught the profile a new pair. A burst that only **repeats** pending
+//!   pairs shows what an earlier incident already showed: it is counted, not alarmed again.
+//!
+//! Under `--lifecycle ph` every incident is an alarm, as pH reports every anomalous call.
+//! A quiet incident is never lost: its calls count in `ebpfh status`, the metrics and the
+//! profile's anomaly count, and `log_quiet` writes its line (with `"alarm": false`).
+//!
+//! Only the first `anomaly_lines` anomalies of an alarm keep their own `anomaly` line (the ones
+//! before it became an alarm are held and written when it does); the rest are counted in the
+//! incident's `anomaly_lines_suppressed`, so nothing goes unreported. Every decision depends on
+//! the anomalies' own times, never on when they are read, so the same events give the same
+//! incidents in the monitor and in replay.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
 use crate::jsonl::{Process, ProfileRef, Record};
-use crate::settings::defaults;
+use crate::model::Settings;
+use crate::settings::{defaults, Lifecycle};
 
 /// When incidents end, and how many `anomaly` lines each may write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +54,10 @@ pub struct Limits {
     pub max_duration_ns: u64,
     /// Anomalies after which an incident is closed anyway.
     pub max_calls: u64,
-    /// Anomalies of an incident that keep their own `anomaly` line.
+    /// Anomalies of an alarm that keep their own `anomaly` line.
     pub anomaly_lines: u64,
+    /// Write the lines of quiet incidents too (with `"alarm": false`).
+    pub log_quiet: bool,
 }
 
 impl Default for Limits {
@@ -46,7 +67,59 @@ impl Default for Limits {
             max_duration_ns: crate::settings::wait_ns(defaults::INCIDENT_MAX_DURATION),
             max_calls: defaults::INCIDENT_MAX_CALLS,
             anomaly_lines: defaults::ANOMALY_LINES,
+            log_quiet: false,
         }
+    }
+}
+
+/// Which incidents are alarms (the module comment has the rule); it follows the settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The tolerize limit: above it an incident is always an alarm.
+    pub tolerize_limit: u32,
+    /// Above this (the lifecycle's minor LFC), an incident that taught something is an alarm.
+    pub minor_lfc: u32,
+    /// pH's lifecycle: every incident is an alarm.
+    pub every_incident: bool,
+}
+
+impl Rule {
+    /// The rule the kernel's (or the model's) settings imply.
+    pub fn new(s: &Settings) -> Self {
+        Rule {
+            tolerize_limit: s.tolerize_limit,
+            minor_lfc: s.minor_lfc(),
+            every_incident: s.lifecycle == Lifecycle::Ph,
+        }
+    }
+
+    /// Whether an incident with this maximum LFC, this many unknown calls and this many calls
+    /// that taught a new pair is an alarm, and the reason (its line's `alarm_reason`).
+    pub fn judge(
+        &self,
+        max_lfc: u32,
+        unknown_calls: u64,
+        novel_calls: u64,
+    ) -> (bool, &'static str) {
+        if self.every_incident {
+            (true, "every_anomaly")
+        } else if unknown_calls > 0 {
+            (true, "unknown_call")
+        } else if max_lfc > self.tolerize_limit {
+            (true, "tolerize_limit")
+        } else if max_lfc > self.minor_lfc && novel_calls > 0 {
+            (true, "lfc")
+        } else if max_lfc > self.minor_lfc {
+            (false, "repeat")
+        } else {
+            (false, "minor")
+        }
+    }
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Rule::new(&Settings::default())
     }
 }
 
@@ -83,11 +156,15 @@ pub struct Anomaly {
     pub time: u64,
     pub syscall: String,
     pub lfc: u32,
+    /// Lookahead pairs new to the profile (the others the call lacks were pending).
+    pub new_pairs: u16,
+    /// A system call the profile never made.
+    pub unknown: bool,
     pub sequence: Vec<String>,
     pub profile_anomalies: u64,
 }
 
-/// An incident that ended; [`Closed::record`] makes its line.
+/// An incident, open or ended; [`Closed::record`] makes its line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Closed {
     /// When it ended by its rule (see the module comment), on the callers' clock.
@@ -103,6 +180,13 @@ pub struct Closed {
     pub first_sequence: Vec<String>,
     pub anomaly_lines: u64,
     pub profile_anomalies: u64,
+    pub unknown_calls: u64,
+    pub novel_calls: u64,
+    /// What [`Rule::judge`] says of it (so far, while it is open).
+    pub alarm: bool,
+    pub alarm_reason: &'static str,
+    /// The anomaly lines of an incident not (yet) an alarm, held until it becomes one.
+    held: Vec<(u64, Record)>,
 }
 
 impl Closed {
@@ -121,8 +205,17 @@ impl Closed {
             anomaly_lines: self.anomaly_lines,
             anomaly_lines_suppressed: self.anomalous_calls - self.anomaly_lines,
             profile_anomalies: self.profile_anomalies,
+            alarm: self.alarm,
+            alarm_reason: self.alarm_reason.into(),
+            unknown_calls: self.unknown_calls,
+            novel_calls: self.novel_calls,
         }
     }
+}
+
+/// Whether a line is a quiet incident's (one that is not an alarm).
+pub fn is_quiet(rec: &Record) -> bool {
+    matches!(rec, Record::Incident { alarm: false, .. })
 }
 
 /// What one anomalous call does, in the order its lines go out.
@@ -130,8 +223,9 @@ impl Closed {
 pub struct Outcome {
     /// The task's previous incident, if this call ended it (it is older than the call's line).
     pub ended_before: Vec<Closed>,
-    /// Whether the call keeps its own `anomaly` line.
-    pub write: bool,
+    /// Anomaly lines to write now, oldest first: those held until the incident became an
+    /// alarm, then this call's own (each with its time).
+    pub lines: Vec<(u64, Record)>,
     /// The incident this call itself ended (an anomalous exit), written after the call's line.
     pub ended_by: Option<Closed>,
 }
@@ -140,40 +234,57 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 pub struct Incidents {
     limits: Limits,
+    rule: Rule,
     open: HashMap<u32, Closed>,
 }
 
 impl Incidents {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, rule: Rule) -> Self {
         Incidents {
             limits,
+            rule,
             open: HashMap::new(),
         }
+    }
+
+    /// The rule from now on (`ebpfh set` changed the tolerize limit or the lifecycle).
+    pub fn set_rule(&mut self, rule: Rule) {
+        self.rule = rule;
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn open_count(&self) -> usize {
         self.open.len()
     }
 
-    /// Takes one anomalous call: which incidents it ends and whether it keeps its own line.
-    pub fn call(&mut self, a: Anomaly) -> Outcome {
+    /// Takes one anomalous call and its `anomaly` line: which incidents it ends and which
+    /// anomaly lines go out now.
+    pub fn call(&mut self, a: Anomaly, line: Record) -> Outcome {
         let mut out = Vec::new();
         let time = a.time;
-        let write = self.anomaly(a, &mut out);
+        let lines = self.anomaly(a, line, &mut out);
         let ended_by = match out.last() {
             Some(c) if c.end == End::Exit && c.last == time => out.pop(),
             _ => None,
         };
         Outcome {
             ended_before: out,
-            write,
+            lines,
             ended_by,
         }
     }
 
     /// [`Incidents::call`] with the ended incidents pushed onto `out` in the order they ended;
-    /// returns whether the call keeps its own `anomaly` line.
-    pub fn anomaly(&mut self, a: Anomaly, out: &mut Vec<Closed>) -> bool {
+    /// returns the anomaly lines to write now.
+    pub fn anomaly(
+        &mut self,
+        a: Anomaly,
+        line: Record,
+        out: &mut Vec<Closed>,
+    ) -> Vec<(u64, Record)> {
         let tid = a.process.tid;
         let l = self.limits;
         if let Some(cur) = self.open.get(&tid) {
@@ -192,6 +303,7 @@ impl Incidents {
                 let mut c = self.open.remove(&tid).expect("looked up above");
                 c.end = end;
                 c.time = time;
+                c.held.clear();
                 out.push(c);
             }
         }
@@ -210,30 +322,47 @@ impl Incidents {
             first_sequence: a.sequence.clone(),
             anomaly_lines: 0,
             profile_anomalies: 0,
+            unknown_calls: 0,
+            novel_calls: 0,
+            alarm: false,
+            alarm_reason: "minor",
+            held: Vec::new(),
         });
         cur.last = a.time;
         cur.anomalous_calls += 1;
         cur.max_lfc = cur.max_lfc.max(a.lfc);
+        cur.unknown_calls += u64::from(a.unknown);
+        cur.novel_calls += u64::from(a.new_pairs > 0);
         *cur.syscalls.entry(a.syscall).or_insert(0) += 1;
         // The state as of the latest call: a burst can end normal monitoring.
         cur.profile.profile_state = a.profile.profile_state;
         cur.profile_anomalies = a.profile_anomalies;
-        let write = cur.anomaly_lines < l.anomaly_lines;
-        if write {
-            cur.anomaly_lines += 1;
+        (cur.alarm, cur.alarm_reason) =
+            self.rule
+                .judge(cur.max_lfc, cur.unknown_calls, cur.novel_calls);
+        let mut lines = Vec::new();
+        // The first anomaly_lines calls keep a line: held until the incident is an alarm.
+        if cur.anomalous_calls <= l.anomaly_lines {
+            cur.held.push((time, line));
+        }
+        if cur.alarm {
+            cur.anomaly_lines += cur.held.len() as u64;
+            lines = std::mem::take(&mut cur.held);
         }
         if exit {
             let mut c = self.open.remove(&tid).expect("inserted above");
             c.end = End::Exit;
             c.time = time;
+            c.held.clear();
             out.push(c);
         }
-        write
+        lines
     }
 
     /// The lines one record makes, in the order they go out. An `anomaly` record goes through
-    /// the incidents: first the task's incident it ended, then itself if it keeps its line,
-    /// then the incident it ended by an exit. Any other record passes as it is. `time` is the
+    /// the incidents: first the task's incident it ended, then the anomaly lines it releases,
+    /// then the incident it ended by an exit. Any other record passes as it is. Quiet incidents
+    /// are among the lines (see [`is_quiet`]); whoever writes them decides. `time` is the
     /// record's time on the callers' clock; `utc` converts that clock.
     pub fn lines(
         &mut self,
@@ -247,29 +376,32 @@ impl Incidents {
             syscall,
             sequence,
             lfc,
+            new_pairs,
+            unknown_call,
             profile_anomalies,
             ..
         } = &rec
         else {
             return vec![(time, rec)];
         };
-        let outcome = self.call(Anomaly {
+        let a = Anomaly {
             process: process.clone(),
             profile: profile.clone(),
             time,
             syscall: syscall.name.clone(),
             lfc: *lfc,
+            new_pairs: *new_pairs,
+            unknown: *unknown_call,
             sequence: sequence.clone(),
             profile_anomalies: *profile_anomalies,
-        });
+        };
+        let outcome = self.call(a, rec);
         let mut out: Vec<(u64, Record)> = outcome
             .ended_before
             .into_iter()
             .map(|c| (c.time, c.record(&utc)))
             .collect();
-        if outcome.write {
-            out.push((time, rec));
-        }
+        out.extend(outcome.lines);
         out.extend(outcome.ended_by.map(|c| (c.time, c.record(&utc))));
         out
     }
@@ -288,6 +420,7 @@ impl Incidents {
             let mut c = self.open.remove(&tid).expect("listed above");
             c.end = End::Idle;
             c.time = c.last.saturating_add(idle);
+            c.held.clear();
             out.push(c);
         }
     }
@@ -307,6 +440,7 @@ impl Incidents {
         for mut c in rest {
             c.end = End::Stopped;
             c.time = now;
+            c.held.clear();
             out.push(c);
         }
     }
@@ -315,6 +449,7 @@ impl Incidents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jsonl::Syscall;
     use crate::profile::{ProfileKey, State};
 
     const MS: u64 = 1_000_000;
@@ -325,9 +460,28 @@ mod tests {
             max_duration_ns: 10_000 * MS,
             max_calls: 1_000_000,
             anomaly_lines: 3,
+            log_quiet: false,
         }
     }
 
+    /// The default rule: tolerize limit 12, minor LFC 6.
+    fn rule() -> Rule {
+        Rule {
+            tolerize_limit: 12,
+            minor_lfc: 6,
+            every_incident: false,
+        }
+    }
+
+    /// pH's: every incident is an alarm (for the tests of how incidents end).
+    fn all() -> Rule {
+        Rule {
+            every_incident: true,
+            ..rule()
+        }
+    }
+
+    /// A call that taught one new pair and missed two.
     fn call(tid: u32, ino: u64, ms: u64, name: &str, lfc: u32) -> Anomaly {
         Anomaly {
             process: Process {
@@ -344,24 +498,185 @@ mod tests {
             time: ms * MS,
             syscall: name.into(),
             lfc,
+            new_pairs: 1,
+            unknown: false,
             sequence: vec![format!("at{ms}")],
             profile_anomalies: lfc.into(),
         }
     }
 
-    /// Feeds calls in order; returns the closed incidents and how many anomaly lines survived.
-    fn feed(inc: &mut Incidents, calls: Vec<Anomaly>) -> (Vec<Closed>, usize) {
+    fn repeat(a: Anomaly) -> Anomaly {
+        Anomaly { new_pairs: 0, ..a }
+    }
+
+    fn line(a: &Anomaly) -> Record {
+        Record::Anomaly {
+            process: a.process.clone(),
+            profile: a.profile.clone(),
+            syscall: Syscall {
+                nr: 0,
+                name: a.syscall.clone(),
+            },
+            misses: 2,
+            new_pairs: a.new_pairs,
+            unknown_call: a.unknown,
+            sequence: a.sequence.clone(),
+            lfc: a.lfc,
+            profile_anomalies: a.profile_anomalies,
+        }
+    }
+
+    /// Feeds calls in order; returns the closed incidents and the times of the anomaly lines
+    /// that went out, in the order they went out.
+    fn feed(inc: &mut Incidents, calls: Vec<Anomaly>) -> (Vec<Closed>, Vec<u64>) {
         let mut out = Vec::new();
-        let mut lines = 0;
+        let mut lines = Vec::new();
         for c in calls {
-            lines += usize::from(inc.anomaly(c, &mut out));
+            let l = line(&c);
+            lines.extend(inc.anomaly(c, l, &mut out).into_iter().map(|(t, _)| t));
         }
         (out, lines)
     }
 
+    fn close(inc: &mut Incidents) -> Vec<Closed> {
+        let mut out = Vec::new();
+        inc.close_ended(&mut out);
+        out
+    }
+
+    #[test]
+    fn the_rule_alarms_on_unknown_calls_big_bursts_and_new_medium_ones() {
+        let r = rule();
+        assert_eq!(r.judge(1, 0, 1), (false, "minor"), "an isolated novelty");
+        assert_eq!(r.judge(6, 0, 6), (false, "minor"), "at the minor LFC");
+        assert_eq!(
+            r.judge(7, 0, 1),
+            (true, "lfc"),
+            "above it, with something new"
+        );
+        assert_eq!(
+            r.judge(12, 0, 0),
+            (false, "repeat"),
+            "only pending pairs again"
+        );
+        assert_eq!(r.judge(13, 0, 0), (true, "tolerize_limit"));
+        assert_eq!(r.judge(1, 1, 0), (true, "unknown_call"));
+        assert_eq!(all().judge(1, 0, 0), (true, "every_anomaly"));
+        let s = Settings::default();
+        assert_eq!(
+            Rule::new(&s),
+            rule(),
+            "the defaults: tolerize limit 12, half of it 6"
+        );
+        let ph = Settings {
+            lifecycle: Lifecycle::Ph,
+            tolerize_limit: 30,
+            ..s
+        };
+        assert_eq!(
+            Rule::new(&ph),
+            Rule {
+                tolerize_limit: 30,
+                minor_lfc: 15,
+                every_incident: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_isolated_novelty_is_a_quiet_incident_with_no_lines_but_counted() {
+        let mut inc = Incidents::new(limits(), rule());
+        let (out, lines) = feed(
+            &mut inc,
+            vec![call(7, 1, 0, "brk", 1), call(7, 1, 10, "write", 2)],
+        );
+        assert!(out.is_empty());
+        assert!(lines.is_empty(), "nothing is written for it");
+        let c = close(&mut inc).pop().unwrap();
+        assert_eq!((c.alarm, c.alarm_reason), (false, "minor"));
+        assert_eq!(
+            (c.anomalous_calls, c.anomaly_lines, c.novel_calls),
+            (2, 0, 2)
+        );
+        let rec = c.record(|ns| DateTime::from_timestamp_nanos(ns as i64));
+        assert!(is_quiet(&rec));
+        match rec {
+            Record::Incident {
+                anomaly_lines_suppressed,
+                alarm_reason,
+                ..
+            } => {
+                assert_eq!(anomaly_lines_suppressed, 2, "both calls are counted");
+                assert_eq!(alarm_reason, "minor");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn held_lines_go_out_in_order_when_the_burst_becomes_an_alarm() {
+        let mut inc = Incidents::new(limits(), rule());
+        let calls = (1..=10).map(|i| call(7, 1, i, "write", i as u32)).collect();
+        let (_, lines) = feed(&mut inc, calls);
+        // Calls 1-3 were held; call 7 (LFC 7 > 6) made it an alarm and released them.
+        assert_eq!(lines, vec![MS, 2 * MS, 3 * MS]);
+        let c = close(&mut inc).pop().unwrap();
+        assert_eq!((c.alarm, c.alarm_reason, c.anomaly_lines), (true, "lfc", 3));
+        assert!(!is_quiet(
+            &c.record(|ns| DateTime::from_timestamp_nanos(ns as i64))
+        ));
+    }
+
+    #[test]
+    fn a_repeat_of_pending_pairs_is_quiet_until_it_passes_the_tolerize_limit() {
+        let mut inc = Incidents::new(limits(), rule());
+        let calls = (1..=9)
+            .map(|i| repeat(call(7, 1, i, "close", i as u32)))
+            .collect();
+        let (_, lines) = feed(&mut inc, calls);
+        assert!(lines.is_empty());
+        let c = close(&mut inc).pop().unwrap();
+        assert_eq!(
+            (c.alarm, c.alarm_reason, c.novel_calls),
+            (false, "repeat", 0)
+        );
+        // The same repeat, one new pair in it: an alarm.
+        let mut calls: Vec<Anomaly> = (1..=9)
+            .map(|i| repeat(call(7, 1, i, "close", i as u32)))
+            .collect();
+        calls[2].new_pairs = 1;
+        let (_, lines) = feed(&mut inc, calls);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(close(&mut inc).pop().unwrap().alarm_reason, "lfc");
+        // A repeat that gets worse than the tolerize limit: an alarm.
+        let calls = (1..=13)
+            .map(|i| repeat(call(7, 1, i, "close", i as u32)))
+            .collect();
+        let (_, lines) = feed(&mut inc, calls);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            close(&mut inc).pop().unwrap().alarm_reason,
+            "tolerize_limit"
+        );
+    }
+
+    #[test]
+    fn one_unknown_call_is_an_alarm_at_once() {
+        let mut inc = Incidents::new(limits(), rule());
+        let mut a = call(7, 1, 0, "execve", 1);
+        a.unknown = true;
+        let (_, lines) = feed(&mut inc, vec![call(7, 1, 0, "brk", 1), a]);
+        assert_eq!(lines, vec![0, 0], "the held brk, then the execve");
+        let c = close(&mut inc).pop().unwrap();
+        assert_eq!(
+            (c.alarm, c.alarm_reason, c.unknown_calls),
+            (true, "unknown_call", 1)
+        );
+    }
+
     #[test]
     fn a_burst_is_one_incident_with_its_counts_and_bounded_lines() {
-        let mut inc = Incidents::new(limits());
+        let mut inc = Incidents::new(limits(), rule());
         let calls = (0..200)
             .map(|i| {
                 call(
@@ -375,7 +690,11 @@ mod tests {
             .collect();
         let (out, lines) = feed(&mut inc, calls);
         assert!(out.is_empty(), "nothing ends while the burst goes on");
-        assert_eq!(lines, 3, "only the first anomaly_lines keep their line");
+        assert_eq!(
+            lines.len(),
+            3,
+            "only the first anomaly_lines keep their line"
+        );
         let mut out = Vec::new();
         inc.tick((199 + 999) * MS, &mut out);
         assert!(out.is_empty(), "not idle yet");
@@ -388,6 +707,7 @@ mod tests {
             (c.anomalous_calls, c.max_lfc, c.anomaly_lines),
             (200, 39, 3)
         );
+        assert_eq!((c.alarm, c.alarm_reason), (true, "tolerize_limit"));
         assert_eq!(c.syscalls.get("write"), Some(&100));
         assert_eq!(c.syscalls.get("read"), Some(&100));
         assert_eq!(c.first_sequence, vec!["at0".to_string()]);
@@ -396,11 +716,13 @@ mod tests {
                 anomaly_lines_suppressed,
                 reason,
                 first,
+                alarm,
                 ..
             } => {
                 assert_eq!(anomaly_lines_suppressed, 197);
                 assert_eq!(reason, "idle");
                 assert_eq!(first, "1970-01-01T00:00:00.000000000Z");
+                assert!(alarm);
             }
             other => panic!("{other:?}"),
         }
@@ -409,7 +731,7 @@ mod tests {
 
     #[test]
     fn a_pause_longer_than_idle_splits_the_burst() {
-        let mut inc = Incidents::new(limits());
+        let mut inc = Incidents::new(limits(), all());
         let (out, lines) = feed(
             &mut inc,
             vec![
@@ -421,21 +743,20 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].end, out[0].anomalous_calls), (End::Idle, 2));
         assert_eq!(out[0].time, 1500 * MS, "it ended idle after its last call");
-        assert_eq!(lines, 3, "the new incident gets its own lines");
+        assert_eq!(lines.len(), 3, "the new incident gets its own lines");
         let mut rest = Vec::new();
         inc.close_all(1700 * MS, &mut rest);
         assert_eq!(rest.len(), 1);
         assert_eq!((rest[0].end, rest[0].anomalous_calls), (End::Stopped, 1));
         assert_eq!(rest[0].time, 1700 * MS);
         feed(&mut inc, vec![call(7, 1, 2000, "brk", 1)]);
-        let mut ended = Vec::new();
-        inc.close_ended(&mut ended);
+        let ended = close(&mut inc);
         assert_eq!((ended[0].end, ended[0].time), (End::Idle, 3000 * MS));
     }
 
     #[test]
     fn an_anomalous_exit_closes_at_once_and_tasks_are_apart() {
-        let mut inc = Incidents::new(limits());
+        let mut inc = Incidents::new(limits(), all());
         let (out, _) = feed(
             &mut inc,
             vec![
@@ -451,10 +772,12 @@ mod tests {
         assert_eq!(inc.open_count(), 1, "task 8's incident is still open");
         // As one outcome: an exit a second after the last anomaly ends the idle incident
         // before the call's line and its own incident after it.
-        let o = inc.call(call(8, 1, 1500, "exit_group", 1));
+        let a = call(8, 1, 1500, "exit_group", 1);
+        let l = line(&a);
+        let o = inc.call(a, l);
         assert_eq!(o.ended_before.len(), 1);
         assert_eq!(o.ended_before[0].end, End::Idle);
-        assert!(o.write);
+        assert_eq!(o.lines.len(), 1);
         let by = o.ended_by.expect("the exit ends its incident");
         assert_eq!(
             (by.end, by.anomalous_calls, by.first),
@@ -464,7 +787,7 @@ mod tests {
 
     #[test]
     fn a_new_profile_in_the_task_closes_the_old_incident() {
-        let mut inc = Incidents::new(limits());
+        let mut inc = Incidents::new(limits(), all());
         let (out, _) = feed(
             &mut inc,
             vec![call(7, 1, 0, "execve", 1), call(7, 2, 5, "brk", 1)],
@@ -476,29 +799,34 @@ mod tests {
 
     #[test]
     fn a_runaway_task_is_cut_into_incidents_of_max_duration_and_max_calls() {
-        let mut inc = Incidents::new(Limits {
-            max_calls: 50_000,
-            ..limits()
-        });
+        let mut inc = Incidents::new(
+            Limits {
+                max_calls: 50_000,
+                ..limits()
+            },
+            rule(),
+        );
         // One anomaly per 0.1 ms for 30 s: 300,000 calls.
         let mut out = Vec::new();
         let mut lines = 0;
         for i in 0..300_000u64 {
             let mut c = call(7, 1, 0, "write", 13);
             c.time = i * MS / 10;
-            lines += usize::from(inc.anomaly(c, &mut out));
+            let l = line(&c);
+            lines += inc.anomaly(c, l, &mut out).len();
         }
         // 10 s hold 100,000 calls, so max_calls (50,000) cuts first: 5 s per incident.
         assert_eq!(out.len(), 5);
         assert!(out.iter().all(|c| c.end == End::MaxCalls));
         assert!(out.iter().all(|c| c.anomalous_calls == 50_000));
         assert_eq!(lines, 6 * 3);
-        let mut inc = Incidents::new(limits());
+        let mut inc = Incidents::new(limits(), rule());
         let mut out = Vec::new();
         for i in 0..300_000u64 {
             let mut c = call(7, 1, 0, "write", 13);
             c.time = i * MS / 10;
-            inc.anomaly(c, &mut out);
+            let l = line(&c);
+            inc.anomaly(c, l, &mut out);
         }
         assert_eq!(out.len(), 2, "cut at 10 s and 20 s");
         assert!(out.iter().all(|c| c.end == End::MaxDuration));
@@ -508,7 +836,7 @@ mod tests {
 
     #[test]
     fn tick_closes_in_the_order_incidents_went_idle() {
-        let mut inc = Incidents::new(limits());
+        let mut inc = Incidents::new(limits(), rule());
         feed(
             &mut inc,
             vec![

@@ -68,6 +68,10 @@ pub struct Syscall {
     pub name: String,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// Every kind of line, with its own fields; common fields are added by [`Line`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -79,6 +83,13 @@ pub enum Record {
         profile: ProfileRef,
         syscall: Syscall,
         misses: u16,
+        /// Of the `misses`, the pairs new to the profile; the others were pending (shown by
+        /// an earlier call). Absent in lines written before it existed.
+        #[serde(default)]
+        new_pairs: u16,
+        /// The call has no pair at all in the testing data: the program never made it.
+        #[serde(default)]
+        unknown_call: bool,
         /// The window, oldest to newest; the last entry is `syscall`.
         sequence: Vec<String>,
         lfc: u32,
@@ -153,6 +164,21 @@ pub enum Record {
         anomaly_lines: u64,
         anomaly_lines_suppressed: u64,
         profile_anomalies: u64,
+        /// Whether it is an alarm (see `src/incident.rs`); quiet incidents are only written
+        /// with `--log-quiet`. Absent (an alarm) in lines written before it existed.
+        #[serde(default = "yes")]
+        alarm: bool,
+        /// Which part of the alarm rule decided: `unknown_call`, `tolerize_limit`, `lfc`,
+        /// `every_anomaly`, or, for a quiet incident, `repeat` or `minor`.
+        #[serde(default)]
+        alarm_reason: String,
+        /// Anomalous calls of system calls the profile never made (`unknown_call`).
+        #[serde(default)]
+        unknown_calls: u64,
+        /// Anomalous calls that taught the profile at least one new pair (the others only
+        /// repeated pending pairs).
+        #[serde(default)]
+        novel_calls: u64,
     },
     /// The kernel stopped the process (pH's delay response); it resumes after `delay_ms`.
     Delay {
@@ -264,6 +290,8 @@ impl Record {
             Event::Anomaly {
                 window,
                 misses,
+                new_pairs,
+                unknown,
                 lfc,
                 profile_anomalies,
                 ..
@@ -277,6 +305,8 @@ impl Record {
                         name: name(call),
                     },
                     misses: *misses,
+                    new_pairs: *new_pairs,
+                    unknown_call: *unknown,
                     sequence: sequence(window),
                     lfc: *lfc,
                     profile_anomalies: *profile_anomalies,
@@ -572,6 +602,8 @@ mod tests {
                 name: "write".into(),
             },
             misses: 5,
+            new_pairs: 1,
+            unknown_call: false,
             sequence: [
                 "fstat", "brk", "brk", "write", "write", "write", "write", "write", "write",
             ]
@@ -643,6 +675,8 @@ mod tests {
                     name: "write".into(),
                 },
                 misses: 2,
+                new_pairs: 2,
+                unknown_call: true,
                 sequence: vec!["EMPTY".into(), "write".into()],
                 lfc: 1,
                 profile_anomalies: 4,
@@ -772,6 +806,8 @@ mod tests {
             key,
             window: [511, 511, 511, 511, 511, 511, 0, 1, 2],
             misses: 3,
+            new_pairs: 1,
+            unknown: false,
             lfc: 4,
             profile_anomalies: 5,
             task_count: 6,
@@ -784,6 +820,10 @@ mod tests {
         assert_eq!(
             (v["misses"].as_u64(), v["lfc"].as_u64()),
             (Some(3), Some(4))
+        );
+        assert_eq!(
+            (&v["new_pairs"], &v["unknown_call"]),
+            (&1.into(), &false.into())
         );
         assert_eq!(v["profile_anomalies"], 5);
         assert_eq!(v["pid"], 1417900);

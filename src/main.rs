@@ -481,6 +481,10 @@ struct IncidentArgs {
     /// counted in the incident line.
     #[arg(long, value_name = "N", default_value_t = defaults::ANOMALY_LINES)]
     anomaly_lines: u64,
+    /// Also write the lines of incidents that are not alarms (small or repeated novelty), with
+    /// "alarm": false; they are counted either way.
+    #[arg(long)]
+    log_quiet: bool,
 }
 
 impl IncidentArgs {
@@ -489,6 +493,7 @@ impl IncidentArgs {
             idle_ns: ebpfh::settings::wait_ns(self.incident_idle),
             max_duration_ns: ebpfh::settings::wait_ns(self.incident_max),
             anomaly_lines: self.anomaly_lines,
+            log_quiet: self.log_quiet,
             ..Default::default()
         }
     }

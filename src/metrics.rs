@@ -31,6 +31,7 @@ pub struct Metrics {
     syscalls: IntCounter,
     anomalies: IntCounter,
     incidents: IntCounter,
+    quiet_incidents: IntCounter,
     events_lost: IntCounterVec,
     insert_failures: IntCounterVec,
     profiles: IntGaugeVec,
@@ -106,7 +107,12 @@ impl Metrics {
             incidents: counter(
                 &r,
                 "incidents_total",
-                "Incidents (bursts of anomalies in one task) that ended.",
+                "Incidents (bursts of anomalies in one task) that ended as alarms.",
+            ),
+            quiet_incidents: counter(
+                &r,
+                "quiet_incidents_total",
+                "Incidents that ended without being alarms (small or repeated novelty), written or not.",
             ),
             events_lost: counters(
                 &r,
@@ -224,7 +230,8 @@ impl Metrics {
     /// Counts what a line reports (called for every line the monitor emits).
     pub fn record(&self, rec: &Record) {
         match rec {
-            Record::Incident { .. } => self.incidents.inc(),
+            Record::Incident { alarm: true, .. } => self.incidents.inc(),
+            Record::Incident { alarm: false, .. } => self.quiet_incidents.inc(),
             Record::Delay { .. } => self.responses.with_label_values(&["delay"]).inc(),
             Record::ExecveDenied { killed, .. } => {
                 let what = if *killed {

@@ -119,9 +119,25 @@ impl Monitor<'_, '_> {
         for c in closed {
             let time = c.time;
             let rec = c.record(|t| clock.to_utc(t));
-            log_line(&rec);
-            self.emit(time, &rec);
+            self.emit_incident_line(time, &rec);
         }
+    }
+
+    /// An anomaly or incident line the incidents let out. A quiet incident (not an alarm) is
+    /// counted, and written only with `--log-quiet`.
+    fn emit_incident_line(&mut self, time: u64, rec: &Record) {
+        if incident::is_quiet(rec) {
+            self.hub.count_quiet();
+            if !self.opts.incidents.log_quiet {
+                if let Some(mx) = &self.metrics {
+                    mx.record(rec);
+                }
+                return;
+            }
+        } else {
+            log_line(rec);
+        }
+        self.emit(time, rec);
     }
 
     fn emit_now(&mut self, rec: &Record) {
@@ -319,8 +335,7 @@ impl Monitor<'_, '_> {
         }
         let clock = self.clock;
         for (time, rec) in self.incidents.lines(o.time, rec, |t| clock.to_utc(t)) {
-            log_line(&rec);
-            self.emit(time, &rec);
+            self.emit_incident_line(time, &rec);
         }
         // After the profile_created line, so that the profile_imported line follows it.
         if let Some(id) = identity {
@@ -601,6 +616,8 @@ impl Host for Monitor<'_, '_> {
         self.kernel
             .set_settings(&settings, std::process::id())
             .map_err(|e| format!("{e:#}"))?;
+        self.incidents
+            .set_rule(incident::Rule::new(&(&settings).into()));
         self.settings = settings;
         Ok(())
     }
@@ -779,6 +796,7 @@ pub fn run(opts: &Options) -> Result<()> {
         loaded.set_aside.len()
     );
 
+    let rule = incident::Rule::new(&(&settings).into());
     let mut m = Monitor {
         kernel: &kernel,
         store: &store,
@@ -791,7 +809,7 @@ pub fn run(opts: &Options) -> Result<()> {
         settings,
         host: host_name,
         hub: Hub::default(),
-        incidents: Incidents::new(opts.incidents),
+        incidents: Incidents::new(opts.incidents, rule),
         opts,
         digests: identity::Cache::default(),
         metrics,

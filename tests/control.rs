@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ebpfh::control::client;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn profile_of<'a>(profiles: &'a Value, key: &str) -> Option<&'a Value> {
     profiles
@@ -332,7 +332,7 @@ fn root_accept_makes_pending_pairs_normal_and_says_why_not() {
     let dir = tempfile::tempdir().unwrap();
     let prog = build_fixture(dir.path(), "anomaly");
     let key = stat_key(&prog);
-    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &["--log-quiet"]);
     run(&prog, &[]);
     let one_sentence = |mon: &Monitor, args: &[&str], what: &str| {
         let out = mon.client(args);
@@ -367,16 +367,29 @@ fn root_accept_makes_pending_pairs_normal_and_says_why_not() {
         &["accept", "--profile", &key],
         "the profile has nothing pending to accept",
     );
-    // The backdoor, twice: pending after the first run, flagged again on the second.
+    // The backdoor, twice: an alarm the first time, pending after it; the second run shows
+    // only the pending pairs again, so it is counted as a quiet incident, not a new alarm.
     let first = run(&prog, &["x"]);
+    let alarm = mon.wait_for("incident", |e| e["pid"] == first, Duration::from_secs(10));
+    let alarm = alarm.expect("the first backdoor run was not flagged");
+    assert_eq!(
+        (&alarm["alarm"], &alarm["alarm_reason"]),
+        (&json!(true), &json!("lfc"))
+    );
     let second = run(&prog, &["x"]);
-    for pid in [first, second] {
-        assert!(
-            mon.wait_for("anomaly", |e| e["pid"] == pid, Duration::from_secs(10))
-                .is_some(),
-            "run {pid} of the backdoor was not flagged"
-        );
-    }
+    let again = mon.wait_for("incident", |e| e["pid"] == second, Duration::from_secs(10));
+    let again = again.expect("the second backdoor run was not counted");
+    assert_eq!(
+        (
+            &again["alarm"],
+            &again["alarm_reason"],
+            &again["novel_calls"]
+        ),
+        (&json!(false), &json!("repeat"), &json!(0)),
+        "{again}"
+    );
+    assert_eq!(again["anomalous_calls"], alarm["anomalous_calls"]);
+    assert!(anomalies_of(&mon.events(), &[second]).is_empty());
     let profiles = mon.client_json(&["profiles"]);
     let p = profile_of(&profiles, &key).unwrap();
     assert!(p["pending"].as_u64().unwrap() > 0, "{p}");

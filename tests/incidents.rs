@@ -1,4 +1,5 @@
-//! Incidents on the real kernel: a burst far past the tolerize limit is one `incident` line.
+//! Incidents on the real kernel: a burst far past the tolerize limit is one `incident` line, and
+//! the alarm rule tells isolated or repeated novelty (counted) from alarms.
 
 mod common;
 
@@ -96,6 +97,106 @@ fn root_a_burst_is_one_incident_with_bounded_anomaly_lines() {
         .unwrap_or_else(|| panic!("the burst is among the recent incidents: {status}"));
     assert_eq!(recent["anomalous_calls"], calls);
     assert_eq!(recent["syscalls"][0], "write");
+}
+
+/// The alarm rule (src/incident.rs): one extra write, an isolated novelty, and a repeat of a
+/// burst whose pairs are pending write no line but are counted; a system call the program never
+/// made is an alarm at once, with LFC 2; a new burst above half the tolerize limit is an alarm.
+#[test]
+fn root_isolated_or_repeated_novelty_is_counted_and_new_calls_or_bursts_alarm() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "burst");
+    let mut mon = Monitor::start(
+        dir.path(),
+        &dir.path().join("state"),
+        &["--anomaly-limit", "1000000000"],
+    );
+    mon.train_to_normal(&prog, &[]);
+    let before = mon.client_json(&["status"]);
+    let isolated = run(&prog, &["1"]);
+    let new_call = run(&prog, &["uname"]);
+    let burst = run(&prog, &["8"]);
+    let repeat = run(&prog, &["8"]);
+    let unknown = mon.wait_for(
+        "incident",
+        |e| e["pid"] == new_call,
+        Duration::from_secs(15),
+    );
+    let unknown = unknown.expect("the new system call is an alarm");
+    let alarm = mon.wait_for("incident", |e| e["pid"] == burst, Duration::from_secs(15));
+    let alarm = alarm.expect("the burst is an alarm");
+    // The quiet ones end idle (2 s) like the others; give them the same time.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = mon.client_json(&["status"]);
+    mon.stop();
+    let events = mon.events();
+
+    assert_eq!(unknown["alarm"], true);
+    assert_eq!(unknown["alarm_reason"], "unknown_call", "{unknown}");
+    assert_eq!(unknown["unknown_calls"], 1);
+    assert_eq!(unknown["max_lfc"], 2, "uname, then the exit after it");
+    let lines = anomalies_of(&events, &[new_call]);
+    let uname = lines
+        .iter()
+        .find(|l| l["syscall"]["name"] == "uname")
+        .expect("uname has its anomaly line");
+    assert_eq!(
+        (&uname["misses"], &uname["new_pairs"]),
+        (&8.into(), &8.into())
+    );
+
+    assert_eq!(alarm["alarm_reason"], "lfc", "{alarm}");
+    assert_eq!(alarm["max_lfc"], 8);
+    assert_eq!(anomalies_of(&events, &[burst]).len(), 5);
+
+    for pid in [isolated, repeat] {
+        let about: Vec<&Value> = events.iter().filter(|e| e["pid"] == pid).collect();
+        assert!(
+            about
+                .iter()
+                .all(|e| e["event"] != "anomaly" && e["event"] != "incident"),
+            "pid {pid} wrote an alarm: {about:#?}"
+        );
+    }
+    // Counted: 1 + 2 + 8 + 8 anomalous calls, two quiet incidents (the host's other programs,
+    // trained with a 2 s wait, may add their own).
+    let n = |s: &Value, k: &str| s[k].as_u64().unwrap();
+    assert!(
+        n(&status, "anomalies") - n(&before, "anomalies") >= 19,
+        "{status}"
+    );
+    assert!(
+        n(&status, "quiet_incidents") - n(&before, "quiet_incidents") >= 2,
+        "{status}"
+    );
+}
+
+/// `--log-quiet` writes the quiet incidents, marked, with no anomaly line of their own.
+#[test]
+fn root_log_quiet_writes_quiet_incidents() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "burst");
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &["--log-quiet"]);
+    mon.train_to_normal(&prog, &[]);
+    let pid = run(&prog, &["1"]);
+    let quiet = mon.wait_for("incident", |e| e["pid"] == pid, Duration::from_secs(15));
+    mon.stop();
+    let quiet = quiet.expect("the quiet incident is written");
+    assert_eq!(
+        (&quiet["alarm"], &quiet["alarm_reason"]),
+        (&false.into(), &"minor".into())
+    );
+    assert_eq!(
+        (&quiet["anomalous_calls"], &quiet["max_lfc"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(
+        (&quiet["anomaly_lines"], &quiet["anomaly_lines_suppressed"]),
+        (&0.into(), &1.into())
+    );
+    assert!(anomalies_of(&mon.events(), &[pid]).is_empty());
 }
 
 #[test]

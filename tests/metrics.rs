@@ -160,6 +160,7 @@ fn root_prometheus_scrapes_real_values_that_promtool_accepts() {
         "ebpfh_syscalls_total",
         "ebpfh_anomalies_total",
         "ebpfh_incidents_total",
+        "ebpfh_quiet_incidents_total",
         "ebpfh_events_lost_total",
         "ebpfh_profiles",
         "ebpfh_traced_tasks",

@@ -163,7 +163,11 @@ fn status(s: &Status) -> String {
         s.anomalies,
         rate(s.anomalies_per_sec)
     );
-    let _ = writeln!(o, "incidents    {} since start", s.incidents);
+    let _ = writeln!(
+        o,
+        "incidents    {} since start (alarms; {} more were quiet: small or repeated novelty)",
+        s.incidents, s.quiet_incidents
+    );
     for i in s.recent_incidents.iter().rev() {
         let _ = writeln!(
             o,

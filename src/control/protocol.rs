@@ -244,9 +244,12 @@ pub struct Status {
     pub anomalies_per_sec: f64,
     /// Anomalous calls since the monitor started (with or without their own line).
     pub anomalies: u64,
-    /// Incidents (bursts of anomalies in one task) since the monitor started.
+    /// Incidents (bursts of anomalies in one task) that were alarms, since the monitor started.
     #[serde(default)]
     pub incidents: u64,
+    /// Incidents that were not alarms (small or repeated novelty), since the monitor started.
+    #[serde(default)]
+    pub quiet_incidents: u64,
     /// The latest incidents, oldest first.
     #[serde(default)]
     pub recent_incidents: Vec<IncidentSummary>,

@@ -39,6 +39,9 @@ const BACKLOG: usize = 200;
 const RECENT_INCIDENTS: usize = 5;
 
 fn incident_summary(rec: &Record) -> Option<IncidentSummary> {
+    if crate::incident::is_quiet(rec) {
+        return None;
+    }
     let Record::Incident {
         process,
         profile,
@@ -152,8 +155,10 @@ pub struct Hub {
     /// Anomalous calls since the start, with or without their own line (the monitor counts
     /// them, see `count_anomaly`).
     pub anomalies: u64,
-    /// Incidents since the start.
+    /// Incidents that were alarms since the start.
     pub incidents: u64,
+    /// Incidents that were not (counted whether or not their line is written).
+    pub quiet_incidents: u64,
     /// The latest incidents, oldest first.
     pub recent_incidents: VecDeque<IncidentSummary>,
     /// Subscribers dropped because they read too slowly.
@@ -174,6 +179,11 @@ impl Hub {
     /// One anomalous call, whether or not its line is written.
     pub fn count_anomaly(&mut self) {
         self.anomalies += 1;
+    }
+
+    /// One incident that was not an alarm, whether or not its line is written.
+    pub fn count_quiet(&mut self) {
+        self.quiet_incidents += 1;
     }
 
     /// Hands one JSON line to every subscriber without waiting for any of them.
@@ -563,6 +573,7 @@ impl Server {
         let dropped = host.hub().dropped;
         let anomalies = host.hub().anomalies;
         let incidents = host.hub().incidents;
+        let quiet_incidents = host.hub().quiet_incidents;
         let recent_incidents = host.hub().recent_incidents.iter().cloned().collect();
         let mut processes: Vec<u32> = tasks.iter().map(|t| t.pid).collect();
         processes.sort_unstable();
@@ -581,6 +592,7 @@ impl Server {
             anomalies_per_sec: last.anomalies_per_sec,
             anomalies,
             incidents,
+            quiet_incidents,
             recent_incidents,
             losses: Losses {
                 events: st.total_lost(),

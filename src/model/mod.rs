@@ -495,6 +495,8 @@ fn on_syscall(
             key,
             window: f.window(),
             misses: anomalous as u16,
+            new_pairs: miss.count_ones() as u16,
+            unknown: anomalous as usize == DISTANCES && p.test.lacks(c),
             lfc: ts.lf.lfc(),
             profile_anomalies: p.anomalies,
             task_count: ts.count,

@@ -43,6 +43,14 @@ impl Rows {
         miss
     }
 
+    /// `row_empty`: whether `c` has no pair at all (no row, or a row a reset zeroed): a call
+    /// the profile never made.
+    pub fn lacks(&self, c: u16) -> bool {
+        self.rows[usize::from(c) & (NSYMBOLS - 1)]
+            .as_ref()
+            .is_none_or(|row| row.iter().all(|&b| b == 0))
+    }
+
     /// `row_learn`: OR the pairs of the missed distances into `c`'s row, creating it if needed.
     #[inline]
     pub fn learn(&mut self, c: u16, prev: &Prev, miss: u32) {
@@ -168,6 +176,18 @@ mod tests {
         assert_eq!(test.to_table(), train.to_table());
         assert_eq!(test.to_table().get(7, 7), 0);
         assert_eq!(test.misses(7, &[7; DISTANCES]), 0xff);
+    }
+
+    /// A row a reset zeroed knows no more than no row: the call is unknown either way.
+    #[test]
+    fn lacks_is_true_without_a_row_or_with_a_zeroed_one() {
+        let mut r = Rows::default();
+        assert!(r.lacks(3));
+        r.learn(3, &[E; DISTANCES], 1);
+        assert!(!r.lacks(3));
+        assert!(r.lacks(4));
+        r.zero();
+        assert!(r.lacks(3));
     }
 
     #[test]

@@ -229,6 +229,8 @@ fn a_normal_profile_reports_each_unknown_pair() {
             key: K,
             window: [s(A), s(A), s(A), s(A), s(A), s(A), s(A), s(A), s(B)],
             misses: 8,
+            new_pairs: 8,
+            unknown: true,
             lfc: 1,
             profile_anomalies: 1,
             task_count: count + 1,
@@ -243,6 +245,61 @@ fn a_normal_profile_reports_each_unknown_pair() {
     assert_eq!((p.sequences, p.anomalies), (9 + 9, 9));
     assert_eq!(p.test.pairs(), 16);
     assert_eq!(p.train.pairs(), 16 + 8 + 8);
+}
+
+/// An anomaly says how many of its missing pairs were new to the training data (the same
+/// window again misses as much but teaches nothing: its pairs are pending) and whether the
+/// testing data knows its call at all (B stays unknown while its pairs are only pending).
+#[test]
+fn an_anomaly_counts_the_pairs_it_taught_and_flags_a_call_never_made() {
+    let new_pairs = |ev: &[Event]| -> Vec<u16> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Anomaly { new_pairs, .. } => Some(*new_pairs),
+                _ => None,
+            })
+            .collect()
+    };
+    let unknown = |ev: &[Event]| -> Vec<bool> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Anomaly { unknown, .. } => Some(*unknown),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut b_then_a = vec![true];
+    b_then_a.extend([false; 8]);
+    for lifecycle in [Lifecycle::Ph, Lifecycle::Ebpfh] {
+        let mut m = Model::new(Settings { lifecycle, ..ph() });
+        // Training on A x 37 as in `normal_on_a`; the ebpfh lifecycle freezes on runs, so
+        // freeze by command.
+        m.exec(1, K, 0);
+        run(&mut m, 1, &[A; 37], T0);
+        if lifecycle == Lifecycle::Ebpfh {
+            m.freeze(K, T0).unwrap();
+        }
+        run(&mut m, 1, &[A], T0 + WAIT + 1);
+        assert_eq!(m.state(K).map(|s| s & PS_NORMAL), Some(PS_NORMAL));
+        // The second time in a task of its own, whose LFC stays below the tolerize limit.
+        m.fork(1, 20);
+        let ev = run(&mut m, 1, &[B, A, A, A, A, A, A, A, A], T0 + WAIT + 2);
+        assert_eq!(anomalies(&ev), vec![8, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(
+            new_pairs(&ev),
+            vec![8, 1, 1, 1, 1, 1, 1, 1, 1],
+            "{lifecycle:?}"
+        );
+        assert_eq!(unknown(&ev), b_then_a);
+        let ev = run(&mut m, 20, &[B, A, A, A, A, A, A, A, A], T0 + WAIT + 3);
+        assert_eq!(
+            anomalies(&ev),
+            vec![8, 1, 1, 1, 1, 1, 1, 1, 1],
+            "{lifecycle:?}"
+        );
+        assert_eq!(new_pairs(&ev), vec![0; 9], "{lifecycle:?}: all pending");
+        assert_eq!(unknown(&ev), b_then_a);
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use super::formats::{self, Format};
 use super::{inputs, progress, Options, Unknown, Wait};
 use crate::clock::TaiClock;
-use crate::incident::Incidents;
+use crate::incident::{self, Incidents, Rule};
 use crate::jsonl::{self, ProfileRef, Record as Line};
 use crate::model::{Event, Model, Settings};
 use crate::profile::{ProfileKey, State};
@@ -149,7 +149,15 @@ impl Online<'_> {
     fn lines(&mut self, e: &Event, time: u64, out: &mut Vec<(u64, Line)>) {
         let line = self.line(e);
         let utc = self.utc_fn();
-        out.extend(self.incidents.lines(time, line, utc));
+        // The recording's settings may have replaced the model's: the rule follows them.
+        self.incidents.set_rule(Rule::new(self.model.settings()));
+        let log_quiet = self.incidents.limits().log_quiet;
+        out.extend(
+            self.incidents
+                .lines(time, line, utc)
+                .into_iter()
+                .filter(|(_, l)| log_quiet || !incident::is_quiet(l)),
+        );
     }
 
     /// [`Online::utc`] as a function that does not hold on to `self`.
@@ -173,7 +181,13 @@ impl Online<'_> {
             self.incidents.tick(now, &mut closed);
         }
         let utc = self.utc_fn();
-        out.extend(closed.into_iter().map(|c| (c.time, c.record(&utc))));
+        let log_quiet = self.incidents.limits().log_quiet;
+        out.extend(
+            closed
+                .into_iter()
+                .filter(|c| log_quiet || c.alarm)
+                .map(|c| (c.time, c.record(&utc))),
+        );
     }
 
     fn line(&self, e: &Event) -> Line {
@@ -273,7 +287,7 @@ pub fn run(opts: &Options, out: &mut dyn Write) -> Result<()> {
         now: 0,
         last_time: 0,
         exited: None,
-        incidents: Incidents::new(opts.incidents),
+        incidents: Incidents::new(opts.incidents, Rule::default()),
     };
     let bar = progress(&files);
     let mut unknown = Unknown::default();

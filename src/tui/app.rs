@@ -166,14 +166,22 @@ impl FeedItem {
                 max_lfc,
                 syscalls,
                 reason,
+                alarm,
+                alarm_reason,
                 ..
             } => {
                 // The most frequent anomalous calls first.
                 let mut calls: Vec<(&String, &u64)> = syscalls.iter().collect();
                 calls.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
                 let names: Vec<&str> = calls.iter().take(5).map(|(k, _)| k.as_str()).collect();
+                // A quiet incident reaches the feed only with --log-quiet; say it is one.
+                let quiet = if *alarm {
+                    String::new()
+                } else {
+                    format!(", quiet: {alarm_reason}")
+                };
                 format!(
-                    "{:<14} {}  {anomalous_calls} calls max LFC {max_lfc} ({reason})",
+                    "{:<14} {}  {anomalous_calls} calls max LFC {max_lfc} ({reason}{quiet})",
                     names.join(","),
                     who(process)
                 )
