@@ -101,7 +101,8 @@ def python_os_system(run, b, w):
 
 def service_eval(run, b, w):
     port = run.free_port()
-    svc = run.spawn([f"{b}/python3", "service.py", str(port)], cwd=run.service_dir)
+    # The service the workload runs every day, at the same path: its trained script profile.
+    svc = run.spawn([f"{b}/python3", run.service, str(port)])
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         if run.wait(run.spawn([f"{b}/curl", "-s", "-o", "/dev/null", f"{url}/uptime"])) == 0:

@@ -33,6 +33,11 @@ PROGRAMS = ["bash", "dash", "python3", "perl", "tar", "gzip", "find", "grep", "s
 LINKS = {"sh": "dash", "awk": "mawk"}
 # Lines about a profile's life, not about something a process did wrong.
 LIFECYCLE_EVENTS = ("profile_created", "normal_started", "new_sequence")
+
+
+def quiet(line):
+    """An incident line that is not an alarm (written because of --log-quiet)."""
+    return line["event"] == "incident" and not score.is_alarm(line)
 RUN_TIMEOUT = 120
 
 
@@ -55,22 +60,26 @@ class Run:
         self.procs = []
         self.start = time.time_ns()
         self.end = None
-        self.service_dir = None
+        self.service = None
         self.free_port = free_port
 
-    def spawn(self, argv, cwd=None, env_extra=None, stdout=None):
-        """Starts one root process; `stdout` is a file name, "pipe" (read with wait) or none."""
+    def spawn(self, argv, cwd=None, env_extra=None, stdout=None, stdin=None):
+        """Starts one root process; `stdout` is a file name, "pipe" (read with wait) or none;
+        `stdin` a file name or none."""
         env = dict(self.env, **(env_extra or {}))
         if stdout == "pipe":
             out = subprocess.PIPE
         else:
             out = open(stdout, "w") if stdout else subprocess.DEVNULL
+        inp = open(stdin) if stdin else subprocess.DEVNULL
         earliest = procwatch.mono_ns()
         # A session of its own, so that finish() can end whatever the run left behind.
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+                             stdin=inp, start_new_session=True)
         if stdout and stdout != "pipe":
             out.close()
+        if stdin:
+            inp.close()
         self.roots.append((p.pid, earliest))
         self.procs.append(p)
         return p
@@ -95,14 +104,50 @@ class Run:
         self.end = time.time_ns()
 
 
+class PidsCap:
+    """Caps everything the harness starts (the monitor, every run and what it forks) with the
+    cgroup-v1 pids controller, so that a runaway workload or attack (a fork bomb) fails its
+    forks instead of filling the machine's pid table."""
+
+    ROOT = "/sys/fs/cgroup/pids"
+
+    def __init__(self, limit):
+        self.dir = None
+        if not os.path.isdir(self.ROOT):
+            raise SystemExit(f"eval: no pids cgroup controller at {self.ROOT}; the workload "
+                             "must run capped (mount it or run on a host that has it)")
+        self.dir = os.path.join(self.ROOT, f"ebpfh-eval-{os.getpid()}")
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "pids.max"), "w") as f:
+            f.write(str(limit))
+        with open(os.path.join(self.dir, "tasks"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def close(self):
+        if not self.dir:
+            return
+        with open(os.path.join(self.ROOT, "tasks"), "w") as f:
+            f.write(str(os.getpid()))
+        for _ in range(50):
+            try:
+                os.rmdir(self.dir)
+                return
+            except OSError:
+                time.sleep(0.1)
+        log(f"eval: could not remove {self.dir} (processes left in it?)")
+
+
 class Monitor:
     def __init__(self, ebpfh, tmp, normal_wait):
         self.ebpfh = ebpfh
         self.log_path = os.path.join(tmp, "events.jsonl")
         self.run_dir = os.path.join(tmp, "run")
         self.stderr = open(os.path.join(tmp, "monitor.stderr"), "w")
+        # --log-quiet: the incidents that are not alarms are written too (marked
+        # "alarm": false), for the per-incident listing; they never count as alarms.
         self.proc = subprocess.Popen(
             [ebpfh, "--headless", "--normal-wait", normal_wait, "--log", self.log_path,
+             "--log-quiet",
              "--state-dir", os.path.join(tmp, "state"), "--run-dir", self.run_dir],
             stdout=subprocess.DEVNULL, stderr=self.stderr)
         deadline = time.time() + 60
@@ -154,12 +199,14 @@ def copy_programs(bin_dir):
     return keys
 
 
-def run_day(kind, index, args, bin_dir, days_dir, env):
-    script = workload.day(args.seed, kind, index, bin_dir, days_dir, (free_port(), free_port()))
+def run_day(kind, index, args, bin_dir, tools, days_dir, env):
+    script = workload.day(args.seed, kind, index, bin_dir, tools, days_dir,
+                          (free_port(), free_port()))
     d = os.path.dirname(script)
     run = Run(f"{kind} day {index}", kind, dict(env, HOME=os.path.join(d, "home")))
-    run.wait(run.spawn([os.path.join(bin_dir, "bash"), script], cwd=d,
-                       stdout=os.path.join(d, "out.txt")))
+    # Typed into a shell: bash -s reads the day from its input (bash's own profile).
+    run.wait(run.spawn([os.path.join(bin_dir, "bash"), "-s"], cwd=d,
+                       stdout=os.path.join(d, "out.txt"), stdin=script))
     run.finish()
     return run
 
@@ -173,6 +220,10 @@ def parse_args():
     ap.add_argument("--normal-wait", default="20s", help="the monitor's --normal-wait")
     ap.add_argument("--ebpfh", default="target/release/ebpfh")
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    ap.add_argument("--incidents", metavar="FILE",
+                    help="write every incident of the runs (alarm or not) to FILE, one a line")
+    ap.add_argument("--pids-max", type=int, default=2000,
+                    help="cap on the processes the evaluation may have at once (default 2000)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = ap.parse_args()
     if a.quick:
@@ -199,9 +250,13 @@ def main():
     # Not under /tmp: the monitor refuses a state directory that others could write on the way.
     tmp = tempfile.mkdtemp(prefix="ebpfh-eval-", dir="/var/lib")
     os.chmod(tmp, 0o755)
+    cap = None
     try:
+        cap = PidsCap(args.pids_max)
         result = evaluate(args, ebpfh, tmp, wait_s)
     finally:
+        if cap:
+            cap.close()
         if args.keep:
             log(f"eval: kept {tmp}")
         else:
@@ -210,6 +265,10 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, sort_keys=True)
+    if args.incidents:
+        with open(args.incidents, "w") as f:
+            for row in result["incidents"]:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 def evaluate(args, ebpfh, tmp, wait_s):
@@ -217,6 +276,8 @@ def evaluate(args, ebpfh, tmp, wait_s):
     keys = copy_programs(bin_dir)
     attack_dir = os.path.join(tmp, "attack")
     attacks.setup(attack_dir, bin_dir)
+    tools = os.path.join(tmp, "tools")
+    workload.install_tools(tools)
     days_dir = os.path.join(tmp, "days")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "dumb",
            "GIT_CONFIG_NOSYSTEM": "1"}
@@ -231,7 +292,7 @@ def evaluate(args, ebpfh, tmp, wait_s):
     try:
         for i in range(1, args.train + 1):
             t = time.time()
-            runs.append(run_day("train", i, args, bin_dir, days_dir, env))
+            runs.append(run_day("train", i, args, bin_dir, tools, days_dir, env))
             log(f"eval: training day {i}/{args.train} ({time.time() - t:.1f} s)")
             shutil.rmtree(os.path.dirname(runs[-1].env["HOME"]), ignore_errors=True)
         # Let profiles that froze on the last days reach their normal time.
@@ -240,17 +301,13 @@ def evaluate(args, ebpfh, tmp, wait_s):
         settings = mon.status()["settings"]
         for i in range(1, args.test + 1):
             t = time.time()
-            runs.append(run_day("test", i, args, bin_dir, days_dir, env))
+            runs.append(run_day("test", i, args, bin_dir, tools, days_dir, env))
             log(f"eval: test day {i}/{args.test} ({time.time() - t:.1f} s)")
             shutil.rmtree(os.path.dirname(runs[-1].env["HOME"]), ignore_errors=True)
-        svc_dir = os.path.join(attack_dir, "svc")
-        os.makedirs(svc_dir, exist_ok=True)
-        with open(os.path.join(svc_dir, "service.py"), "w") as f:
-            f.write(workload.SERVICE_PY)
         for kind, table in (("attack", attacks.ATTACKS), ("mimicry", attacks.MIMICRY)):
             for name, fn in table:
                 run = Run(name, kind, dict(env, HOME=os.path.join(attack_dir, "home")))
-                run.service_dir = svc_dir
+                run.service = os.path.join(tools, "service.py")
                 fn(run, bin_dir, attack_dir)
                 run.finish()
                 runs.append(run)
@@ -280,14 +337,30 @@ def summarize(args, runs, by_run, lines, other, no_process, keys, after_training
               settings, status, proc_lost, started, elapsed, bin_dir):
     strip = bin_dir + "/"
     per_run = []
+    incidents = []
     for r in runs:
         ls = by_run.get(r.name, [])
         n, what = score.describe_alarms(ls, strip)
+        for l in ls:
+            if l["event"] != "incident":
+                continue
+            exe = l["exe"]
+            incidents.append({
+                "run": r.name, "kind": r.kind,
+                "program": exe[len(strip):] if exe.startswith(strip) else exe,
+                "pid": l["pid"], "first": l["first"],
+                "alarm": score.is_alarm(l), "alarm_reason": l.get("alarm_reason", ""),
+                "max_lfc": l["max_lfc"], "anomalous_calls": l["anomalous_calls"],
+                "unknown_calls": l.get("unknown_calls", 0),
+                "novel_calls": l.get("novel_calls", 0),
+                "syscalls": l.get("syscalls", {}),
+            })
         per_run.append({
             "name": r.name, "kind": r.kind, "flagged": score.flagged(ls), "anomalous_calls": n,
             "what": what, "incidents": score.incidents(ls),
             "lines": len(ls),
-            "alarm_lines": sum(l["event"] not in LIFECYCLE_EVENTS for l in ls),
+            "alarm_lines": sum(l["event"] not in LIFECYCLE_EVENTS and not quiet(l) for l in ls),
+            "quiet_incidents": sum(quiet(l) for l in ls),
             "seconds": round((r.end - r.start) / 1e9, 1),
         })
     windows = [(r.start, r.end) for r in runs if r.kind == "train"]
@@ -318,7 +391,7 @@ def summarize(args, runs, by_run, lines, other, no_process, keys, after_training
     return {
         "seed": args.seed, "train_days": args.train, "test_days": args.test,
         "normal_wait": args.normal_wait, "elapsed_secs": round(elapsed),
-        "settings": settings, "runs": per_run, "programs": programs,
+        "settings": settings, "runs": per_run, "programs": programs, "incidents": incidents,
         "log_lines": len(lines), "log_lines_by_event": by_event,
         "log_lines_other_processes": other, "log_lines_no_process": no_process,
         "proc_events_lost": proc_lost, "monitor_losses": status.get("losses"),
@@ -351,7 +424,17 @@ def report(res, args):
         p(f"  {r['name']}: {r['anomalous_calls']} anomalous calls, {r['alarm_lines']} lines: "
           f"{r['what']}")
     tr = [r for r in train if r["flagged"]]
-    p(f"training days with anomalies (profiles already normal): {len(tr)}/{len(train)}")
+    p(f"training days with alarms (profiles already normal): {len(tr)}/{len(train)}")
+    inc = res["incidents"]
+    for kind, label in (("test", "test days"), ("train", "training days"),
+                        ("attack", "attacks")):
+        q = [i for i in inc if i["kind"] == kind and not i["alarm"]]
+        why = {}
+        for i in q:
+            why[i["alarm_reason"]] = why.get(i["alarm_reason"], 0) + 1
+        a = sum(i["kind"] == kind and i["alarm"] for i in inc)
+        p(f"incidents in {label}: {a} alarms, {len(q)} quiet ("
+          + (", ".join(f"{k} {v}" for k, v in sorted(why.items())) or "none") + ")")
     p("")
     progs = res["programs"]
     normal = [x for x in progs if x["state"] == "normal"]

@@ -18,6 +18,13 @@ import collections
 ALARM_EVENTS = ("anomaly", "incident")
 
 
+def is_alarm(line):
+    """An `anomaly` line, or an `incident` line that is an alarm: with `--log-quiet` the monitor
+    also writes incidents that are not (`"alarm": false`); a line from before the field existed
+    is an alarm."""
+    return line["event"] in ALARM_EVENTS and line.get("alarm", True) is not False
+
+
 def parse_time(s):
     """RFC 3339 UTC with up to 9 fractional digits (ebpfh's `time`) → nanoseconds since 1970."""
     date, _, rest = s.partition("T")
@@ -108,6 +115,7 @@ def alarms(lines):
     per-call `anomaly` lines count one each, unless an incident of the same task already covers
     them (a bounded number of anomaly lines come with every incident)."""
     calls = collections.defaultdict(collections.Counter)
+    lines = [l for l in lines if is_alarm(l)]
     incident_tasks = {(l["pid"], l["tid"]) for l in lines if l["event"] == "incident"}
     n = 0
     for l in lines:
@@ -124,7 +132,7 @@ def alarms(lines):
 
 
 def flagged(lines):
-    return any(l["event"] in ALARM_EVENTS for l in lines)
+    return any(is_alarm(l) for l in lines)
 
 
 def describe_alarms(lines, strip=""):
@@ -141,7 +149,7 @@ def describe_alarms(lines, strip=""):
 def incidents(lines):
     """Incidents in a run's lines: `incident` lines where the monitor writes them; otherwise
     (a monitor without incidents) each task with anomalies counts as one."""
-    n = sum(l["event"] == "incident" for l in lines)
+    n = sum(l["event"] == "incident" and is_alarm(l) for l in lines)
     if n:
         return n
     return len({(l["pid"], l["tid"]) for l in lines if l["event"] == "anomaly"})

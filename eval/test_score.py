@@ -95,6 +95,15 @@ class AlarmTest(unittest.TestCase):
         self.assertEqual(score.incidents(ls), 2)
         self.assertFalse(score.flagged([line("normal_started", 4, 2)]))
 
+    def test_a_quiet_incident_is_no_alarm(self):
+        quiet = line("incident", 1, 2, anomalous_calls=2, syscalls={"brk": 2}, alarm=False)
+        self.assertFalse(score.flagged([quiet]))
+        self.assertEqual(score.alarms([quiet]), ({}, 0))
+        alarm = line("incident", 5, 3, anomalous_calls=9, syscalls={"execve": 1}, alarm=True)
+        self.assertTrue(score.flagged([quiet, alarm]))
+        self.assertEqual(score.incidents([quiet, alarm]), 1)
+        self.assertEqual(score.alarms([quiet, alarm])[1], 9)
+
 
 class MiscTest(unittest.TestCase):
     def test_parse_time_keeps_nanoseconds(self):

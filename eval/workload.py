@@ -1,9 +1,12 @@
-"""A generated sysadmin's "day": one bash script plus its input files, different for every seed.
+"""A generated sysadmin's "day": one bash session plus its input files, different for every seed.
 
 Every day does the same kinds of chores (log pipelines, backups, find, Python reports and a local
-web server, git, make, Perl one-liners, shell functions and traps), but what it works on — sizes,
-names, patterns, counts, which chores and in what order — is drawn from the day's seed. Training
-and test days use disjoint seeds, so test days bring new inputs the profiles have not seen.
+web server, git, make, Perl one-liners, shell functions and traps, `bash -c` one-liners), but what
+it works on — sizes, names, patterns, counts, which chores and in what order — is drawn from the
+day's seed. Training and test days use disjoint seeds, so test days bring new inputs the profiles
+have not seen. The day is typed into a shell (`bash -s`, the script on its standard input), as an
+admin's session is, so it runs under bash's own profile; the admin's Python tools live at fixed
+paths (`install_tools`), as they would on a host, so each keeps one script profile across days.
 Nothing here knows about the attacks.
 """
 
@@ -91,10 +94,23 @@ def words(r, n):
     return " ".join(r.choice(WORDS) for _ in range(n))
 
 
-def day(seed, kind, index, bin_dir, root, ports):
+TOOLS = (("genlog.py", GEN_LOG_PY), ("report.py", REPORT_PY), ("service.py", SERVICE_PY))
+
+
+def install_tools(tools_dir):
+    """The admin's scripts, written once where every day (and the service attack) finds them."""
+    os.makedirs(tools_dir, exist_ok=True)
+    for name, text in TOOLS:
+        with open(os.path.join(tools_dir, name), "w") as f:
+            f.write(text)
+
+
+def day(seed, kind, index, bin_dir, tools, root, ports):
     """Writes day `index` of `kind` ("train" or "test") under `root` and returns the path of its
-    script. `ports` gives two free 127.0.0.1 ports (a file server and the service). A day is a
-    few rounds of chores, each round in its own directory with its own inputs."""
+    script, which the harness feeds to `bash -s`. `tools` is where `install_tools` put the
+    scripts; `ports` gives two free 127.0.0.1 ports (a file server and the service). A day is a
+    few rounds of chores, each round in its own directory with its own inputs, and each with
+    /dev/null as its input (the session's input is the rest of the script)."""
     r = random.Random(f"{seed}:{kind}:{index}")
     d = os.path.join(root, f"{kind}-{index:03d}")
     os.makedirs(os.path.join(d, "home"), exist_ok=True)
@@ -104,17 +120,14 @@ def day(seed, kind, index, bin_dir, root, ports):
         for k in range(r.randrange(2, 5)):
             rd = os.path.join(d, f"round-{k}")
             os.makedirs(rd)
-            f.write(f"\n( cd {shlex.quote(rd)}\n{chores(r, rd, bin_dir, ports)}\n)\n")
+            f.write(f"\n( cd {shlex.quote(rd)}\n{chores(r, rd, bin_dir, tools, ports)}\n) </dev/null\n")
     return script
 
 
-def chores(r, d, bin_dir, ports):
+def chores(r, d, bin_dir, tools, ports):
     """One round of chores in directory `d`: shell functions, then the calls in a drawn order."""
-    for name, text in (("genlog.py", GEN_LOG_PY), ("report.py", REPORT_PY),
-                       ("service.py", SERVICE_PY)):
-        with open(os.path.join(d, name), "w") as f:
-            f.write(text)
     q = shlex.quote
+    genlog, report, service = (q(os.path.join(tools, n)) for n, _ in TOOLS)
     web_port, svc_port = ports
     pat = r.choice(WORDS)
     nlines = r.randrange(300, 4000)
@@ -122,7 +135,7 @@ def chores(r, d, bin_dir, ports):
 
     out.append(f"""
 logs() {{
-    python3 genlog.py {r.randrange(10**9)} {nlines} access.log {",".join(r.sample(PATHS, r.randrange(4, len(PATHS))))} {",".join(r.sample(METHODS, r.randrange(2, len(METHODS))))} {",".join(map(str, r.sample(STATUS, r.randrange(3, len(STATUS)))))}
+    python3 {genlog} {r.randrange(10**9)} {nlines} access.log {",".join(r.sample(PATHS, r.randrange(4, len(PATHS))))} {",".join(r.sample(METHODS, r.randrange(2, len(METHODS))))} {",".join(map(str, r.sample(STATUS, r.randrange(3, len(STATUS)))))}
     grep -c ' {r.choice(STATUS)} ' access.log || true
     grep -E '{"|".join(r.sample(PATHS, r.randrange(1, 4)))}' access.log | cut -d' ' -f1,7 | sort | head -n {r.randrange(3, 20)} > top-paths.txt
     awk '{{n[${r.choice([1, 7, 9])}]++}} END {{for (k in n) print n[k], k}}' access.log | sort -rn | head -n {r.randrange(3, 12)}
@@ -134,6 +147,10 @@ logs() {{
 }}""")
 
     nfiles = r.randrange(5, 40)
+    backup_oneliner = r.choice([
+        """ls data | xargs -I{} bash -c 'test -d "data/$1" && echo "$1"' _ {}""",
+        """bash -c 'n=0; for f in data/*/*; do n=$((n + 1)); done; echo "$n files"'""",
+        """find data -type d | xargs -n 1 bash -c 'echo "${1##*/}"' _ | sort | head -n 3"""])
     out.append(f"""
 backup() {{
     mkdir -p data/{q(r.choice(WORDS))}/{q(r.choice(WORDS))} restore
@@ -143,6 +160,7 @@ backup() {{
         {r.choice(["head -c $((RANDOM % 4000)) access.log", "date", "env | sort | head -n 5"])} >> "$sub/file-$i.txt" 2>/dev/null || true
     done
     cp access.log data/
+    {backup_oneliner}
     tar -c{r.choice(["", "v"])}f backup.tar data > /dev/null
     gzip -{r.randrange(1, 10)} -k backup.tar
     tar -tzf backup.tar.gz | wc -l
@@ -155,6 +173,10 @@ backup() {{
     rm -f backup.tar backup2.tgz
 }}""")
 
+    find_oneliner = r.choice([
+        """find data -name '*.txt' -exec bash -c 'wc -l < "$1"' _ {} ';' | sort -n | tail -n 1""",
+        """find . -maxdepth 1 -type f -print0 | xargs -0 -n 2 bash -c 'stat -c %s "$@"' _ | sort -n | tail -n 1""",
+        """bash -c 'shopt -s nullglob; for f in *.log; do echo "${f%.log}"; done'"""])
     out.append(f"""
 findings() {{
     mkdir -p data
@@ -162,6 +184,7 @@ findings() {{
     find data -type f {r.choice(["-size +1k", "-size -2k", "-newer access.log", "-mmin -60"])} -print | wc -l
     find data -type f -print0 | xargs -0 grep -l{r.choice(["", "i"])} {q(pat)} | head -n 5 || true
     find . -maxdepth {r.randrange(1, 4)} -type d | sort
+    {find_oneliner}
     {r.choice(["find data -type f -exec stat -c '%s' {} + | sort -n | tail -n 1",
                "find data -name '*.txt' -exec grep -c " + q(pat) + " {} + | head -n 3",
                "find data -type f | xargs -n 4 du -s | sort -n | tail -n 2"])}
@@ -174,7 +197,7 @@ python_work() {{
     for h in $(seq 1 {r.randrange(2, 9)}); do
         for j in $(seq 1 {r.randrange(5, 60)}); do echo "host$h,$((RANDOM % 1000)).$((RANDOM % 100))"; done
     done | {{ echo host,value; cat; }} > metrics.csv
-    python3 report.py metrics.csv report.json
+    python3 {report} metrics.csv report.json
     python3 -c 'import json,sys; d=json.load(open("report.json")); print(sorted(d)[:3])'
     python3 -m http.server {web_port} --bind 127.0.0.1 > /dev/null 2>&1 &
     local web=$!
@@ -189,7 +212,7 @@ python_work() {{
              for _ in range(r.randrange(2, 8))]
     out.append(f"""
 service() {{
-    python3 service.py {svc_port} &
+    python3 {service} {svc_port} &
     local svc=$!
     wait_port {svc_port} uptime && for e in {" ".join(calcs)}; do
         curl -s "http://127.0.0.1:{svc_port}/calc?expr=$e"; echo
@@ -242,6 +265,13 @@ perlwork() {{
 }}""")
 
     nsig = r.randrange(1, 4)
+    shell_oneliners = (
+        f"""bash -c 'set -o pipefail; printf "%s\\n" {words(r, r.randrange(2, 6))} | sort -u | wc -l'\n    """
+        + r.choice([
+            "bash -s <<'EOS'\ndeclare -A seen\nfor w in " + words(r, 4)
+            + "; do seen[$w]=1; done\necho ${#seen[@]}\nEOS",
+            """bash -c 'read -r a b < /proc/loadavg; echo "load $a"'""",
+            """bash -c 'trap "echo bye" EXIT; echo """ + r.choice(WORDS) + "'"]))
     out.append(f"""
 shellwork() {{
     local -a items=({words(r, r.randrange(2, 10))})
@@ -261,6 +291,7 @@ shellwork() {{
     env | {r.choice(["sort | head -n 3", "grep -c =", "cut -d= -f1 | sort | tail -n 2"])}
     date {r.choice(["+%F", "-u +%s", "+%H:%M", "-R"])}
     dash -c 'for x in {words(r, 3)}; do echo "$x"; done | wc -l'
+    {shell_oneliners}
     trap - USR1
 }}""")
 
