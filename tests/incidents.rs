@@ -286,16 +286,24 @@ fn root_online_replay_writes_the_monitors_incident() {
         "first_sequence",
         "anomaly_lines",
         "anomaly_lines_suppressed",
+        // What the kernel marked on each anomaly (new pairs, unknown calls), the model too.
+        "alarm",
+        "alarm_reason",
+        "unknown_calls",
+        "novel_calls",
     ] {
         assert_eq!(again[field], live[field], "{field}: {again} vs {live}");
     }
     assert_eq!(live["anomalous_calls"], 400);
     // And the same anomaly lines: the first five calls of the burst.
     let pid = live["pid"].clone();
-    let lines = |ls: Vec<Value>| -> Vec<(Value, Value)> {
+    let lines = |ls: Vec<Value>| -> Vec<(Value, Value, (Value, Value))> {
         ls.into_iter()
             .filter(|l| l["event"] == "anomaly" && l["pid"] == pid)
-            .map(|l| (l["syscall"].clone(), l["sequence"].clone()))
+            .map(|l| {
+                let marks = (l["new_pairs"].clone(), l["unknown_call"].clone());
+                (l["syscall"].clone(), l["sequence"].clone(), marks)
+            })
             .collect()
     };
     let live_lines = lines(mon.events());

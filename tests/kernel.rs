@@ -422,7 +422,9 @@ fn root_a_long_burst_tolerizes_once_and_the_budget_ends_it() {
     let state = dir.path().join("state");
     let prog = build_fixture(dir.path(), "burst");
     let key = stat_key(&prog);
-    let mut mon = Monitor::start(dir.path(), &state, &["--anomaly-limit", "2"]);
+    // --log-quiet: run 3's one anomaly (LFC 1) is no alarm, but its incident line is written.
+    let flags = ["--anomaly-limit", "2", "--log-quiet"];
+    let mut mon = Monitor::start(dir.path(), &state, &flags);
     mon.train_to_normal(&prog, &[]);
     let pids: Vec<u32> = (0..5).map(|_| run(&prog, &["5000"])).collect();
     mon.wait_for(
@@ -454,6 +456,18 @@ fn root_a_long_burst_tolerizes_once_and_the_budget_ends_it() {
         .collect();
     assert!(counts[0] >= 5000 && counts[1] >= 5000, "{counts:?}");
     assert_eq!(counts[2..], [1, 0, 0], "{counts:?}");
+    let alarm = |pid: u32| {
+        let e = events
+            .iter()
+            .find(|e| e["event"] == "incident" && e["pid"] == pid);
+        e.map(|e| e["alarm"].clone())
+    };
+    assert_eq!(alarm(pids[0]), Some(true.into()));
+    assert_eq!(
+        alarm(pids[2]),
+        Some(false.into()),
+        "a single write is quiet"
+    );
     for pid in &pids {
         assert!(anomalies_of(&events, &[*pid]).len() <= 5, "pid {pid}");
     }
