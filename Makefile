@@ -7,8 +7,12 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # groff-base: the man page test renders it; prometheus: the metrics test scrapes with it.
 APT_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool tmux man-db groff-base \
 	python3 prometheus
-# What `make bench` adds: the peers it compares with, and python3 for the harness.
-BENCH_PACKAGES := bpftrace strace python3 util-linux
+# What `make bench` adds: the peers it compares with (bpftrace, strace, auditd; nginx under ab's
+# fixed request count and redis-server under redis-benchmark's), and python3 for the harness.
+BENCH_PACKAGES := bpftrace strace auditd nginx apache2-utils redis-server redis-tools python3 util-linux
+# The services those packages bring: `make bench` starts its own instances and stops them, so
+# none of these is left running or enabled by bench-deps.
+BENCH_SERVICES := nginx redis-server auditd
 # make install: PREFIX=/usr/local puts the binary in /usr/local/sbin; DESTDIR for packaging.
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/sbin
@@ -84,8 +88,10 @@ vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$(ARCH)/vmlinux.h
 
 # Benchmarks (root, ~10 minutes): ebpfh side by side with no monitor, empty BPF programs,
-# bpftrace and strace. Prints a table and writes bench/results.json; see README "Benchmarks".
-# BENCH_ARGS=--quick tries the harness in about a minute.
+# bpftrace, strace and auditd, on loops, process churn, nginx and redis. Prints a table and a
+# verdict and writes bench/results.json; see README "Benchmarks". BENCH_ARGS=--quick tries the
+# harness in about two minutes; BENCH_ARGS="--compare bench/results.prev.json" also compares
+# every figure with an earlier run's.
 bench: deps bench-deps
 	$(CARGO) build --release --bin ebpfh --example bpf_reference --example bench_profiles
 	python3 bench/bench.py $(BENCH_ARGS)
@@ -94,7 +100,11 @@ bench-deps:
 	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing && \
+		for s in $(BENCH_SERVICES); do case " $$missing " in *" $$s "*) \
+			if [ -d /run/systemd/system ]; then systemctl disable --now $$s >/dev/null 2>&1 || true; \
+			else service $$s stop >/dev/null 2>&1 || true; update-rc.d $$s disable >/dev/null 2>&1 || true; fi;; \
+		esac; done; \
 	fi
 
 # The evaluation (root, 10-15 minutes): everyday programs trained on generated sysadmin days,

@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """ebpfh benchmarks: what the monitor costs, side by side with no monitor, empty BPF programs and
-peers (bpftrace, strace). Run it with `sudo make bench`; see README.md, "Benchmarks".
+the peers a sysadmin would pick (bpftrace, strace, auditd), on loops, process churn and two servers
+(nginx, redis). Run it with `sudo make bench`; see README.md, "Benchmarks".
 
-Every configuration runs the same workloads in interleaved rounds (the order rotates each round),
-and the table reports medians over rounds. Nothing here is a test: no number is asserted.
+Every configuration runs its workloads in sessions, one per round (the order rotates each round).
+Each run is checked for disturbance (bench/measure.py: other processes' CPU, steal, a preempted
+loop, foreign syscalls in the per-run average, foreign BPF programs); disturbed runs are retried,
+a session's value is its fastest clean run, and figures are min/median/max over clean sessions.
+Extra rounds run until every verdict figure rests on MIN_CLEAN clean sessions. Loops are measured
+twice per session: wall time with kernel.bpf_stats_enabled off, then the programs' own run time
+with it on. Nothing here is a test: no number is asserted.
 
 Configurations
   untraced          nothing attached
@@ -16,7 +22,8 @@ Configurations
                     profile freezes within its first run and stays frozen
   ebpfh             ebpfh with the workloads' profiles trained to normal beforehand (--normal-wait 1s)
   bpftrace          bpftrace -e 'tracepoint:raw_syscalls:sys_enter { @[pid] = count(); }'
-  strace            strace -f -c (ptrace) around each workload
+  strace            strace -f -c (ptrace) around each workload (a server: around the server)
+  auditd            auditd, one rule: every syscall of the workload's processes (bench/peers.py)
 """
 
 import argparse
@@ -29,8 +36,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+import measure
+import peers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
@@ -41,6 +50,8 @@ PROFILES = os.path.join(TARGET, "release", "examples", "bench_profiles")
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 
 BPFTRACE_PROG = "tracepoint:raw_syscalls:sys_enter { @[pid] = count(); }"
+# Not printing the map at exit: on a busy machine it holds every pid since the start.
+BPFTRACE_END = " END { clear(@); }"
 LOOP_CPU = "1"  # loops are pinned to one CPU to cut migration noise; tracers run anywhere
 
 
@@ -117,10 +128,17 @@ SHELL_JOB = ("i=0; while [ $i -lt 250 ]; do echo \"line $i\" | sed s/line/row/ |
              "wc -c >/dev/null; i=$((i+1)); done")
 
 # ---- tracers -------------------------------------------------------------------------------
+# A tracer: start()/stop() around a session; wrap(argv) for the ones that run the workload
+# (strace); preexec: what a workload's process does before exec (auditd marks it for its rule);
+# pids(): its processes, whose CPU time belongs to the measurement; progs(): the processes
+# holding its BPF programs.
 
 
 class Untraced:
     name = "untraced"
+    solo = True  # a loop under it should own its CPU (see measure.sample)
+    slow = False
+    preexec = None
 
     def start(self):
         pass
@@ -131,13 +149,19 @@ class Untraced:
     def wrap(self, argv):
         return argv
 
+    def pids(self):
+        return []
+
+    def progs(self):
+        return []
+
 
 class EmptyRef(Untraced):
     def __init__(self, name, progs):
-        self.name, self.progs = name, progs
+        self.name, self.prog_names = name, progs
 
     def start(self):
-        self.p = subprocess.Popen([REF, os.path.join(OUT, "empty.bpf.o"), *self.progs],
+        self.p = subprocess.Popen([REF, os.path.join(OUT, "empty.bpf.o"), *self.prog_names],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         if not line.startswith("attached"):
@@ -146,6 +170,12 @@ class EmptyRef(Untraced):
     def stop(self):
         self.p.stdin.close()
         self.p.wait(timeout=30)
+
+    def pids(self):
+        return [self.p.pid]
+
+    def progs(self):
+        return [self.p.pid]
 
 
 def read_lines(path):
@@ -167,8 +197,9 @@ class Ebpfh(Untraced):
         if os.path.exists(self.log):
             os.unlink(self.log)
         self.stderr = open(os.path.join(OUT, f"{self.name}.stderr"), "w")
+        # Its own run directory: a monitor already running elsewhere keeps /run/ebpfh.
         self.p = subprocess.Popen([EBPFH, "--headless", "--log", self.log, "--state-dir", self.state,
-                                   *self.args], stdout=subprocess.DEVNULL, stderr=self.stderr)
+                                   "--run-dir", os.path.join(OUT, "run"), *self.args], stdout=subprocess.DEVNULL, stderr=self.stderr)
         self.pid = self.p.pid
         wait_for(lambda: any(e["event"] == "monitor_started" for e in read_lines(self.log)),
                  60, f"{self.name} did not start (see {self.stderr.name})", self.p)
@@ -182,13 +213,19 @@ class Ebpfh(Untraced):
     def events(self, kind=None):
         return [e for e in read_lines(self.log) if kind is None or e["event"] == kind]
 
+    def pids(self):
+        return [self.pid]
+
+    def progs(self):
+        return [self.pid]
+
 
 class Bpftrace(Untraced):
     name = "bpftrace"
 
     def start(self):
         self.out = os.path.join(OUT, "bpftrace.out")
-        self.p = subprocess.Popen(["bpftrace", "-e", BPFTRACE_PROG], stdout=open(self.out, "w"),
+        self.p = subprocess.Popen(["bpftrace", "-e", BPFTRACE_PROG + BPFTRACE_END], stdout=open(self.out, "w"),
                                   stderr=subprocess.STDOUT)
         self.pid = self.p.pid
         wait_for(lambda: "Attaching" in open(self.out).read(), 60, "bpftrace did not start", self.p)
@@ -197,11 +234,24 @@ class Bpftrace(Untraced):
 
     def stop(self):
         self.p.send_signal(signal.SIGINT)
-        self.p.wait(timeout=60)
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(timeout=30)
+            raise RuntimeError(f"bpftrace did not stop within 30 s of SIGINT (see {self.out})")
+
+    def pids(self):
+        return [self.pid]
+
+    def progs(self):
+        return [self.pid]
 
 
 class Strace(Untraced):
     name = "strace"
+    solo = False  # the loop waits for strace at every stop
+    slow = True  # costs many times any disturbance: one run per workload, no retries
 
     def wrap(self, argv):
         return ["strace", "-f", "-c", "-o", "/dev/null", *argv]
@@ -219,86 +269,125 @@ def wait_for(cond, limit, what, proc=None):
 
 # ---- workloads -----------------------------------------------------------------------------
 
-class Workloads:
-    def __init__(self, quick):
-        self.n_getppid = 300_000 if quick else 1_000_000
-        self.n_read = 200_000 if quick else 500_000
-        self.n_spawn = 500 if quick else 2000
-        self.reps = 5
-
-    def loop(self, tracer, prog, n):
-        """The fastest of `reps` runs: on a shared VM, interference only ever adds time, so the
-        minimum of short runs estimates the cost itself; rounds then take the median of these."""
-        if isinstance(tracer, Strace):
-            n = max(n // 100, 10_000)  # ptrace stops twice per call; keep the run short
-        vals = []
-        for _ in range(self.reps):
-            out = sh(tracer.wrap(["taskset", "-c", LOOP_CPU, os.path.join(OUT, prog), str(n)]),
-                     stdout=subprocess.PIPE, text=True).stdout
-            vals.append(float(out.split()[-1]))
-        return min(vals)
-
-    def getppid(self, tracer):
-        return self.loop(tracer, "getppid_loop", self.n_getppid)
-
-    def read(self, tracer):
-        return self.loop(tracer, "read_loop", self.n_read)
-
-    # Process workloads: the faster of two runs per session, for the same reason as loop().
-    def churn(self, tracer):
-        vals = []
-        for _ in range(2):
-            out = sh(tracer.wrap([os.path.join(OUT, "spawn"), str(self.n_spawn // 2), "/bin/true"]),
-                     stdout=subprocess.PIPE, text=True).stdout
-            vals.append(float(out.split()[-1]))
-        return min(vals)
-
-    def make(self, tracer):
-        d = os.path.join(OUT, "macro")
-        vals = []
-        for _ in range(2):
-            sh(["make", "-s", "-C", d, "clean"])
-            t = time.monotonic()
-            sh(tracer.wrap(["make", "-s", "-j2", "-C", d]), stdout=subprocess.DEVNULL)
-            vals.append(time.monotonic() - t)
-        return min(vals)
-
-    def shell(self, tracer):
-        vals = []
-        for _ in range(2):
-            t = time.monotonic()
-            sh(tracer.wrap(["/bin/sh", "-c", SHELL_JOB]))
-            vals.append(time.monotonic() - t)
-        return min(vals)
-
-
 WORKLOADS = {
     # name: (unit, description)
     "getppid": ("ns/call", "tight getppid() loop"),
     "read": ("ns/call", "64-byte read() from /dev/zero loop"),
-    "churn": ("us/spawn", "fork+exec+wait of /bin/true (2 x 1000)"),
+    "churn": ("us/spawn", "fork+exec+wait of /bin/true"),
+    "nginx": ("us/req", "nginx, 1 KiB file, ab -k -c 4"),
+    "redis": ("us/req", "redis-server, redis-benchmark SET+GET -c 4"),
     "make": ("s", "make -j2 of a 41-file C project"),
     "shell": ("s", "shell loop: 250 x echo|sed|tr|wc"),
 }
 LOOPS = ["getppid", "read"]
 ALL = list(WORKLOADS)
+# Tracers that make a workload wait for another process run a fraction of the calls (loops) or
+# requests (servers); figures are per call or per request, so they compare all the same.
+SLOW_LOOP_SHARE = {"strace": 100, "auditd": 50}
+SLOW_SERVER_SHARE = {"strace": 10, "auditd": 10}  # also fork+exec's spawns
 
 
-def foreign_bpf():
-    """Tracing programs attached before a session starts: someone else's (ours are all stopped
-    then), and they would tax every measurement."""
+class Workloads:
+    """Runs one workload in a session and returns its samples (measure.sample records with a
+    "value"); the session's value is the fastest clean sample: interference only ever adds time,
+    and disturbed samples are retried (up to `extra` more runs) before the session goes without."""
+
+    def __init__(self, quick):
+        self.n = {"getppid": 300_000 if quick else 1_500_000, "read": 200_000 if quick else 1_000_000}
+        self.n_spawn = 300 if quick else 1000
+        self.requests = {"nginx": 5000 if quick else 20_000, "redis": 10_000 if quick else 40_000}
+        self.want = {"getppid": 1 if quick else 3, "read": 1 if quick else 3, "churn": 1 if quick else 2}
+        self.extra = 1 if quick else 2
+
+    def calls(self, tracer, w):
+        return max(self.n[w] // SLOW_LOOP_SHARE.get(tracer.name, 1), 10_000)
+
+    def runs(self, tracer, argv, parse, want, known=(), solo=False, calls=None, stats=False,
+             traced=True):
+        """`traced`: argv is what the tracer watches (wrapped, audited); a server's load
+        generator is not (the server is)."""
+        samples, clean = [], 0
+        want, extra = (1, 0) if tracer.slow else (want, self.extra)
+        while clean < want and len(samples) < want + extra:
+            out, rec = measure.sample(tracer.wrap(argv) if traced else argv,
+                                      known=tracer.pids() + list(known), solo=solo and tracer.solo,
+                                      progs=tracer.progs(), calls=calls, stats=stats,
+                                      preexec=tracer.preexec if traced else None)
+            rec["value"] = parse(out, rec)
+            samples.append(rec)
+            clean += not rec["disturbed"]
+        return samples
+
+    def loop(self, tracer, w, stats=False):
+        prog = os.path.join(OUT, {"getppid": "getppid_loop", "read": "read_loop"}[w])
+        n = self.calls(tracer, w)
+        return self.runs(tracer, ["taskset", "-c", LOOP_CPU, prog, str(n)],
+                         lambda out, rec: float(out.split()[-1]), self.want[w], solo=True,
+                         calls=n, stats=stats)
+
+    def getppid(self, tracer):
+        return self.loop(tracer, "getppid")
+
+    def read(self, tracer):
+        return self.loop(tracer, "read")
+
+    def churn(self, tracer):
+        spawn = os.path.join(OUT, "spawn")
+        n = max(self.n_spawn // SLOW_SERVER_SHARE.get(tracer.name, 1), 50)
+        return self.runs(tracer, ["taskset", "-c", LOOP_CPU, spawn, str(n), "/bin/true"],
+                         lambda out, rec: float(out.split()[-1]), self.want["churn"])
+
+    def make(self, tracer):
+        d = os.path.join(OUT, "macro")
+        # -B: every run (a retry too) rebuilds everything.
+        return self.runs(tracer, ["make", "-s", "-B", "-j2", "-C", d],
+                         lambda out, rec: rec["wall_s"], 1)
+
+    def shell(self, tracer):
+        return self.runs(tracer, ["/bin/sh", "-c", SHELL_JOB], lambda out, rec: rec["wall_s"], 1)
+
+    def server(self, tracer, srv):
+        """One server instance for the session, traced (strace wraps it, auditd's rule covers
+        it); the load generator runs beside it. Value: the generator's wall time per request."""
+        srv.start(tracer.wrap, tracer.preexec)
+        try:
+            def parse(out, rec):
+                srv.check(out)
+                return rec["wall_s"] / srv.requests * 1e6
+            return self.runs(tracer, srv.client(), parse, 1, known=srv.pids(), traced=False)
+        finally:
+            srv.stop()
+
+    def server_requests(self, tracer, w):
+        return max(self.requests[w] // SLOW_SERVER_SHARE.get(tracer.name, 1), 1000)
+
+    def nginx(self, tracer):
+        return self.server(tracer, peers.Nginx(OUT, self.server_requests(tracer, "nginx")))
+
+    def redis(self, tracer):
+        return self.server(tracer, peers.Redis(OUT, self.server_requests(tracer, "redis")))
+
+
+def foreign_bpf(ours=()):
+    """Tracing programs attached that are not ours (prog ids `ours`): someone else's (another
+    monitor, a test run, a bpftrace), and they would tax every measurement. Links (tp_btf,
+    fentry, raw tracepoints) and perf-event attachments (tracepoints, kprobes: bpftrace's)."""
     try:
         links = json.loads(sh(["bpftool", "-j", "link", "show"], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL).stdout)
+        perf = json.loads(sh(["bpftool", "-j", "perf", "show"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL).stdout or "[]")
         progs = {p["id"]: p.get("name", "?") for p in
                  json.loads(sh(["bpftool", "-j", "prog", "show"], stdout=subprocess.PIPE).stdout)}
     except Exception:
         return []
-    return [progs.get(l.get("prog_id"), "?") for l in links
-            if l.get("type") in ("tracing", "raw_tracepoint", "perf_event", "kprobe_multi")]
+    ids = {l.get("prog_id") for l in links
+           if l.get("type") in ("tracing", "raw_tracepoint", "perf_event", "kprobe_multi")}
+    ids |= {p.get("prog_id") for p in perf}
+    return sorted(progs.get(i, "?") for i in ids - set(ours) if i is not None)
 
 
-def wait_no_foreign(limit=30):
+def wait_no_foreign(limit=5):
     """Waits (a while) until no one else's tracing programs are attached; returns those left."""
     end = time.monotonic() + limit
     while True:
@@ -384,41 +473,6 @@ def cpu_seconds(pid):
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bpf_prog_stats(names):
-    progs = json.loads(sh(["bpftool", "-j", "prog", "show"], stdout=subprocess.PIPE).stdout)
-    return {p["name"]: {k: p.get(k) for k in ("run_time_ns", "run_cnt", "bytes_xlated", "bytes_jited")}
-            for p in progs if p.get("name") in names}
-
-
-def bpf_stats_phase(work, tracers):
-    """Time spent inside the BPF programs per call (kernel.bpf_stats_enabled), one loop each."""
-    path = "/proc/sys/kernel/bpf_stats_enabled"
-    old = open(path).read().strip()
-    res = {}
-    try:
-        with open(path, "w") as f:
-            f.write("1")
-        for t, prog in tracers:
-            t.start()
-            try:
-                before = bpf_prog_stats([prog])
-                ns = work.getppid(t)
-                after = bpf_prog_stats([prog])
-            finally:
-                t.stop()
-            if prog in before and prog in after:
-                dt = after[prog]["run_time_ns"] - (before[prog]["run_time_ns"] or 0)
-                dc = after[prog]["run_cnt"] - (before[prog]["run_cnt"] or 0)
-                res[t.name] = {"program": prog, "getppid_ns_per_call_with_stats": ns,
-                               "run_cnt": dc, "ns_per_run": round(dt / dc, 1) if dc else None,
-                               "bytes_xlated": after[prog]["bytes_xlated"],
-                               "bytes_jited": after[prog]["bytes_jited"]}
-    finally:
-        with open(path, "w") as f:
-            f.write(old)
-    return res
-
-
 def storm_phase(work, n):
     """Train storm.c to normal, then make every one of its n writes an anomaly."""
     state = os.path.join(OUT, "state-storm")
@@ -476,17 +530,140 @@ def storm_phase(work, n):
 
 # ---- main ----------------------------------------------------------------------------------
 
+# Which workloads run under which configuration (see the module docstring).
+PROCESS = ["churn", "nginx", "redis", "make", "shell"]
+EBPFH_MODES = {"training": "ebpfh_training", "frozen": "ebpfh_frozen", "normal": "ebpfh"}
+BPF_CONFIGS = ["empty_enter", "empty_enter_exit", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
+# The verdict needs this many clean sessions behind each of its figures (after extra rounds).
+MIN_CLEAN = 3
+VERDICT_CONFIGS = ["untraced", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
+
+
+def configurations(normal_state):
+    monitor_args = ["--normal-wait", "1s"]
+    return [
+        (Untraced(), ALL),
+        (EmptyRef("empty_enter", ["empty_sys_enter"]), LOOPS + ["churn"]),
+        (EmptyRef("empty_enter_exit", []), LOOPS),
+        (Ebpfh("ebpfh_training", os.path.join(OUT, "state-training"),
+               ["--normal-factor", "4294967295", "--normal-factor-den", "1"], fresh=True), LOOPS),
+        (Ebpfh("ebpfh_frozen", os.path.join(OUT, "state-frozen"), ["--normal-wait", "7d"], fresh=True), LOOPS),
+        (Ebpfh("ebpfh", normal_state, monitor_args), ALL),
+        (Bpftrace(), ALL),
+        (Strace(), ALL),
+        # make and the shell loop take minutes under auditd's every-syscall rule.
+        (peers.Auditd(), LOOPS + ["churn", "nginx", "redis"]),
+    ]
+
+
+def session(work, tracer, ws, rnd, memory, bpftrace_rss):
+    """One configuration in one round: start it, run its workloads (loops twice: wall time with
+    bpf_stats off, then the programs' own time with it on), stop it."""
+    rec = {"round": rnd, "config": tracer.name, "load_before": loadavg(), "work": {}}
+    rec["foreign_bpf"] = wait_no_foreign()
+    tracer.start()
+    try:
+        ours = set(measure.prog_counters(tracer.progs()))
+        rec["foreign_bpf"] += foreign_bpf(ours)
+        for w in ws:
+            rec["work"][w] = {"wall": getattr(work, w)(tracer)}
+            if w in LOOPS and tracer.progs():
+                with measure.BpfStats():
+                    rec["work"][w]["bpf_stats"] = work.loop(tracer, w, stats=True)
+        if tracer.name == "ebpfh":
+            st = proc_status(tracer.pid)
+            memory["monitor_rss_bytes"].append(st["VmRSS"])
+            memory["monitor_rss_peak_bytes"].append(st["VmHWM"])
+            memory["kernel_map_bytes"], memory["kernel_maps"] = map_memory(tracer.pid)
+        if tracer.name == "bpftrace":
+            bpftrace_rss.append(proc_status(tracer.pid)["VmRSS"])
+        if tracer.name == "auditd":
+            rec["audit_lost"] = tracer.lost()
+        rec["foreign_bpf"] += foreign_bpf(ours)
+    finally:
+        tracer.stop()
+    rec["load_after"] = loadavg()
+    # Someone else's tracing programs (another monitor, a test run) tax every call: the whole
+    # session is kept in the raw data but left out.
+    rec["contaminated"] = bool(rec["foreign_bpf"])
+    for w, kinds in rec["work"].items():
+        for kind, samples in kinds.items():
+            key = "ns_per_run" if kind == "bpf_stats" else "value"
+            clean = [s[key] for s in samples if not s["disturbed"] and s.get(key) is not None]
+            every = [s[key] for s in samples if s.get(key) is not None]
+            rec["work"][w][kind] = {"samples": samples,
+                                    "value": None if rec["contaminated"] or not clean else min(clean),
+                                    # What a figure falls back on when no session was clean.
+                                    "value_disturbed": min(every) if every else None}
+    return rec
+
+
+def session_values(sessions, config, w, kind="wall", field="value"):
+    return [s["work"][w][kind][field] for s in sessions
+            if s["config"] == config and w in s["work"] and kind in s["work"][w]
+            and s["work"][w][kind][field] is not None]
+
+
+def figure_values(sessions, config, w, kind="wall"):
+    """The clean sessions' values, or, when there is none, every session's fastest run, marked
+    disturbed (the table shows them with a *; the verdict counts them as 0 clean sessions)."""
+    vals = session_values(sessions, config, w, kind)
+    if vals:
+        return vals, False
+    return session_values(sessions, config, w, kind, "value_disturbed"), True
+
+
+def spread_of(vals_flag):
+    vals, disturbed = vals_flag
+    s = measure.spread(vals)
+    if s is not None and disturbed:
+        s["disturbed"], s["n"] = True, 0
+    return s
+
+
+def min_value(v, kind):
+    return "-" if v["value_disturbed"] is None else f"{v['value_disturbed']:.1f}"
+
+
+def lacking(sessions, configs):
+    """The configurations some verdict figure of which has fewer than MIN_CLEAN clean sessions."""
+    out = []
+    for tracer, ws in configs:
+        if tracer.name not in VERDICT_CONFIGS:
+            continue
+        for w in ws:
+            if w not in LOOPS + ["churn"]:
+                continue
+            kinds = ["wall"] + (["bpf_stats"] if tracer.name in BPF_CONFIGS and w in LOOPS else [])
+            if any(len(session_values(sessions, tracer.name, w, k)) < MIN_CLEAN for k in kinds):
+                out.append((tracer, ws))
+                break
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--extra-rounds", type=int, default=3,
+                    help="rounds run, for the configurations that lack them, until every verdict "
+                         f"figure rests on {MIN_CLEAN} clean sessions")
     ap.add_argument("--quick", action="store_true", help="small counts, 2 rounds (to try the harness)")
     ap.add_argument("--output", default=RESULTS)
+    ap.add_argument("--compare", metavar="RESULTS_JSON",
+                    help="also print every figure's difference from an earlier run's results file")
     ap.add_argument("--storm-writes", type=int, default=200_000)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: loading BPF programs needs root (sudo make bench)")
+    prev = None
+    if args.compare:
+        try:
+            with open(args.compare) as f:
+                prev = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit(f"bench: cannot read {args.compare} ({e}); give the results.json of an earlier run")
     if args.quick:
-        args.rounds = 2
+        args.rounds, args.extra_rounds = 2, 0
         args.storm_writes = 20_000
     if not os.path.exists("/sys/kernel/tracing/events"):
         # bpftrace's tracepoints need tracefs.
@@ -515,68 +692,36 @@ def main():
         for _ in range(2):
             work.make(Untraced())
             work.shell(Untraced())
+            work.nginx(Untraced())
+            work.redis(Untraced())
             real_programs()
     finally:
         mon.stop()
 
-    monitor_args = ["--normal-wait", "1s"]
-    configs = [
-        (Untraced(), ALL),
-        (EmptyRef("empty_enter", ["empty_sys_enter"]), ALL),
-        (EmptyRef("empty_enter_exit", []), LOOPS),
-        (Ebpfh("ebpfh_training", os.path.join(OUT, "state-training"),
-               ["--normal-factor", "4294967295", "--normal-factor-den", "1"], fresh=True), LOOPS),
-        (Ebpfh("ebpfh_frozen", os.path.join(OUT, "state-frozen"), ["--normal-wait", "7d"], fresh=True), LOOPS),
-        (Ebpfh("ebpfh", normal_state, monitor_args), ALL),
-        (Bpftrace(), ALL),
-        (Strace(), ALL),
-    ]
-    results = {w: {c.name: [] for c, ws in configs if w in ws} for w in WORKLOADS}
-    clean = {w: {c.name: [] for c, ws in configs if w in ws} for w in WORKLOADS}
+    configs = configurations(normal_state)
     sessions = []
     memory = {"monitor_rss_bytes": [], "monitor_rss_peak_bytes": []}
     bpftrace_rss = []
-    for r in range(args.rounds):
-        order = configs[r % len(configs):] + configs[:r % len(configs)]
-        log(f"round {r + 1}/{args.rounds}: {', '.join(c.name for c, _ in order)}")
+    todo, r = configs, 0
+    while todo:
+        order = todo[r % len(todo):] + todo[:r % len(todo)]
+        log(f"round {r + 1}: {', '.join(c.name for c, _ in order)}")
         for tracer, ws in order:
-            rec = {"round": r, "config": tracer.name, "foreign_bpf": wait_no_foreign(), "load_before": loadavg()}
-            tracer.start()
-            try:
-                for w in ws:
-                    v = getattr(work, w)(tracer)
-                    results[w][tracer.name].append(v)
-                    rec[w] = v
-                if tracer.name == "ebpfh":
-                    st = proc_status(tracer.pid)
-                    memory["monitor_rss_bytes"].append(st["VmRSS"])
-                    memory["monitor_rss_peak_bytes"].append(st["VmHWM"])
-                    memory["kernel_map_bytes"], memory["kernel_maps"] = map_memory(tracer.pid)
-                if tracer.name == "bpftrace":
-                    bpftrace_rss.append(proc_status(tracer.pid)["VmRSS"])
-            finally:
-                tracer.stop()
-            rec["load_after"] = loadavg()
-            # Someone else's tracing programs (another monitor, a test run) tax every call: such a
-            # session is kept in the raw data but left out of the medians.
-            rec["foreign_bpf_after"] = foreign_bpf()
-            rec["contaminated"] = bool(rec["foreign_bpf"] or rec["foreign_bpf_after"])
-            if rec["contaminated"]:
-                log(f"  {tracer.name}: other tracing programs were attached; left out of the medians")
-            else:
-                for w in ws:
-                    clean[w][tracer.name].append(rec[w])
+            rec = session(work, tracer, ws, r, memory, bpftrace_rss)
             sessions.append(rec)
-            log("  " + tracer.name + ": " + ", ".join(f"{w}={rec[w]:.1f}" for w in ws))
-
-    log("kernel time per BPF program run (kernel.bpf_stats_enabled=1)")
-    stats = bpf_stats_phase(work, [
-        (EmptyRef("empty_enter", ["empty_sys_enter"]), "empty_sys_enter"),
-        (Ebpfh("ebpfh_training", os.path.join(OUT, "state-training"),
-               ["--normal-factor", "4294967295", "--normal-factor-den", "1"], fresh=True), "sys_enter"),
-        (Ebpfh("ebpfh_frozen", os.path.join(OUT, "state-frozen"), ["--normal-wait", "7d"], fresh=True), "sys_enter"),
-        (Ebpfh("ebpfh", normal_state, monitor_args), "sys_enter"),
-    ])
+            log(f"  {tracer.name}: " + ", ".join(
+                f"{w}{'/' + k if k != 'wall' else ''}="
+                + (f"{v['value']:.1f}" if v["value"] is not None else
+                   f"({min_value(v, k)}: disturbed: "
+                   f"{','.join(sorted({x for s in v['samples'] for x in s['disturbed']}) or ['foreign BPF'])})")
+                for w, kinds in rec["work"].items() for k, v in kinds.items())
+                + (" [other tracing programs attached: left out]" if rec["contaminated"] else ""))
+        r += 1
+        if r < args.rounds:
+            continue
+        todo = lacking(sessions, configs) if r < args.rounds + args.extra_rounds else []
+        if todo:
+            log(f"extra round for {', '.join(c.name for c, _ in todo)}: too few clean sessions")
 
     log(f"anomaly storm: {args.storm_writes} anomalous writes")
     storm = storm_phase(work, args.storm_writes)
@@ -584,8 +729,8 @@ def main():
     # Per-profile kernel memory, from the profiles the normal-mode monitor saved.
     rows = profile_rows(normal_state)
     named = {}
-    for prog in ["ls", "bash", "python3", "make", "cc", "sh", "sed", "true"]:
-        path = shutil.which(prog)
+    for prog in ["ls", "bash", "python3", "make", "cc", "sh", "sed", "true", "nginx", "redis-server"]:
+        path = shutil.which(prog) or (f"/usr/sbin/{prog}" if os.path.exists(f"/usr/sbin/{prog}") else None)
         if path:
             named[stat_key(os.path.realpath(path))] = prog
     # The compiler's helpers, found through the driver.
@@ -615,22 +760,25 @@ def main():
     for k in ("monitor_rss_bytes", "monitor_rss_peak_bytes"):
         memory[k] = max(memory[k]) if memory[k] else None
 
-    summary = summarize(results, clean)
+    summary = summarize(sessions, configs)
     out = {
         "machine": machine(),
-        "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "rounds": r,
         "quick": args.quick,
-        "loop_counts": {"getppid": work.n_getppid, "read": work.n_read, "strace": "1/100 of those (at least 10000)"},
+        "disturbance_rule": {"foreign_cpu": measure.FOREIGN_CPU, "steal": measure.STEAL,
+                             "solo_cpu": measure.SOLO_CPU, "foreign_calls": measure.FOREIGN_CALLS,
+                             "min_clean_sessions": MIN_CLEAN},
+        "loop_counts": {**work.n, "strace": f"1/{SLOW_LOOP_SHARE['strace']} of those",
+                        "auditd": f"1/{SLOW_LOOP_SHARE['auditd']} of those", "at_least": 10_000},
         "spawns": work.n_spawn,
+        "requests": {**work.requests, "strace, auditd": "1/10 of those (spawns too)"},
         "units": {w: u for w, (u, _) in WORKLOADS.items()},
-        "medians": summary["medians"],
-        "getppid_budget": summary["budget"],
-        "read_added": summary["read_added"],
+        "verdict": summary["verdict"],
+        "figures": summary["figures"],
+        "spread": summary["spread"],
         "memory": memory,
         "anomaly_storm": storm,
-        "bpf_stats": stats,
-        "raw": results,
-        "excluded_sessions": sum(1 for x in sessions if x["contaminated"]),
         "sessions": sessions,
         "profile_states": {named.get(r["profile"], r["exe"]): r["state"] for r in rows
                            if r["profile"] in named or r["exe"].startswith(OUT)},
@@ -640,36 +788,85 @@ def main():
         json.dump(out, f, indent=1)
         f.write("\n")
     print_table(out, configs)
-    print(json.dumps({k: out[k] for k in ("medians", "getppid_budget", "memory", "anomaly_storm", "bpf_stats")},
-                     indent=1))
+    if prev is not None:
+        print_compare(prev, out, args.compare)
     print(f"\nfull results: {args.output} ({out['seconds']} s)")
 
 
-def summarize(results, clean):
-    med = {w: {c: round(statistics.median(clean[w][c] or v), 3 if w in ("make", "shell") else 1)
-               for c, v in per.items() if v} for w, per in results.items()}
-    base = med["getppid"]["untraced"]
-    empty = med["getppid"]["empty_enter"] - base
-    empty2 = med["getppid"]["empty_enter_exit"] - base
-    budget = {"untraced_ns": base, "empty_enter_added_ns": round(empty, 1),
-              "empty_enter_exit_added_ns": round(empty2, 1)}
-    for c in ("ebpfh_training", "ebpfh_frozen", "ebpfh"):
-        added = med["getppid"][c] - base
-        g = results["getppid"]
-        per_round = [round((e - u) / (m - u), 2) for e, u, m in zip(g[c], g["untraced"], g["empty_enter"])
-                     if m > u]
-        budget[c] = {"added_ns": round(added, 1),
-                     "ratio_vs_empty_enter": round(added / empty, 2) if empty > 0 else None,
-                     "ratio_vs_empty_enter_exit": round(added / empty2, 2) if empty2 > 0 else None,
-                     "ratio_vs_empty_enter_per_round": per_round,
-                     "ratio_vs_empty_enter_median_of_rounds": statistics.median(per_round) if per_round else None}
-    budget["budget"] = "ebpfh's added cost <= 2x the empty tp_btf/sys_enter program's added cost"
-    budget["meets_budget"] = all(budget[c]["ratio_vs_empty_enter"] is not None and
-                                 budget[c]["ratio_vs_empty_enter"] <= 2.0
-                                 for c in ("ebpfh_training", "ebpfh_frozen", "ebpfh"))
-    rbase = med["read"]["untraced"]
-    read_added = {c: round(v - rbase, 1) for c, v in med["read"].items()}
-    return {"medians": med, "budget": budget, "read_added": read_added}
+def summarize(sessions, configs):
+    """Spreads over clean sessions, the flat `figures` a later run compares with, and the verdict."""
+    spread, figures = {}, {}
+    for tracer, ws in configs:
+        c = tracer.name
+        for w in ws:
+            spread.setdefault(w, {})[c] = {"wall": spread_of(figure_values(sessions, c, w))}
+            if w in LOOPS and c in BPF_CONFIGS:
+                spread[w][c]["bpf_ns_per_run"] = spread_of(figure_values(sessions, c, w, "bpf_stats"))
+    for w, per in spread.items():
+        base = (per["untraced"]["wall"] or {}).get("median")
+        for c, s in per.items():
+            vals, disturbed = figure_values(sessions, c, w)
+            if base and vals and c != "untraced":
+                if w in LOOPS:
+                    s["added_ns"] = spread_of(([v - base for v in vals], disturbed))
+                    figures[f"{c}.{w}.added_ns"] = s["added_ns"]["median"]
+                s["pct_over_untraced"] = spread_of(([(v / base - 1) * 100 for v in vals], disturbed))
+                if w not in LOOPS:
+                    figures[f"{c}.{w}.pct"] = s["pct_over_untraced"]["median"]
+            if s.get("bpf_ns_per_run"):
+                figures[f"{c}.{w}.bpf_ns_per_run"] = s["bpf_ns_per_run"]["median"]
+            if s["wall"]:
+                figures[f"{c}.{w}.{WORKLOADS[w][0]}"] = s["wall"]["median"]
+
+    def med(w, c, k):
+        return ((spread.get(w, {}).get(c) or {}).get(k) or {}).get("median")
+
+    vs, ratio = {}, {}
+    for w in LOOPS:
+        bt = spread[w]["bpftrace"]
+        for mode, c in EBPFH_MODES.items():
+            e = spread[w][c]
+            if e.get("added_ns") and bt.get("added_ns"):
+                vs[f"{w}.{mode}"] = {
+                    "ebpfh_added_ns": e["added_ns"], "bpftrace_added_ns": bt["added_ns"],
+                    "ebpfh_bpf_ns_per_run": e.get("bpf_ns_per_run"), "bpftrace_bpf_ns_per_run": bt.get("bpf_ns_per_run"),
+                    "below": e["added_ns"]["median"] < bt["added_ns"]["median"],
+                    "ranges_apart": e["added_ns"]["max"] < bt["added_ns"]["min"]}
+        bn, bt_ = med(w, "ebpfh", "bpf_ns_per_run"), med(w, "ebpfh_training", "bpf_ns_per_run")
+        an, at = med(w, "ebpfh", "added_ns"), med(w, "ebpfh_training", "added_ns")
+        ratio[w] = {"bpf_stats": round(bn / bt_, 2) if bn and bt_ else None,
+                    "wall": round(an / at, 2) if an and at and at > 0 else None}
+        figures[f"ebpfh.{w}.normal_over_training_bpf"] = ratio[w]["bpf_stats"]
+    # Every figure the verdict uses, and how many clean sessions it rests on (0: none).
+    rests = {}
+    for c in VERDICT_CONFIGS:
+        for w in LOOPS + ["churn"]:
+            kinds = ["wall"] + (["bpf_ns_per_run"] if c in BPF_CONFIGS and w in LOOPS else [])
+            if w == "churn" and c not in ("untraced", "ebpfh"):
+                continue
+            for k in kinds:
+                rests[f"{c}.{w}.{k}"] = ((spread.get(w, {}).get(c) or {}).get(k) or {}).get("n", 0)
+    churn = {c: s.get("pct_over_untraced") for c, s in spread["churn"].items() if c != "untraced"}
+    samples = [s for x in sessions for kinds in x["work"].values() for k in kinds.values() for s in k["samples"]]
+    session_figs = [k for x in sessions for kinds in x["work"].values() for k in kinds.values()]
+    verdict = {
+        "vs_bpftrace": vs,
+        "normal_over_training": ratio,
+        "normal_over_training_target": 1.3,
+        "churn_pct_over_untraced": churn,
+        "churn_target_pct": 5,
+        "rests_on_clean_sessions_min": min(rests.values()),
+        "clean_sessions_per_figure": rests,
+        "min_clean_sessions": MIN_CLEAN,
+        "samples": len(samples),
+        "samples_disturbed": sum(1 for s in samples if s["disturbed"]),
+        "session_figures": len(session_figs),
+        "session_figures_excluded": sum(1 for k in session_figs if k["value"] is None),
+        "sessions_contaminated": sum(1 for x in sessions if x["contaminated"]),
+    }
+    verdict["settled"] = (verdict["rests_on_clean_sessions_min"] >= MIN_CLEAN
+                          and len(vs) == len(LOOPS) * len(EBPFH_MODES))
+    return {"spread": spread, "figures": figures, "verdict": verdict}
 
 
 def machine():
@@ -678,30 +875,74 @@ def machine():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
+
+    def version(argv):
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            return (r.stdout.strip().splitlines() or [""])[0]
+        except OSError:
+            return None
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu": cpu,
-            "bpftrace": subprocess.run(["bpftrace", "--version"], stdout=subprocess.PIPE, text=True).stdout.strip(),
-            "strace": subprocess.run(["strace", "-V"], stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]}
+            "bpftrace": version(["bpftrace", "--version"]), "strace": version(["strace", "-V"]),
+            "auditd": version(["auditctl", "-v"]), "nginx": version(["nginx", "-v"]),
+            "redis": version(["redis-server", "--version"])}
+
+
+def fmt(s, unit="", sign=False):
+    """median (min..max); * when no session behind it was clean."""
+    if not s:
+        return "-"
+    f = (lambda v: f"{v:.2f}") if unit == "s" else (lambda v: f"{v:+.0f}" if sign else f"{v:.0f}")
+    star = "*" if s.get("disturbed") else ""
+    if s["min"] == s["max"]:
+        return f"{f(s['median'])}{star}"
+    return f"{f(s['median'])} ({f(s['min'])}..{f(s['max'])}){star}"
 
 
 def print_table(out, configs):
     names = [c.name for c, _ in configs]
-    med = out["medians"]
+    sp = out["spread"]
+    print(f"\nmedian (min..max) over clean sessions (*: none was clean, so over disturbed ones); "
+          f"{out['rounds']} rounds, {out['date']}, "
+          f"{out['machine']['cpus']} x {out['machine']['cpu']}, Linux {out['machine']['kernel']}")
     print("\n| workload | unit | " + " | ".join(names) + " |")
     print("|---|---|" + "---:|" * len(names))
     for w, (unit, desc) in WORKLOADS.items():
-        cells = []
-        for n in names:
-            v = med[w].get(n)
-            cells.append("" if v is None else (f"{v:.2f}" if unit == "s" else f"{v:.0f}"))
+        cells = [fmt((sp[w].get(n) or {}).get("wall"), unit) for n in names]
         print(f"| {desc} | {unit} | " + " | ".join(cells) + " |")
-    b = out["getppid_budget"]
-    print(f"\ngetppid: untraced {b['untraced_ns']:.0f} ns; empty sys_enter adds {b['empty_enter_added_ns']:.0f} ns, "
-          f"empty sys_enter+sys_exit adds {b['empty_enter_exit_added_ns']:.0f} ns")
-    for c in ("ebpfh_training", "ebpfh_frozen", "ebpfh"):
-        print(f"  {c}: adds {b[c]['added_ns']:.0f} ns = {b[c]['ratio_vs_empty_enter']}x the empty sys_enter "
-              f"program's ({b[c]['ratio_vs_empty_enter_exit']}x enter+exit); per round "
-              f"{b[c]['ratio_vs_empty_enter_per_round']}")
-    print(f"  budget (<= 2x): {'met' if b['meets_budget'] else 'NOT met'}")
+    print("\nadded per call over untraced, wall ns | kernel.bpf_stats ns per run of the sys_enter program:")
+    print("\n| loop | " + " | ".join(BPF_CONFIGS) + " |")
+    print("|---|" + "---:|" * len(BPF_CONFIGS))
+    for w in LOOPS:
+        cells = [f"{fmt(sp[w][c].get('added_ns'), sign=True)} \\| {fmt(sp[w][c].get('bpf_ns_per_run'))}"
+                 for c in BPF_CONFIGS]
+        print(f"| {w} | " + " | ".join(cells) + " |")
+    print("\n% over untraced (process and server workloads):")
+    for w in PROCESS:
+        print(f"  {w:6} " + ", ".join(f"{c} {fmt(s.get('pct_over_untraced'), sign=True)}%"
+                                      for c, s in sp[w].items() if c != "untraced"))
+    v = out["verdict"]
+    print(f"\nVERDICT ({'settled' if v['settled'] else 'UNSETTLED'}: every figure rests on >= "
+          f"{v['rests_on_clean_sessions_min']} clean sessions (needs {v['min_clean_sessions']}); "
+          f"{v['samples_disturbed']} of {v['samples']} runs disturbed and retried, "
+          f"{v['session_figures_excluded']} of {v['session_figures']} session figures excluded, "
+          f"{v['sessions_contaminated']} sessions with foreign BPF programs)")
+    below = [k for k, x in v["vs_bpftrace"].items() if x["below"]]
+    print(f"  ebpfh below bpftrace (added wall ns, medians): {len(below)}/{len(v['vs_bpftrace'])} "
+          f"loop x mode; ranges apart on {sum(1 for x in v['vs_bpftrace'].values() if x['ranges_apart'])}")
+    for k, x in v["vs_bpftrace"].items():
+        print(f"    {k:16} ebpfh {fmt(x['ebpfh_added_ns'], sign=True)} ns vs bpftrace "
+              f"{fmt(x['bpftrace_added_ns'], sign=True)} ns: {'below' if x['below'] else 'NOT below'}"
+              f"{' (ranges apart)' if x['ranges_apart'] else ' (ranges overlap)'}; program "
+              f"{fmt(x['ebpfh_bpf_ns_per_run'])} vs {fmt(x['bpftrace_bpf_ns_per_run'])} ns per run")
+    for w, x in v["normal_over_training"].items():
+        ok = x["bpf_stats"] is not None and x["bpf_stats"] <= v["normal_over_training_target"]
+        print(f"  normal/training {w}: {x['bpf_stats']} (bpf_stats), {x['wall']} (wall added ns): "
+              f"<= {v['normal_over_training_target']} {'met' if ok else 'NOT met'}")
+    for c, s in v["churn_pct_over_untraced"].items():
+        if c == "ebpfh" and s:
+            print(f"  fork+exec+wait: ebpfh {fmt(s, sign=True)}% over untraced: <= {v['churn_target_pct']}% "
+                  f"{'met' if s['median'] <= v['churn_target_pct'] else 'NOT met'}")
     m = out["memory"]
     print(f"\nkernel maps: {m.get('kernel_map_bytes', 0) / 2**20:.1f} MiB locked in {m.get('kernel_maps')} maps; "
           f"per profile median {m['profile_bytes_median_named']} B, max {m['profile_bytes_max_named']} B "
@@ -711,6 +952,21 @@ def print_table(out, configs):
     print(f"anomaly storm: {s['writes']} anomalous writes in {s['storm_seconds']} s "
           f"({s['anomalies_per_s_generated']}/s): delivered {s['delivered']}, lost {s['lost']}, "
           f"kernel count {s['kernel_count']}; {s['delivered_per_s']} lines/s delivered")
+
+
+def print_compare(prev, out, path):
+    rows, s = measure.compare(prev, out)
+    print(f"\ncompared with {path} ({prev.get('date', '?')}):")
+    print("| figure | before | now | difference | within 15% |")
+    print("|---|---:|---:|---:|---|")
+    for k, p, v, diff, ok in rows:
+        d = "" if diff is None else (f"{diff:+.1f} pts" if k.endswith(".pct") else f"{diff * 100:+.0f}%")
+        num = (lambda x: "-" if x is None else f"{x:.2f}" if abs(x) < 10 else f"{x:.0f}")
+        print(f"| {k} | {num(p)} | {num(v)} | {d} | {'' if ok is None else ('yes' if ok else 'NO')} |")
+    print(f"ebpfh figures within {s['tolerance'] * 100:.0f}% ({s['points']} points for % figures): "
+          f"{s['ebpfh_agree']}/{s['ebpfh_figures']}; "
+          f"all figures: {s['all_agree']}/{s['all_figures']}; ordering against bpftrace the same on "
+          f"{s['orderings_same']}/{s['orderings']}")
 
 
 if __name__ == "__main__":
