@@ -15,6 +15,11 @@ fn main() {
         "aarch64" => "vmlinux/arm64",
         other => panic!("ebpfh has no vmlinux.h for {other}; run `make vmlinux` on such a machine"),
     };
+    // .cargo/config.toml points TMPDIR at target/tmp, which a fresh clone does not have yet; the
+    // BPF compile below and the tests' temporary directories need it.
+    if let Some(tmp) = env::var_os("TMPDIR") {
+        std::fs::create_dir_all(&tmp).expect("cannot create the temporary directory TMPDIR names");
+    }
     SkeletonBuilder::new()
         .source(SRC)
         .clang_args([
