@@ -284,7 +284,11 @@ fn root_sighup_reopens_the_log() {
     while !mon.log.exists() && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(mon.log.exists(), "SIGHUP did not reopen the log");
+    assert!(
+        mon.log.exists(),
+        "SIGHUP did not reopen the log; the monitor's stderr:\n{}",
+        mon.stderr_text()
+    );
     run(&prog, &[]);
     let seen = mon.wait_for(
         "profile_created",

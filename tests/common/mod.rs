@@ -105,6 +105,11 @@ impl Monitor {
             "the monitor did not start; its stderr:\n{}",
             m.stderr_text()
         );
+        // A request is answered in the monitor's loop after the events before it: the first
+        // batch holds a profile for each task found at start-up, and naming them hashes their
+        // executables (this test binary among them: tens of MB, seconds on an emulated CPU).
+        // Only after that do the tests' short waits measure what they wait for.
+        m.client_json(&["status"]);
         m
     }
 
