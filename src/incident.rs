@@ -22,10 +22,9 @@
 //!
 //! - one of its calls is **unknown**: a system call the testing data has no pair with at all
 //!   (the program never made it while it trained); or
-//! - its maximum LFC went above the **tolerize limit**; or
-//! - its maximum LFC went above **half the tolerize limit** (the lifecycle's minor LFC) and at
-//!   least one of its calls taught the profile a new pair. A burst that only **repeats** pending
-//!   pairs shows what an earlier incident already showed: it is counted, not alarmed again.
+//! - its maximum LFC went above the **tolerize limit** and at least one of its calls taught the
+//!   profile a new pair. A burst that only **repeats** pending pairs shows what an earlier
+//!   incident already showed: it is counted, not alarmed again.
 //!
 //! Under `--lifecycle ph` every incident is an alarm, as pH reports every anomalous call.
 //! A quiet incident is never lost: its calls count in `ebpfh status`, the metrics and the
@@ -75,10 +74,8 @@ impl Default for Limits {
 /// Which incidents are alarms (the module comment has the rule); it follows the settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// The tolerize limit: above it an incident is always an alarm.
+    /// Above this LFC an incident that taught the profile something new is an alarm.
     pub tolerize_limit: u32,
-    /// Above this (the lifecycle's minor LFC), an incident that taught something is an alarm.
-    pub minor_lfc: u32,
     /// pH's lifecycle: every incident is an alarm.
     pub every_incident: bool,
 }
@@ -88,7 +85,6 @@ impl Rule {
     pub fn new(s: &Settings) -> Self {
         Rule {
             tolerize_limit: s.tolerize_limit,
-            minor_lfc: s.minor_lfc(),
             every_incident: s.lifecycle == Lifecycle::Ph,
         }
     }
@@ -105,11 +101,9 @@ impl Rule {
             (true, "every_anomaly")
         } else if unknown_calls > 0 {
             (true, "unknown_call")
-        } else if max_lfc > self.tolerize_limit {
+        } else if max_lfc > self.tolerize_limit && novel_calls > 0 {
             (true, "tolerize_limit")
-        } else if max_lfc > self.minor_lfc && novel_calls > 0 {
-            (true, "lfc")
-        } else if max_lfc > self.minor_lfc {
+        } else if max_lfc > self.tolerize_limit {
             (false, "repeat")
         } else {
             (false, "minor")
@@ -464,11 +458,10 @@ mod tests {
         }
     }
 
-    /// The default rule: tolerize limit 12, minor LFC 6.
+    /// The default rule: tolerize limit 12.
     fn rule() -> Rule {
         Rule {
             tolerize_limit: 12,
-            minor_lfc: 6,
             every_incident: false,
         }
     }
@@ -545,29 +538,24 @@ mod tests {
     }
 
     #[test]
-    fn the_rule_alarms_on_unknown_calls_big_bursts_and_new_medium_ones() {
+    fn the_rule_alarms_on_unknown_calls_and_new_bursts_above_the_tolerize_limit() {
         let r = rule();
         assert_eq!(r.judge(1, 0, 1), (false, "minor"), "an isolated novelty");
-        assert_eq!(r.judge(6, 0, 6), (false, "minor"), "at the minor LFC");
+        assert_eq!(r.judge(12, 0, 12), (false, "minor"), "up to the limit");
         assert_eq!(
-            r.judge(7, 0, 1),
-            (true, "lfc"),
-            "above it, with something new"
+            r.judge(13, 0, 1),
+            (true, "tolerize_limit"),
+            "above, with news"
         );
         assert_eq!(
-            r.judge(12, 0, 0),
+            r.judge(40, 0, 0),
             (false, "repeat"),
             "only pending pairs again"
         );
-        assert_eq!(r.judge(13, 0, 0), (true, "tolerize_limit"));
         assert_eq!(r.judge(1, 1, 0), (true, "unknown_call"));
         assert_eq!(all().judge(1, 0, 0), (true, "every_anomaly"));
         let s = Settings::default();
-        assert_eq!(
-            Rule::new(&s),
-            rule(),
-            "the defaults: tolerize limit 12, half of it 6"
-        );
+        assert_eq!(Rule::new(&s), rule(), "the default tolerize limit is 12");
         let ph = Settings {
             lifecycle: Lifecycle::Ph,
             tolerize_limit: 30,
@@ -577,7 +565,6 @@ mod tests {
             Rule::new(&ph),
             Rule {
                 tolerize_limit: 30,
-                minor_lfc: 15,
                 every_incident: true
             }
         );
@@ -616,21 +603,24 @@ mod tests {
     #[test]
     fn held_lines_go_out_in_order_when_the_burst_becomes_an_alarm() {
         let mut inc = Incidents::new(limits(), rule());
-        let calls = (1..=10).map(|i| call(7, 1, i, "write", i as u32)).collect();
+        let calls = (1..=20).map(|i| call(7, 1, i, "write", i as u32)).collect();
         let (_, lines) = feed(&mut inc, calls);
-        // Calls 1-3 were held; call 7 (LFC 7 > 6) made it an alarm and released them.
+        // Calls 1-3 were held; call 13 (LFC 13 > 12) made it an alarm and released them.
         assert_eq!(lines, vec![MS, 2 * MS, 3 * MS]);
         let c = close(&mut inc).pop().unwrap();
-        assert_eq!((c.alarm, c.alarm_reason, c.anomaly_lines), (true, "lfc", 3));
+        assert_eq!(
+            (c.alarm, c.alarm_reason, c.anomaly_lines),
+            (true, "tolerize_limit", 3)
+        );
         assert!(!is_quiet(
             &c.record(|ns| DateTime::from_timestamp_nanos(ns as i64))
         ));
     }
 
     #[test]
-    fn a_repeat_of_pending_pairs_is_quiet_until_it_passes_the_tolerize_limit() {
+    fn a_burst_that_only_repeats_pending_pairs_is_quiet() {
         let mut inc = Incidents::new(limits(), rule());
-        let calls = (1..=9)
+        let calls = (1..=30)
             .map(|i| repeat(call(7, 1, i, "close", i as u32)))
             .collect();
         let (_, lines) = feed(&mut inc, calls);
@@ -640,18 +630,11 @@ mod tests {
             (c.alarm, c.alarm_reason, c.novel_calls),
             (false, "repeat", 0)
         );
-        // The same repeat, one new pair in it: an alarm.
-        let mut calls: Vec<Anomaly> = (1..=9)
+        // The same repeat with one new pair in it: an alarm.
+        let mut calls: Vec<Anomaly> = (1..=30)
             .map(|i| repeat(call(7, 1, i, "close", i as u32)))
             .collect();
         calls[2].new_pairs = 1;
-        let (_, lines) = feed(&mut inc, calls);
-        assert_eq!(lines.len(), 3);
-        assert_eq!(close(&mut inc).pop().unwrap().alarm_reason, "lfc");
-        // A repeat that gets worse than the tolerize limit: an alarm.
-        let calls = (1..=13)
-            .map(|i| repeat(call(7, 1, i, "close", i as u32)))
-            .collect();
         let (_, lines) = feed(&mut inc, calls);
         assert_eq!(lines.len(), 3);
         assert_eq!(

@@ -168,7 +168,7 @@ pub enum Record {
         /// with `--log-quiet`. Absent (an alarm) in lines written before it existed.
         #[serde(default = "yes")]
         alarm: bool,
-        /// Which part of the alarm rule decided: `unknown_call`, `tolerize_limit`, `lfc`,
+        /// Which part of the alarm rule decided: `unknown_call`, `tolerize_limit`,
         /// `every_anomaly`, or, for a quiet incident, `repeat` or `minor`.
         #[serde(default)]
         alarm_reason: String,

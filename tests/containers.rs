@@ -141,14 +141,14 @@ fn root_events_and_ps_name_the_cgroup_and_the_container() {
     assert!(normal.get("container_id").is_none(), "{normal}");
 
     // The backdoor runs in a cgroupfs-layout container (/docker/<id>).
-    let pid = run_in(&cgroupfs, &prog, &["backdoor"]);
+    let pid = run_in(&cgroupfs, &prog, &[BACKDOOR]);
     let anomaly = mon
         .wait_for("anomaly", |e| e["pid"] == pid, Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no anomaly from the backdoor run: {:#?}", mon.events()));
     assert_eq!(anomaly["cgroup"], tree.name(&cgroupfs), "{anomaly}");
     assert_eq!(anomaly["container_id"], CGROUPFS_ID, "{anomaly}");
     // In a cgroup that is not a container's, the line has the cgroup only.
-    let pid = run_in(&plain, &prog, &["backdoor"]);
+    let pid = run_in(&plain, &prog, &[BACKDOOR]);
     let anomaly = mon
         .wait_for("incident", |e| e["pid"] == pid, Duration::from_secs(10))
         .expect("an incident from the plain cgroup's run");

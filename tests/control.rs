@@ -148,7 +148,7 @@ fn root_clients_read_and_steer_a_running_monitor() {
     assert_eq!(cmd["result"], "ok");
 
     // A normalized profile detects the backdoor at once.
-    let backdoor = run(&prog, &["backdoor"]);
+    let backdoor = run(&prog, &[BACKDOOR]);
     assert!(
         mon.wait_for(
             "anomaly",
@@ -367,29 +367,27 @@ fn root_accept_makes_pending_pairs_normal_and_says_why_not() {
         &["accept", "--profile", &key],
         "the profile has nothing pending to accept",
     );
-    // The backdoor, twice: an alarm the first time, pending after it; the second run shows
-    // only the pending pairs again, so it is counted as a quiet incident, not a new alarm.
+    // A small backdoor (6 writes), twice: quiet novelty the first time, pending after it; the
+    // second run teaches nothing new, only shows the pending pairs again. Both are counted as
+    // quiet incidents (their lines written because of --log-quiet), neither is an alarm.
     let first = run(&prog, &["x"]);
-    let alarm = mon.wait_for("incident", |e| e["pid"] == first, Duration::from_secs(10));
-    let alarm = alarm.expect("the first backdoor run was not flagged");
+    let once = mon.wait_for("incident", |e| e["pid"] == first, Duration::from_secs(10));
+    let once = once.expect("the first backdoor run was not counted");
     assert_eq!(
-        (&alarm["alarm"], &alarm["alarm_reason"]),
-        (&json!(true), &json!("lfc"))
+        (&once["alarm"], &once["alarm_reason"]),
+        (&json!(false), &json!("minor"))
     );
+    assert!(once["novel_calls"].as_u64().unwrap() > 0, "{once}");
     let second = run(&prog, &["x"]);
     let again = mon.wait_for("incident", |e| e["pid"] == second, Duration::from_secs(10));
     let again = again.expect("the second backdoor run was not counted");
     assert_eq!(
-        (
-            &again["alarm"],
-            &again["alarm_reason"],
-            &again["novel_calls"]
-        ),
-        (&json!(false), &json!("repeat"), &json!(0)),
+        (&again["alarm"], &again["novel_calls"]),
+        (&json!(false), &json!(0)),
         "{again}"
     );
-    assert_eq!(again["anomalous_calls"], alarm["anomalous_calls"]);
-    assert!(anomalies_of(&mon.events(), &[second]).is_empty());
+    assert_eq!(again["anomalous_calls"], once["anomalous_calls"]);
+    assert!(anomalies_of(&mon.events(), &[first, second]).is_empty());
     let profiles = mon.client_json(&["profiles"]);
     let p = profile_of(&profiles, &key).unwrap();
     assert!(p["pending"].as_u64().unwrap() > 0, "{p}");

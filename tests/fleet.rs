@@ -226,7 +226,7 @@ fn root_an_exported_profile_detects_at_once_on_a_new_inode() {
         "{said}"
     );
     let quiet: Vec<u32> = (0..5).map(|_| run(&prog, &[])).collect();
-    let backdoor = run(&prog, &["backdoor"]);
+    let backdoor = run(&prog, &[BACKDOOR]);
     let hit = b.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(10));
     b.stop();
     let hit = hit.expect("the imported profile flags the backdoor");
@@ -299,7 +299,7 @@ fn root_pending_imports_apply_at_the_first_run_and_merges_can_normalize() {
     assert!(applied.is_some(), "the pending import was not applied");
     assert_eq!(applied.unwrap()["profile_state"], "normal");
     let quiet: Vec<u32> = (0..5).map(|_| run(&copy, &[])).collect();
-    let backdoor = run(&copy, &["backdoor"]);
+    let backdoor = run(&copy, &[BACKDOOR]);
     let hit = b.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(10));
     b.stop();
     assert!(hit.is_some(), "the applied import flags the backdoor");
@@ -336,7 +336,7 @@ fn root_pending_imports_apply_at_the_first_run_and_merges_can_normalize() {
         "{said}"
     );
     let quiet: Vec<u32> = (0..5).map(|_| run(&prog, &[])).collect();
-    let backdoor = run(&prog, &["backdoor"]);
+    let backdoor = run(&prog, &[BACKDOOR]);
     let hit = c.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(10));
     c.stop();
     assert!(

@@ -43,7 +43,7 @@ fn root_backdoor_is_detected_and_normal_runs_stay_quiet() {
     let created = created.expect("a profile_created event for the test program");
     assert_eq!(created["exe"], prog.to_str().unwrap());
 
-    let backdoor = run(&prog, &["backdoor"]);
+    let backdoor = run(&prog, &[BACKDOOR]);
     let quiet: Vec<u32> = (0..5).map(|_| run(&prog, &[])).collect();
     // The last run's exit_group is processed before the process is reaped; give the ring a moment.
     mon.wait_for("anomaly", |e| e["pid"] == backdoor, Duration::from_secs(5));
@@ -112,7 +112,7 @@ fn root_profiles_survive_a_restart() {
     let mut second = Monitor::start(&second_dir, &state, &[]);
     let started = second.events_of("monitor_started");
     assert!(started[0]["profiles_loaded"].as_u64().unwrap() >= 1);
-    let backdoor = run(&prog, &["backdoor"]);
+    let backdoor = run(&prog, &[BACKDOOR]);
     // By the profile too: on a slow machine the test harness's own profile may be normal by
     // now, and the child's calls between fork and exec may be anomalous in it.
     let hit = second.wait_for(
@@ -144,11 +144,12 @@ fn root_fork_children_inherit_the_profile() {
     let dir = tempfile::tempdir().unwrap();
     let prog = build_fixture(dir.path(), "forker");
     let key = stat_key(&prog);
-    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    // The child's 6 extra writes are quiet novelty: --log-quiet writes their incident.
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &["--log-quiet"]);
     mon.train_to_normal(&prog, &[]);
 
     let parent = run(&prog, &["backdoor"]);
-    let hit = mon.wait_for("anomaly", |e| e["ppid"] == parent, Duration::from_secs(10));
+    let hit = mon.wait_for("incident", |e| e["ppid"] == parent, Duration::from_secs(10));
     mon.stop();
     let hit = hit.unwrap_or_else(|| {
         panic!(
@@ -160,7 +161,9 @@ fn root_fork_children_inherit_the_profile() {
     assert_eq!(hit["profile"], key);
     assert_eq!(hit["exe"], prog.to_str().unwrap());
     assert!(
-        anomalies_of(&mon.events(), &[parent]).is_empty(),
+        !mon.events()
+            .iter()
+            .any(|e| e["event"] == "incident" && e["pid"] == parent),
         "the parent did nothing new"
     );
 }
@@ -177,7 +180,7 @@ fn root_exec_switches_the_profile() {
     let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
     mon.train_to_normal(&prog, &[]);
 
-    let pid = run(&execer, &[prog.to_str().unwrap(), "backdoor"]);
+    let pid = run(&execer, &[prog.to_str().unwrap(), BACKDOOR]);
     let hit = mon.wait_for("anomaly", |e| e["pid"] == pid, Duration::from_secs(10));
     mon.stop();
     let hit = hit.expect("the exec'd backdoor is detected in the same pid");

@@ -190,7 +190,7 @@ fn root_prometheus_scrapes_real_values_that_promtool_accepts() {
     prom.wait_for(r#"ebpfh_profiles{state="normal"}"#, |v| v >= 1.0);
     // Prometheus reads the tasks the kernel traces: at least this test and the monitor.
     prom.wait_for("ebpfh_traced_tasks", |v| v >= 2.0);
-    run(&prog, &["backdoor"]);
+    run(&prog, &[BACKDOOR]);
     mon.wait_for(
         "anomaly",
         |e| e["exe"] == prog.to_str().unwrap(),

@@ -214,7 +214,7 @@ fn root_top_hosts_a_monitor_and_normalizes_the_workload() {
     assert_eq!(state_of(&run_dir, &key).as_deref(), Some("normal"));
 
     // The backdoor now shows in the feed, with its call's name.
-    run(&prog, &["backdoor"]);
+    run(&prog, &[BACKDOOR]);
     tmux.wait_for("the anomaly in the feed", Duration::from_secs(15), |s| {
         s.lines()
             .any(|l| l.contains("anomaly") && l.contains("write"))

@@ -72,6 +72,11 @@ pub struct Monitor {
 
 pub const NORMAL_WAIT: &str = "2s";
 
+/// The argument that makes `tests/fixtures/anomaly.c` run its backdoor: 20 extra writes, so its
+/// LFC goes above the tolerize limit (12) with pairs new to the profile, and the incident is an
+/// alarm (src/incident.rs); a handful of writes would be quiet novelty.
+pub const BACKDOOR: &str = "20";
+
 impl Monitor {
     /// Starts `ebpfh --headless` on `state_dir`, logging to `dir/events.jsonl`, and waits until
     /// it reports that it monitors.
