@@ -293,7 +293,9 @@ class Workloads:
     and disturbed samples are retried (up to `extra` more runs) before the session goes without."""
 
     def __init__(self, quick):
-        self.n = {"getppid": 300_000 if quick else 1_500_000, "read": 200_000 if quick else 1_000_000}
+        # At least ~0.2 s a run even untraced: /proc/stat counts in 10 ms ticks, and the
+        # disturbance check needs a run long enough to see 0.15 of a CPU.
+        self.n = {"getppid": 1_000_000 if quick else 1_500_000, "read": 600_000 if quick else 1_000_000}
         self.n_spawn = 300 if quick else 1000
         self.requests = {"nginx": 5000 if quick else 20_000, "redis": 10_000 if quick else 40_000}
         self.want = {"getppid": 1 if quick else 3, "read": 1 if quick else 3, "churn": 1 if quick else 2}
@@ -588,7 +590,7 @@ def session(work, tracer, ws, rnd, memory, bpftrace_rss):
     rec["contaminated"] = bool(rec["foreign_bpf"])
     for w, kinds in rec["work"].items():
         for kind, samples in kinds.items():
-            key = "ns_per_run" if kind == "bpf_stats" else "value"
+            key = "ns_per_call_all" if kind == "bpf_stats" else "value"
             clean = [s[key] for s in samples if not s["disturbed"] and s.get(key) is not None]
             every = [s[key] for s in samples if s.get(key) is not None]
             rec["work"][w][kind] = {"samples": samples,
@@ -707,7 +709,15 @@ def main():
         order = todo[r % len(todo):] + todo[:r % len(todo)]
         log(f"round {r + 1}: {', '.join(c.name for c, _ in order)}")
         for tracer, ws in order:
-            rec = session(work, tracer, ws, r, memory, bpftrace_rss)
+            try:
+                rec = session(work, tracer, ws, r, memory, bpftrace_rss)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                # One failed session (a tracer that would not start or stop) costs its figures,
+                # not the run: it is recorded and the next one goes on.
+                log(f"  {tracer.name}: session failed: {e}")
+                sessions.append({"round": r, "config": tracer.name, "failed": str(e), "work": {},
+                                 "contaminated": False, "foreign_bpf": []})
+                continue
             sessions.append(rec)
             log(f"  {tracer.name}: " + ", ".join(
                 f"{w}{'/' + k if k != 'wall' else ''}="
@@ -863,6 +873,7 @@ def summarize(sessions, configs):
         "session_figures": len(session_figs),
         "session_figures_excluded": sum(1 for k in session_figs if k["value"] is None),
         "sessions_contaminated": sum(1 for x in sessions if x["contaminated"]),
+        "sessions_failed": sum(1 for x in sessions if x.get("failed")),
     }
     verdict["settled"] = (verdict["rests_on_clean_sessions_min"] >= MIN_CLEAN
                           and len(vs) == len(LOOPS) * len(EBPFH_MODES))
@@ -910,7 +921,8 @@ def print_table(out, configs):
     for w, (unit, desc) in WORKLOADS.items():
         cells = [fmt((sp[w].get(n) or {}).get("wall"), unit) for n in names]
         print(f"| {desc} | {unit} | " + " | ".join(cells) + " |")
-    print("\nadded per call over untraced, wall ns | kernel.bpf_stats ns per run of the sys_enter program:")
+    print("\nadded per call over untraced, wall ns \\| kernel.bpf_stats ns per call in the tracer's programs "
+          "(run_time_ns of all of them over run_cnt of its sys_enter program):")
     print("\n| loop | " + " | ".join(BPF_CONFIGS) + " |")
     print("|---|" + "---:|" * len(BPF_CONFIGS))
     for w in LOOPS:
@@ -926,7 +938,8 @@ def print_table(out, configs):
           f"{v['rests_on_clean_sessions_min']} clean sessions (needs {v['min_clean_sessions']}); "
           f"{v['samples_disturbed']} of {v['samples']} runs disturbed and retried, "
           f"{v['session_figures_excluded']} of {v['session_figures']} session figures excluded, "
-          f"{v['sessions_contaminated']} sessions with foreign BPF programs)")
+          f"{v['sessions_contaminated']} sessions with foreign BPF programs"
+          + (f", {v['sessions_failed']} sessions failed" if v["sessions_failed"] else "") + ")")
     below = [k for k, x in v["vs_bpftrace"].items() if x["below"]]
     print(f"  ebpfh below bpftrace (added wall ns, medians): {len(below)}/{len(v['vs_bpftrace'])} "
           f"loop x mode; ranges apart on {sum(1 for x in v['vs_bpftrace'].values() if x['ranges_apart'])}")
@@ -957,6 +970,9 @@ def print_table(out, configs):
 def print_compare(prev, out, path):
     rows, s = measure.compare(prev, out)
     print(f"\ncompared with {path} ({prev.get('date', '?')}):")
+    if not prev.get("figures"):
+        print("  it has no figures: it was written by an older bench.py; compare with a newer run's file")
+        return
     print("| figure | before | now | difference | within 15% |")
     print("|---|---:|---:|---:|---|")
     for k, p, v, diff, ok in rows:

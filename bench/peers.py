@@ -72,6 +72,13 @@ class Auditd:
             raise RuntimeError("auditd is not installed: run `make bench-deps`")
         self.before = audit_status()
         self.ours = None
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
         if self.before.get("pid", "0") == "0":
             self.ours = subprocess.Popen(["auditd", "-n"], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
@@ -103,9 +110,13 @@ class Auditd:
         b = self.before
         subprocess.run(["auditctl", "-b", b.get("backlog_limit", "64"), "-e", b.get("enabled", "0")],
                        check=True, stdout=subprocess.DEVNULL)
-        if self.ours is not None:
+        if self.ours is not None and self.ours.poll() is None:
             self.ours.send_signal(signal.SIGTERM)
-            self.ours.wait(timeout=30)
+            try:
+                self.ours.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.ours.kill()
+                self.ours.wait(timeout=10)
 
 
 class Server:
