@@ -191,17 +191,17 @@ fn root_kernel_and_model_agree_bit_for_bit_under_the_default_lifecycle() {
     // the end is a new run of a profile that froze on its runs. After the normal wait: `{a} 1`
     // nine times (a small anomaly, learned once, then shown again eight times: accepted), and
     // `{b} 40` 32 times (each past the tolerize limit once; 31 anomalous runs exceed the budget
-    // of 30, if they fall into one budget window: a normal wait, 3 s, long enough for an
+    // of 30, if they fall into one budget window: a normal wait, 5 s, long enough for an
     // emulated CPU too).
     let script = format!(
-        "for i in $(seq 40); do {a}; {b}; {f}; {s}; done >/dev/null; {b} 1 >/dev/null; sleep 3.5; \
+        "for i in $(seq 40); do {a}; {b}; {f}; {s}; done >/dev/null; {b} 1 >/dev/null; sleep 5.5; \
          for i in 1 2 3; do {a}; {b}; {f}; {s}; done >/dev/null; \
          for i in $(seq 9); do {a} 1; done >/dev/null; \
          for i in $(seq 32); do {b} 40; done >/dev/null; {f} x >/dev/null; {s}"
     );
     let (events, normal) = agree(
         dir.path(),
-        "3s",
+        "5s",
         &[],
         &script,
         &[&anomaly, &burst, &forker, &sighandler],
