@@ -115,9 +115,10 @@ if [ -f tests/vm/systemd.sh ] && [ -z "${VM_NO_SYSTEMD:-}" ]; then
 	fi
 fi
 
-# VM_JOBS VMs run side by side (default 1: on two cores emulated CPUs compete, and the timed
-# waits inside the tests get tight); on a bigger machine VM_JOBS=3 runs all at once.
-VM_JOBS=${VM_JOBS:-1}
+# VM_JOBS VMs run side by side; by default one per two host cores (each guest has two CPUs:
+# on fewer cores emulated CPUs compete, and the timed waits inside the tests get tight).
+cores=$(nproc)
+VM_JOBS=${VM_JOBS:-$((cores >= 6 ? 3 : cores >= 4 ? 2 : 1))}
 throttle() { while [ "$(jobs -rp | wc -l)" -ge "$VM_JOBS" ]; do wait -n; done; }
 began=$SECONDS
 names=()
@@ -136,6 +137,11 @@ if [ -n "$systemd" ]; then
 	names+=(systemd)
 fi
 wait
+# A run that booted nothing must not pass: say which kernels there were.
+if [ ${#names[@]} = 0 ]; then
+	echo "test-kernels: no VM was booted (kernels in $work: $(ls "$work" | grep vmlinuz- | tr '\n' ' ')VM_KERNELS=${VM_KERNELS:-})"
+	total_f=$((total_f + 1))
+fi
 for name in "${names[@]}"; do report "$name"; done
 echo "(the VMs ran for $((SECONDS - began)) s with $accel, $VM_JOBS at a time)"
 echo "test-kernels: $total_p passed, $total_f failed"
