@@ -14,8 +14,9 @@ work=target/vm
 # (it drives `ebpfh top` in tmux; the dashboard does not depend on the kernel version), nor the
 # tests that need no kernel (cli, replay).
 VM_TESTS=${VM_TESTS:-kernel commands control respond agreement}
-# Under TCG a test binary normally needs 1-3 minutes; a VM that runs longer is hung.
-VM_TIMEOUT=${VM_TIMEOUT:-900}
+# Under TCG a kernel's boot takes a few minutes on a quiet 2-core host and up to 12 on a busy
+# one; a VM that runs for 25 minutes is hung.
+VM_TIMEOUT=${VM_TIMEOUT:-1500}
 mkdir -p "$work"
 
 began=$SECONDS
