@@ -1,4 +1,4 @@
-//! JSON lines: one event per line, flushed per line, reopened on SIGHUP. [`Record`] is the
+//! JSON lines: one event per line, written per batch of events, reopened on SIGHUP. [`Record`] is the
 //! schema (README's "Events" lists it for users); [`Record::from_event`] is the one mapping from
 //! an [`Event`] to a line, used by the monitor and by replay; [`Line`] reads one back (the
 //! dashboard).
@@ -407,23 +407,37 @@ impl Line {
 /// Serialises one record as a single line (no trailing newline), common fields first:
 /// `time`, `event`, `host`, then the record's own fields in declaration order.
 pub fn to_line(time: DateTime<Utc>, host: &str, record: &Record) -> String {
-    let serde_json::Value::Object(fields) =
-        serde_json::to_value(record).expect("records are plain data")
-    else {
-        unreachable!("a tagged enum serialises to an object")
-    };
-    let mut line = serde_json::Map::with_capacity(fields.len() + 2);
-    line.insert("time".into(), rfc3339(time).into());
-    let mut fields = fields.into_iter();
-    if let Some((k, v)) = fields.next() {
-        line.insert(k, v); // the `event` tag comes first
-    }
-    line.insert("host".into(), host.into());
-    line.extend(fields);
-    serde_json::Value::Object(line).to_string()
+    let mut line = Vec::with_capacity(512);
+    append_line(&mut line, time, host, record);
+    String::from_utf8(line).expect("serde_json writes UTF-8")
+}
+
+/// [`to_line`] appended to `out`, without building the line as a JSON value first: the record is
+/// serialised straight after `time`, and `host` is spliced in after its `event` tag (the tag of
+/// an internally tagged enum is always its first field).
+pub fn append_line(out: &mut Vec<u8>, time: DateTime<Utc>, host: &str, record: &Record) {
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(rfc3339(time).as_bytes());
+    out.extend_from_slice(b"\",");
+    let start = out.len();
+    serde_json::to_writer(&mut *out, record).expect("records are plain data");
+    // `{"event":"kind"` then `,` or `}`: drop the brace, keep the tag, add the host after it.
+    let tag_end = start + "{\"event\":\"\"".len() + record.kind().len();
+    debug_assert!(out[start..].starts_with(format!("{{\"event\":\"{}\"", record.kind()).as_bytes()));
+    out.remove(start);
+    let mut host_field = Vec::with_capacity(host.len() + 10);
+    host_field.extend_from_slice(b",\"host\":");
+    serde_json::to_writer(&mut host_field, host).expect("a string serialises");
+    let at = tag_end - 1;
+    out.splice(at..at, host_field);
 }
 
 /// Where lines go: a file (reopened on SIGHUP for logrotate) or standard output.
+///
+/// Lines are collected in memory and written together by [`Sink::flush`], which the monitor
+/// calls once per batch of kernel events and whenever the ring buffer goes idle: one `write`
+/// per batch instead of one per line, and a reader (`tail -f`) still sees every line within
+/// that batch's time.
 pub struct Sink {
     path: Option<PathBuf>,
     out: Box<dyn Write + Send>,
@@ -432,9 +446,15 @@ pub struct Sink {
     /// Reopening the path failed; said once until it works again.
     reopen_failed: bool,
     host: String,
+    /// Lines not yet written, and how many there are.
+    buf: Vec<u8>,
+    buffered: u64,
     /// Lines that could not be written (e.g. disk full), reported once per failure streak.
     pub failed: u64,
 }
+
+/// Buffered lines are written once they pass this many bytes, even within a batch.
+const FLUSH_BYTES: usize = 1 << 20;
 
 impl Sink {
     /// `-` means standard output; anything else must be a regular file (created if missing).
@@ -446,6 +466,8 @@ impl Sink {
                 file: None,
                 reopen_failed: false,
                 host,
+                buf: Vec::with_capacity(FLUSH_BYTES + 4096),
+                buffered: 0,
                 failed: 0,
             });
         }
@@ -457,6 +479,8 @@ impl Sink {
             file: Some(file),
             reopen_failed: false,
             host,
+            buf: Vec::with_capacity(FLUSH_BYTES + 4096),
+            buffered: 0,
             failed: 0,
         })
     }
@@ -504,6 +528,8 @@ impl Sink {
 
     /// Reopens the file by name, so a rotated log is followed by a fresh one.
     pub fn reopen(&mut self) -> io::Result<()> {
+        // What was read before the rotation belongs in the file that was rotated.
+        self.flush();
         if let Some(path) = &self.path {
             let file = Self::open_file(path)?;
             self.out = Box::new(file.try_clone()?);
@@ -544,13 +570,36 @@ impl Sink {
         }
     }
 
+    /// Adds a record's line; it is written by the next [`Sink::flush`] (or sooner, if many lines
+    /// are waiting).
     pub fn write(&mut self, time: DateTime<Utc>, record: &Record) {
-        let mut line = to_line(time, &self.host, record);
-        line.push('\n');
-        let res = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|_| self.out.flush());
+        append_line(&mut self.buf, time, &self.host, record);
+        self.buf.push(b'\n');
+        self.buffered += 1;
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Adds a line made by [`to_line`] (without its newline).
+    pub fn write_line(&mut self, line: &str) {
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        self.buffered += 1;
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Writes the waiting lines. Those that cannot be written are counted in `failed` and
+    /// dropped: holding them for later would hold the monitor's memory hostage to the disk.
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let res = self.out.write_all(&self.buf).and_then(|_| self.out.flush());
+        let lines = std::mem::take(&mut self.buffered);
+        self.buf.clear();
         match res {
             Ok(()) if self.failed > 0 => {
                 log::warn!(
@@ -568,9 +617,16 @@ impl Sink {
                         .map_or("stdout".into(), |p| p.display().to_string());
                     log::error!("cannot write to the event log '{target}': {e}; events are lost until it is writable");
                 }
-                self.failed += 1;
+                self.failed += lines;
             }
         }
+    }
+}
+
+/// Lines still waiting are written when the sink goes (the monitor's last lines).
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -767,6 +823,38 @@ mod tests {
         ]
     }
 
+    /// The line as a JSON object built field by field: what [`append_line`] must write.
+    fn line_via_value(time: DateTime<Utc>, host: &str, record: &Record) -> String {
+        let Value::Object(fields) = serde_json::to_value(record).unwrap() else {
+            panic!("a tagged enum serialises to an object")
+        };
+        let mut line = serde_json::Map::new();
+        line.insert("time".into(), rfc3339(time).into());
+        let mut fields = fields.into_iter();
+        let (k, v) = fields.next().unwrap();
+        assert_eq!(k, "event");
+        line.insert(k, v);
+        line.insert("host".into(), host.into());
+        line.extend(fields);
+        Value::Object(line).to_string()
+    }
+
+    #[test]
+    fn lines_are_time_event_host_then_the_records_fields() {
+        let t = DateTime::from_timestamp_nanos(1_795_468_037_000_000_001);
+        let mut buf = b"before\n".to_vec();
+        for rec in every_kind() {
+            for host in ["web1", "", "a \"quoted\" \\ host\n"] {
+                let line = to_line(t, host, &rec);
+                assert_eq!(line, line_via_value(t, host, &rec));
+                let at = buf.len();
+                append_line(&mut buf, t, host, &rec);
+                assert_eq!(&buf[at..], line.as_bytes());
+            }
+        }
+        assert!(buf.starts_with(b"before\n{\"time\""));
+    }
+
     #[test]
     fn every_line_reads_back_as_its_record() {
         let t = DateTime::from_timestamp_nanos(1_795_468_037_123_456_789);
@@ -929,6 +1017,12 @@ mod tests {
         sink.reopen().unwrap();
         sink.write(t, &rec);
         sink.write(t, &rec);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "",
+            "written before a flush"
+        );
+        sink.flush();
         let old = std::fs::read_to_string(dir.path().join("events.jsonl.1")).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
         assert_eq!(old.lines().count(), 1);

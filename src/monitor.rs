@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::RingBufferBuilder;
+use nix::libc;
 
 use crate::bpf::{Capacity, Kernel, Stats};
 use crate::bundle::{self, Body, Entry, ImportAs};
@@ -99,11 +100,22 @@ impl Monitor<'_, '_> {
         if let Some(mx) = &self.metrics {
             mx.record(rec);
         }
-        if let Some(sink) = &mut self.sink {
+        // One serialisation serves both the log and the control socket's subscribers.
+        if self.hub.wants(rec) {
+            let line = jsonl::to_line(time, &self.host, rec);
+            if let Some(sink) = &mut self.sink {
+                sink.write_line(&line);
+            }
+            self.hub.publish(rec, line);
+        } else if let Some(sink) = &mut self.sink {
             sink.write(time, rec);
         }
-        if self.hub.wants(rec) {
-            self.hub.publish(rec, jsonl::to_line(time, &self.host, rec));
+    }
+
+    /// Writes the lines emitted so far (see [`Sink`]).
+    fn flush(&mut self) {
+        if let Some(sink) = &mut self.sink {
+            sink.flush();
         }
     }
 
@@ -246,6 +258,20 @@ impl Monitor<'_, '_> {
         let process = self.in_cgroup(process, o.cgroup);
         let profile = ProfileRef::new(k.key, self.state(o.slot)).with_script(&k.script);
         (process, profile)
+    }
+
+    /// Handles the records the last poll read; true if the batch was full (more may wait).
+    fn handle_batch(&mut self, queue: &RefCell<Batch>) -> bool {
+        let batch = std::mem::take(&mut *queue.borrow_mut());
+        for data in batch.records() {
+            self.handle_raw(data);
+        }
+        let full = batch.full();
+        let mut batch = batch;
+        batch.clear();
+        // Back in place, keeping its buffers for the next poll.
+        *queue.borrow_mut() = batch;
+        full
     }
 
     /// Decodes one ring-buffer record and handles it.
@@ -646,6 +672,8 @@ impl Host for Monitor<'_, '_> {
 
     fn emit(&mut self, rec: &Record) {
         self.emit_now(rec);
+        // Before the reply: whoever asked may read the log next.
+        self.flush();
     }
 
     fn hub(&mut self) -> &mut Hub {
@@ -691,6 +719,7 @@ impl Host for Monitor<'_, '_> {
                 outcome: outcome.clone(),
             });
         }
+        self.flush();
         // On disk at once: an imported profile is kept as carefully as one learned here.
         if let Some(err) = Monitor::save(self).error {
             failed.get_or_insert(format!("the profiles were imported, but {err}"));
@@ -852,13 +881,14 @@ pub fn run(opts: &Options) -> Result<()> {
         state_dir: opts.state_dir.display().to_string(),
     });
 
-    let queue = RefCell::new(Vec::new());
+    m.flush();
+
+    let queue = RefCell::new(Batch::default());
     let mut builder = RingBufferBuilder::new();
     builder
         .add(kernel.events_map(), |data: &[u8]| {
             // Decoded after the poll: naming a record's profile needs the monitor's state.
-            queue.borrow_mut().push(data.to_vec());
-            0
+            queue.borrow_mut().push(data)
         })
         .context("cannot read the kernel's ring buffer")?;
     let ring = builder
@@ -867,28 +897,34 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let mut next_save = Instant::now() + opts.save_interval;
     let mut next_check = Instant::now() + Duration::from_secs(1);
+    let mut busy = false;
     let reason = loop {
         // EINTR from a signal is expected; the flags below say which.
         // Wake in time for the next resume: a delay must not last longer than asked.
-        let timeout = m
-            .responder
-            .next_due()
-            .map_or(Duration::from_millis(200), |due| {
-                let now = crate::clock::tai_now();
-                Duration::from_nanos(due.saturating_sub(now))
-                    .clamp(Duration::from_millis(1), Duration::from_millis(200))
-            });
+        // A full batch leaves more in the ring: read on without waiting.
+        let timeout = if busy {
+            Duration::ZERO
+        } else {
+            m.responder
+                .next_due()
+                .map_or(Duration::from_millis(200), |due| {
+                    let now = crate::clock::tai_now();
+                    Duration::from_nanos(due.saturating_sub(now))
+                        .clamp(Duration::from_millis(1), Duration::from_millis(200))
+                })
+        };
         // Every anomaly stamped before this moment is read by the poll below, so incidents
         // idle at this moment cannot be continued by an event still in the ring.
         let polled_at = crate::clock::tai_now();
+        // A full batch ends the poll early (an error to libbpf, hence ignored like EINTR).
         let _ = ring.poll(timeout);
         m.kernel.sync_clock();
-        let batch = std::mem::take(&mut *queue.borrow_mut());
         m.states.clear();
-        for data in batch {
-            m.handle_raw(&data);
+        busy = m.handle_batch(&queue);
+        // Only once the ring is drained is every anomaly stamped before `polled_at` read.
+        if !busy {
+            m.close_incidents(polled_at, false);
         }
-        m.close_incidents(polled_at, false);
         m.resume(crate::clock::tai_now(), Why::DelayOver);
         if signals.hangup() {
             if let Some(sink) = &mut m.sink {
@@ -931,12 +967,16 @@ pub fn run(opts: &Options) -> Result<()> {
         {
             break "stopped";
         }
+        // Once per batch, and so whenever the ring goes idle: no line waits for the next event.
+        m.flush();
     };
 
     // Drain what is already in the ring, then save what the kernel learned.
-    let _ = ring.consume();
-    for data in std::mem::take(&mut *queue.borrow_mut()) {
-        m.handle_raw(&data);
+    loop {
+        let _ = ring.consume();
+        if !m.handle_batch(&queue) {
+            break;
+        }
     }
     m.close_incidents(crate::clock::tai_now(), true);
     m.check_losses();
@@ -958,7 +998,50 @@ pub fn run(opts: &Options) -> Result<()> {
         profiles_saved: saved.saved,
         profiles_failed: saved.failed,
     });
+    m.flush();
     Ok(())
+}
+
+/// Ring-buffer records are read this many at a time at most, so that a storm cannot keep one
+/// poll going (libbpf reads for as long as there is data): between batches the monitor
+/// writes its lines, ends idle incidents and answers its socket.
+const BATCH_RECORDS: usize = 4096;
+
+/// Kernel records read by one poll, copied out of the ring so that the kernel has the room
+/// again at once; one buffer for all of them, reused from batch to batch.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// Takes one record; the ring callback's result: negative stops this poll (the record is
+    /// consumed either way) once the batch is full.
+    fn push(&mut self, data: &[u8]) -> i32 {
+        self.bytes.extend_from_slice(data);
+        self.ends.push(self.bytes.len());
+        if self.full() {
+            -libc::EAGAIN
+        } else {
+            0
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.ends.len() >= BATCH_RECORDS
+    }
+
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.bytes[a..b])
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
 }
 
 /// The start-up settings with what `ebpfh set` changed on top (it outlives a restart); a saved

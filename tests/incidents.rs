@@ -313,3 +313,42 @@ fn root_online_replay_writes_the_monitors_incident() {
     assert_eq!(live_lines.len(), 5);
     assert_eq!(lines(replayed), live_lines);
 }
+
+/// A lone anomaly reaches the log while nothing else happens: the monitor writes its lines when
+/// the ring buffer goes idle, not when a buffer fills or the next event comes.
+#[test]
+fn root_a_lone_anomaly_is_in_the_log_while_its_process_waits() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "pause");
+    let key = stat_key(&prog);
+    let mut mon = Monitor::start(
+        dir.path(),
+        &dir.path().join("state"),
+        &["--anomaly-limit", "1000000000"],
+    );
+    mon.train_to_normal(&prog, &[]);
+    let mut child = std::process::Command::new(&prog)
+        .arg("wait")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let line = mon.wait_for(
+        "anomaly",
+        |e| e["pid"] == pid && e["syscall"]["name"] == "uname",
+        Duration::from_secs(10),
+    );
+    // The process was blocked in its read all along: no call of its own flushed the line.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it waits for its stdin"
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    mon.stop();
+    let line = line.expect("the anomaly's line is in the log while its process waits");
+    assert_eq!(line["profile"], key);
+    assert_eq!(line["exe"], prog.to_str().unwrap());
+}
