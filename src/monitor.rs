@@ -92,6 +92,7 @@ struct Monitor<'k, 'obj> {
     cgroups: RefCell<Cgroups>,
     /// Imported profiles of executables that have not run here yet (see `src/fleet.rs`).
     pending: fleet::Pending,
+    stderr_lines: StderrLines,
 }
 
 impl Monitor<'_, '_> {
@@ -139,6 +140,7 @@ impl Monitor<'_, '_> {
     /// counted, and written only with `--log-quiet`.
     fn emit_incident_line(&mut self, time: u64, rec: &Record) {
         if incident::is_quiet(rec) {
+            self.stderr_lines.ended(rec);
             self.hub.count_quiet();
             if !self.opts.incidents.log_quiet {
                 if let Some(mx) = &self.metrics {
@@ -147,7 +149,7 @@ impl Monitor<'_, '_> {
                 return;
             }
         } else {
-            log_line(rec);
+            self.stderr_lines.log(rec);
         }
         self.emit(time, rec);
     }
@@ -844,6 +846,7 @@ pub fn run(opts: &Options) -> Result<()> {
         metrics,
         cgroups: RefCell::new(Cgroups::new()),
         pending: fleet::Pending::open(&opts.state_dir),
+        stderr_lines: StderrLines::default(),
     };
     if let (Some(e), Some(mx)) = (&mut exporter, &m.metrics) {
         e.serve(mx)?;
@@ -1059,6 +1062,48 @@ fn with_saved_settings(store: &Store, flags: &Settings) -> Settings {
         }
     }
     settings
+}
+
+/// What goes to stderr of the anomaly and incident lines. Every incident line does, and the
+/// first [`defaults::ANOMALY_LINES`] anomaly lines of each incident: with `--anomaly-lines`
+/// raised, the event log keeps every anomaly, but stderr (a terminal or the journal, written
+/// line by line) need not repeat them all; their incident line counts them there.
+#[derive(Default)]
+struct StderrLines {
+    /// Anomaly lines of each task's open incident so far.
+    anomalies: HashMap<u32, u64>,
+}
+
+impl StderrLines {
+    fn log(&mut self, rec: &Record) {
+        match rec {
+            Record::Anomaly { process, .. } => {
+                let n = self.anomalies.entry(process.tid).or_default();
+                *n += 1;
+                if *n <= crate::settings::defaults::ANOMALY_LINES {
+                    log_line(rec);
+                } else if *n == crate::settings::defaults::ANOMALY_LINES + 1 {
+                    log::warn!(
+                        "more anomalies in pid {} ({}) go to the event log only; its incident line counts them",
+                        process.pid,
+                        process.exe
+                    );
+                }
+            }
+            Record::Incident { .. } => {
+                self.ended(rec);
+                log_line(rec);
+            }
+            _ => {}
+        }
+    }
+
+    /// An incident line, written or not: its task's next anomaly begins a new count.
+    fn ended(&mut self, rec: &Record) {
+        if let Record::Incident { process, .. } = rec {
+            self.anomalies.remove(&process.tid);
+        }
+    }
 }
 
 /// The stderr line for an anomaly or incident line about to be written.

@@ -221,6 +221,12 @@ fn root_anomaly_lines_can_be_all_of_them() {
     assert_eq!(incident["anomalous_calls"], 40);
     assert_eq!(lines.len(), 40, "every anomalous call has its line");
     assert_eq!(incident["anomaly_lines_suppressed"], 0);
+    // Stderr repeats only the first 5 of them, says so once, and has the incident.
+    let stderr = mon.stderr_text();
+    let about = |what: &str| stderr.matches(&format!("{what} in pid {pid} ")).count();
+    assert_eq!(about("anomaly: write"), 5, "{stderr}");
+    assert_eq!(about("more anomalies"), 1, "{stderr}");
+    assert_eq!(about("incident: 40 anomalous calls"), 1, "{stderr}");
 }
 
 /// The monitor and `ebpfh replay` (online) see the same calls (a recording made while the
