@@ -499,8 +499,9 @@ def storm_phase(work, n, rate=100_000, seconds=10):
     state = os.path.join(OUT, "state-storm")
     # The default tolerize limit: a storm's LFC passes it, so each of its incidents is an alarm
     # (a quiet one writes no lines); --anomaly-limit keeps the profile normal throughout.
-    flags = ["--normal-wait", "1s", "--anomaly-limit", "1000000000",
-             "--run-dir", os.path.join(OUT, "run")]
+    flags = ["--normal-wait", "1s", "--anomaly-limit", "1000000000"]
+    # Its own run directory, as Ebpfh's: a monitor already running elsewhere keeps /run/ebpfh.
+    run_dir = ["--run-dir", os.path.join(OUT, "run")]
     every_line = ["--anomaly-lines", "1000000000", "--ring-bytes", str(256 << 20)]
     key = stat_key(storm)
 
@@ -528,12 +529,12 @@ def storm_phase(work, n, rate=100_000, seconds=10):
         cat = None
         if pipe:
             cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=open(log_path, "w"))
-            m = subprocess.Popen([EBPFH, "--headless", "--log", "-", "--state-dir", state, *flags, *extra],
-                                 stdout=cat.stdin, stderr=stderr)
+            m = subprocess.Popen([EBPFH, "--headless", "--log", "-", "--state-dir", state, *run_dir, *flags,
+                                  *extra], stdout=cat.stdin, stderr=stderr)
             cat.stdin.close()
         else:
-            m = subprocess.Popen([EBPFH, "--headless", "--log", log_path, "--state-dir", state, *flags,
-                                  *extra], stdout=subprocess.DEVNULL, stderr=stderr)
+            m = subprocess.Popen([EBPFH, "--headless", "--log", log_path, "--state-dir", state, *run_dir,
+                                  *flags, *extra], stdout=subprocess.DEVNULL, stderr=stderr)
         # The storm's lines: its pid under its own profile (before its exec, the pid is Python's).
         count = {"lines": 0, "anomaly_lines": 0, "in_incidents": 0, "lost": 0, "exited": False}
         pending = [b""]
