@@ -655,7 +655,8 @@ def storm_phase(work, n, rate=100_000, seconds=10):
 PROCESS = ["churn", "nginx", "redis", "make", "shell"]
 EBPFH_MODES = {"training": "ebpfh_training", "frozen": "ebpfh_frozen", "normal": "ebpfh"}
 BPF_CONFIGS = ["empty_enter", "empty_enter_exit", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
-# The verdict needs this many clean sessions behind each of its figures (after extra rounds).
+# The verdict needs this many clean sessions behind each of its figures (after extra rounds;
+# --quick: 2, all it has).
 MIN_CLEAN = 3
 VERDICT_CONFIGS = ["untraced", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
 
@@ -763,6 +764,7 @@ def lacking(sessions, configs):
 
 
 def main():
+    global MIN_CLEAN
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--extra-rounds", type=int, default=3,
@@ -788,6 +790,7 @@ def main():
     if args.quick:
         args.rounds, args.extra_rounds = 2, 0
         args.storm_writes = 20_000
+        MIN_CLEAN = 2  # both of the quick run's rounds
     if args.budget is None:
         args.budget = 150 if args.quick else 600
     if not os.path.exists("/sys/kernel/tracing/events"):
@@ -1124,4 +1127,5 @@ def print_compare(prev, out, path):
 
 
 if __name__ == "__main__":
-    main()
+    with measure.StatsOffForRun():
+        main()

@@ -19,6 +19,7 @@ and disturbed samples are retried, then left out (but kept in results.json)."""
 
 import os
 import subprocess
+import sys
 import time
 
 FOREIGN_CPU = 0.15
@@ -114,6 +115,26 @@ class BpfStats:
     def __exit__(self, *exc):
         with open(STATS_SYSCTL, "w") as f:
             f.write(self.old)
+
+
+class StatsOffForRun:
+    """kernel.bpf_stats_enabled off for a whole run when someone left it on: wall times must not
+    carry its clock reads. Put back as it was at the end."""
+
+    def __enter__(self):
+        self.old = None
+        if os.geteuid() == 0 and stats_enabled():
+            with open(STATS_SYSCTL) as f:
+                self.old = f.read().strip()
+            with open(STATS_SYSCTL, "w") as f:
+                f.write("0")
+            print("[bench] kernel.bpf_stats_enabled was on: off for this run, back on at its end",
+                  file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            with open(STATS_SYSCTL, "w") as f:
+                f.write(self.old)
 
 
 def stats_enabled():
