@@ -27,6 +27,7 @@ Configurations
 """
 
 import argparse
+import atexit
 import glob
 import json
 import os
@@ -780,6 +781,9 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: loading BPF programs needs root (sudo make bench)")
+    stats_off = measure.StatsOffForRun()
+    stats_off.__enter__()
+    atexit.register(stats_off.__exit__)
     prev = None
     if args.compare:
         try:
@@ -1127,5 +1131,4 @@ def print_compare(prev, out, path):
 
 
 if __name__ == "__main__":
-    with measure.StatsOffForRun():
-        main()
+    main()
