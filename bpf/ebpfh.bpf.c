@@ -344,23 +344,78 @@ static __always_inline int row_empty(const struct row *row)
 }
 
 /*
- * Give symbol c a row in one of the profile's tables. Rows are never freed
- * (a reset zeroes them in place), so a plain bump allocator suffices. If two
- * tasks race, the loser's row leaks; the CAS keeps the table consistent.
+ * Sets tab[c] from `expect` to r unless it changed meanwhile; returns what
+ * tab[c] then names. BPF atomics are 32 or 64 bits wide, so the CAS runs on
+ * the aligned word holding tab[c] and its neighbour (retried if only the
+ * neighbour changed, which happens only when that symbol gets a row).
  */
-static __always_inline struct row *row_alloc(__u32 *slot_row)
+static __noinline __u32 row_cas(__u16 *tab, __u32 c, __u32 expect, __u32 r)
+{
+	__u32 *w = (__u32 *)tab + ((c & (NSYMBOLS - 1)) >> 1);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	__u32 shift = (c & 1) * 16;
+#else
+	__u32 shift = (~c & 1) * 16;
+#endif
+	__u32 old = *w, seen, cur;
+
+	for (int i = 0; i < 4; i++) {
+		cur = (old >> shift) & 0xffff;
+		if (cur != expect)
+			return cur;
+		seen = __sync_val_compare_and_swap(w, old, (old & ~(0xffffu << shift)) | (r << shift));
+		if (seen == old)
+			return r;
+		old = seen;
+	}
+	return (old >> shift) & 0xffff;
+}
+
+/* A row from the pool's bump allocator (rows are never freed; a reset zeroes them in place). */
+static __always_inline __u32 row_new(void)
 {
 	__u32 r = __sync_fetch_and_add(&next_row, 1);
-	__u32 old;
 
 	if (r >= max_rows) {
 		count_stat(STAT_ROWS_FULL);
-		return NULL;
+		return 0;
 	}
-	old = __sync_val_compare_and_swap(slot_row, 0, r);
-	if (old)
-		r = old;
-	return bpf_map_lookup_elem(&rows, &r);
+	return r;
+}
+
+/*
+ * Give symbol c a row in one of the profile's tables. If two tasks race,
+ * the loser's row leaks; the CAS keeps the table consistent.
+ */
+static __always_inline struct row *row_alloc(__u16 *tab, __u32 c)
+{
+	__u32 r = row_new();
+
+	if (!r)
+		return NULL;
+	return row_get(row_cas(tab, c, 0, r));
+}
+
+/*
+ * The training row for c to learn into (`row` is its current one): a new
+ * row if it has none, a copy of its own if it shares the row with testing
+ * (after a promotion), so testing never learns with it. Only on a miss.
+ */
+static __always_inline struct row *row_for_learning(struct profile *p, __u32 c, struct row *row)
+{
+	__u32 shared = p->train_row[c & (NSYMBOLS - 1)], r;
+	struct row *copy;
+
+	if (!row)
+		return row_alloc(p->train_row, c);
+	if (shared != p->test_row[c & (NSYMBOLS - 1)])
+		return row;
+	r = row_new();
+	copy = row_get(r);
+	if (!copy)
+		return NULL;
+	__builtin_memcpy(copy, row, sizeof(*copy));
+	return row_get(row_cas(p->train_row, c, shared, r));
 }
 
 static __always_inline __u8 row_byte(const struct row *row, __u32 p)
@@ -403,73 +458,119 @@ static __always_inline void row_learn(struct row *row, const __u16 *prev, __u32 
 struct table_op {
 	__u32 slot;
 	__u32 op;
+	__u32 failed; /* OP_UNSHARE_FOR_IMPORT: the pool had no row for a copy */
 };
 
-enum { OP_COPY_TO_TEST, OP_COPY_TO_TRAIN, OP_MERGE_TO_TEST, OP_ZERO_TRAIN, OP_ZERO_BOTH };
+enum {
+	OP_COPY_TO_TEST,
+	OP_COPY_TO_TRAIN,
+	OP_MERGE_TO_TEST,
+	OP_ZERO_TRAIN,
+	OP_ZERO_BOTH,
+	OP_UNSHARE_FOR_IMPORT, /* training's own copy of rows the staged profile (slot 0) writes to */
+};
 
-/* Make one table's row for c a copy of the other's (absent = all clear). */
-static __always_inline void row_copy(__u32 *dst_row, __u32 src_row)
+/*
+ * Make table dst's data for c a copy of table src's (absent = all clear). A
+ * symbol dst has no row for shares src's row; rows both tables own are
+ * copied, so that no row is ever orphaned (the pool never frees).
+ */
+static __always_inline void row_copy(__u16 *dst, const __u16 *src, __u32 c)
 {
-	struct row *src = row_get(src_row), *dst = row_get(*dst_row);
+	__u32 s = src[c & (NSYMBOLS - 1)], d = dst[c & (NSYMBOLS - 1)];
+	struct row *from, *to;
 
-	if (!src) {
-		if (dst)
-			__builtin_memset(dst, 0, sizeof(*dst));
+	if (s == d)
+		return;
+	if (!d) {
+		dst[c & (NSYMBOLS - 1)] = s;
 		return;
 	}
-	if (!dst)
-		dst = row_alloc(dst_row);
-	if (dst)
-		__builtin_memcpy(dst, src, sizeof(*dst));
+	to = row_get(d);
+	if (!to)
+		return;
+	from = row_get(s);
+	if (from)
+		__builtin_memcpy(to, from, sizeof(*to));
+	else
+		__builtin_memset(to, 0, sizeof(*to));
 }
 
 static long table_op_cb(__u64 i, void *ctx)
 {
 	struct table_op *t = ctx;
-	__u32 c = i & (NSYMBOLS - 1);
+	__u32 c = i & (NSYMBOLS - 1), tr, te;
 	struct profile *p = bpf_map_lookup_elem(&profiles, &t->slot);
 	struct row *src, *dst;
 
 	if (!p)
 		return 1;
 	if (t->op == OP_COPY_TO_TEST) {
-		row_copy(&p->test_row[c], p->train_row[c]);
+		row_copy(p->test_row, p->train_row, c);
 		return 0;
 	}
 	if (t->op == OP_COPY_TO_TRAIN) {
-		row_copy(&p->train_row[c], p->test_row[c]);
+		row_copy(p->train_row, p->test_row, c);
+		return 0;
+	}
+	tr = p->train_row[c];
+	te = p->test_row[c];
+	if (t->op == OP_UNSHARE_FOR_IMPORT) {
+		__u32 zero = 0, r;
+		struct profile *s = bpf_map_lookup_elem(&profiles, &zero);
+
+		if (!s || !tr || tr != te || (!s->train_row[c] && !s->test_row[c]))
+			return 0;
+		src = row_get(tr);
+		r = row_new();
+		dst = row_get(r);
+		if (!src || !dst) {
+			t->failed = 1;
+			return 1;
+		}
+		__builtin_memcpy(dst, src, sizeof(*dst));
+		row_cas(p->train_row, c, tr, r);
 		return 0;
 	}
 	if (t->op == OP_MERGE_TO_TEST) {
 		/* OR, not copy: accepting never loses a testing pair. */
-		src = row_get(p->train_row[c]);
-		if (!src)
+		src = row_get(tr);
+		if (!src || tr == te)
 			return 0;
-		dst = row_get(p->test_row[c]);
-		if (!dst)
-			dst = row_alloc(&p->test_row[c]);
+		if (!te) {
+			p->test_row[c] = tr; /* nothing to OR into: share */
+			return 0;
+		}
+		dst = row_get(te);
 		if (!dst)
 			return 0;
 		for (int w = 0; w < NSYMBOLS / 8; w++)
 			dst->w[w] |= src->w[w];
 		return 0;
 	}
-	src = row_get(p->train_row[c]);
+	if (t->op == OP_ZERO_TRAIN && tr && tr == te) {
+		/* The shared row is testing's: training lets go of it. */
+		p->train_row[c] = 0;
+		return 0;
+	}
+	src = row_get(tr);
 	if (src)
 		__builtin_memset(src, 0, sizeof(*src));
-	if (t->op == OP_ZERO_BOTH) {
-		dst = row_get(p->test_row[c]);
+	if (t->op == OP_ZERO_BOTH && te != tr) {
+		dst = row_get(te);
 		if (dst)
 			__builtin_memset(dst, 0, sizeof(*dst));
 	}
 	return 0;
 }
 
-static __always_inline void table_op(__u32 slot, __u32 op)
+/* Returns 0, or -ENOSPC if OP_UNSHARE_FOR_IMPORT found the pool full. */
+static __always_inline int table_op(__u32 slot, __u32 op)
 {
 	struct table_op t = { .slot = slot, .op = op };
 
 	bpf_loop(NSYMBOLS, table_op_cb, &t, 0);
+	return t.failed ? -ENOSPC : 0;
 }
 
 /* ---- locality frame (§8) ---------------------------------------------- */
@@ -1149,8 +1250,7 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 			if (p->state & PS_NORMAL)
 				p->pending++;
 		}
-		if (!row)
-			row = row_alloc(&p->train_row[c]);
+		row = row_for_learning(p, c, row);
 		/* sequences counts what was stored: normalize relies on it. */
 		if (row) {
 			row_learn(row, prev, miss);
@@ -1706,21 +1806,24 @@ struct merge_ctx {
 	__u32 end;
 };
 
-/* The target's row for a symbol, taking a reserved one if it has none yet. */
-static __always_inline struct row *row_for_merge(struct merge_ctx *m, __u32 *slot_row)
+/* The next reserved row; 0 cannot happen: need_cb counted every use. */
+static __always_inline __u32 merge_take(struct merge_ctx *m)
 {
-	__u32 r = *slot_row, old;
+	return m->next < m->end ? m->next++ : 0;
+}
+
+/* The target's row for c in table tab, taking a reserved one if it has none yet. */
+static __always_inline struct row *row_for_merge(struct merge_ctx *m, __u16 *tab, __u32 c)
+{
+	__u32 r = tab[c & (NSYMBOLS - 1)];
 
 	if (r)
 		return row_get(r);
-	if (m->next >= m->end)
-		return NULL; /* cannot happen: need_cb counted every such symbol */
-	r = m->next++;
+	r = merge_take(m);
+	if (!r)
+		return NULL;
 	/* The hot path may give the symbol a row meanwhile; then the reserved one is unused. */
-	old = __sync_val_compare_and_swap(slot_row, 0, r);
-	if (old)
-		r = old;
-	return row_get(r);
+	return row_get(row_cas(tab, c, 0, r));
 }
 
 static __always_inline void row_or(struct row *dst, const struct row *src)
@@ -1760,13 +1863,13 @@ static long merge_cb(__u64 i, void *ctx)
 		return 1;
 	src = row_get(s->train_row[c]);
 	if (src) {
-		dst = row_for_merge(m, &p->train_row[c]);
+		dst = row_for_merge(m, p->train_row, c);
 		if (dst)
 			row_or(dst, src);
 	}
 	src = row_get(s->test_row[c]);
 	if (src) {
-		dst = row_for_merge(m, &p->test_row[c]);
+		dst = row_for_merge(m, p->test_row, c);
 		if (dst)
 			row_or(dst, src);
 	}
@@ -1834,6 +1937,16 @@ int import(struct import_args *args)
 	if (__sync_val_compare_and_swap(&p->state, args->expect, args->expect | PS_PROMOTING) !=
 	    args->expect) {
 		args->result = -EBUSY;
+		return 0;
+	}
+	/*
+	 * Where the target's tables share a row, each gets its own first, so
+	 * that each table's pairs go to its own row; the copies change no
+	 * pair, so a full pool here still changes nothing.
+	 */
+	if (table_op(slot, OP_UNSHARE_FOR_IMPORT)) {
+		__sync_fetch_and_and(&p->state, ~PS_PROMOTING);
+		args->result = -ENOSPC;
 		return 0;
 	}
 	m.slot = slot;

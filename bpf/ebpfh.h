@@ -101,6 +101,8 @@ enum defaults {
 	DEFAULT_TOLERIZE_LIMIT = 12,
 	DEFAULT_MAX_PROFILES = 4096,
 	DEFAULT_MAX_ROWS = 65536,
+	/* Row numbers are 16 bits (0 = none), so the pool holds at most this many. */
+	MAX_ROWS = 65536,
 	DEFAULT_RING_BYTES = 4 << 20,
 	DEFAULT_TRACE_BYTES = 64 << 10,
 };
@@ -164,6 +166,9 @@ struct interp_name {
  * Lookahead data lives in 512-byte rows (one byte per earlier symbol, bit
  * i-1 = distance i) in the shared `rows` pool; train_row[c] / test_row[c]
  * name the row for current symbol c, 0 meaning "no row yet" (all clear).
+ * Training and testing may name the same row while their data for c is the
+ * same (docs/design.md, "Profile memory"): learning gives training a copy
+ * first, so a shared row is never written.
  */
 struct profile {
 	struct profile_key key;
@@ -183,8 +188,8 @@ struct profile {
 	__u32 pending;       /* pair sets learned while normal, not yet tested */
 	__u32 repeat_runs;   /* runs that showed only pending pairs again, since the last accept */
 	__u32 _pad;
-	__u32 train_row[NSYMBOLS];
-	__u32 test_row[NSYMBOLS];
+	__u16 train_row[NSYMBOLS];
+	__u16 test_row[NSYMBOLS];
 };
 
 struct row {

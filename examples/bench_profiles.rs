@@ -1,6 +1,7 @@
 //! Benchmark helper (not part of the product): prints one JSON object per profile saved in a
 //! state directory, with the kernel memory the profile occupies while loaded
-//! (`Profile::kernel_bytes`: its 4168-byte slot plus a 512-byte row per train and test row).
+//! (`Profile::kernel_bytes`: its 2168-byte slot plus a 512-byte row per training row and per
+//! testing row that differs from its training row, which the kernel stores once for both).
 //! `make bench` uses it for the per-profile memory figures.
 //!
 //! Usage: `bench_profiles STATE_DIR` (read only; run it while no monitor uses the directory).

@@ -42,6 +42,7 @@ same!(
     types::defaults::DEFAULT_MAX_PROFILES.0
 );
 same!(Capacity::DEFAULT.rows, types::defaults::DEFAULT_MAX_ROWS.0);
+same!(Capacity::MAX_ROWS, types::defaults::MAX_ROWS.0);
 same!(
     Capacity::DEFAULT.ring_bytes,
     types::defaults::DEFAULT_RING_BYTES.0

@@ -148,7 +148,7 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// 4096 profiles x 4 KiB index + 65536 rows x 512 B = 48 MiB of locked kernel memory.
+    /// 4096 profiles x 2 KiB index + 65536 rows x 512 B = 40 MiB of locked kernel memory.
     pub const DEFAULT: Capacity = Capacity {
         profiles: 4096,
         rows: 65536,
@@ -164,6 +164,8 @@ impl Capacity {
     pub const fn default_share(profiles: u32) -> u32 {
         profiles / 8
     }
+    /// The most rows `--max-rows` may ask for: the kernel's row numbers are 16 bits.
+    pub const MAX_ROWS: u32 = 65536;
     /// The trace ring buffer `ebpfh record` asks for: a recorder must keep up with every call.
     pub const RECORD_TRACE_BYTES: u32 = 64 << 20;
 
@@ -516,10 +518,10 @@ impl<'obj> Kernel<'obj> {
         Some(Box::new(row))
     }
 
-    fn table(&self, index: &[u32; NSYMBOLS]) -> Table {
+    fn table(&self, index: &[u16; NSYMBOLS]) -> Table {
         let mut t = Table::default();
         for (sym, &r) in index.iter().enumerate() {
-            if let Some(row) = self.raw_row(r) {
+            if let Some(row) = self.raw_row(u32::from(r)) {
                 if row.iter().any(|&b| b != 0) {
                     t.rows.insert(sym as u16, row);
                 }
@@ -747,7 +749,8 @@ impl<'obj> Kernel<'obj> {
                     .rows
                     .update(&next.to_ne_bytes(), &row[..], MapFlags::ANY)
                     .map_err(|e| ImportError::Kernel(e.to_string()))?;
-                index[usize::from(sym) % NSYMBOLS] = next;
+                // Row numbers are below `--max-rows`, which is at most 65536.
+                index[usize::from(sym) % NSYMBOLS] = next as u16;
                 next += 1;
             }
         }
@@ -868,22 +871,28 @@ impl<'obj> Kernel<'obj> {
                 state: prof.state & crate::profile::PS_KEPT,
                 ..Default::default()
             };
-            for (table, index) in [
-                (&prof.train, &mut raw.train_row),
-                (&prof.test, &mut raw.test_row),
-            ] {
-                for (&sym, row) in &table.rows {
-                    if next_row >= self.cap.rows {
-                        return Err(LoadError::RowsFull(self.cap.rows));
-                    }
-                    self.skel
-                        .maps
-                        .rows
-                        .update(&next_row.to_ne_bytes(), &row[..], MapFlags::ANY)
-                        .map_err(kernel("store a lookahead row"))?;
-                    index[usize::from(sym) % NSYMBOLS] = next_row;
-                    next_row += 1;
+            for (sym, row, test) in prof.kernel_rows() {
+                let Some(row) = row else {
+                    // The same data as training's row: testing shares it, as after a promotion.
+                    raw.test_row[sym] = raw.train_row[sym];
+                    continue;
+                };
+                let index = if test {
+                    &mut raw.test_row
+                } else {
+                    &mut raw.train_row
+                };
+                if next_row >= self.cap.rows {
+                    return Err(LoadError::RowsFull(self.cap.rows));
                 }
+                self.skel
+                    .maps
+                    .rows
+                    .update(&next_row.to_ne_bytes(), &row[..], MapFlags::ANY)
+                    .map_err(kernel("store a lookahead row"))?;
+                // Row numbers are below `--max-rows`, which is at most 65536.
+                index[sym] = next_row as u16;
+                next_row += 1;
             }
             // SAFETY: `types::profile` is a plain repr(C) record; viewing it as bytes is sound.
             let bytes = unsafe { plain::as_bytes(&raw) };

@@ -51,8 +51,8 @@ impl Life {
     }
 }
 
-/// Size of one `struct profile` slot in the kernel: counters plus two row indexes.
-pub const KERNEL_SLOT_BYTES: usize = 120 + 2 * 4 * NSYMBOLS;
+/// Size of one `struct profile` slot in the kernel: counters plus two 16-bit row indexes.
+pub const KERNEL_SLOT_BYTES: usize = 120 + 2 * 2 * NSYMBOLS;
 
 /// A profile's identity: the executable's raw `s_dev` and inode number, both full width, and for
 /// an interpreter running a script file, the kernel's hash of the script's path (0 = none; see
@@ -313,15 +313,51 @@ impl Profile {
         self.life.pending = n;
     }
 
-    /// Kernel memory this profile occupies: its slot plus one 512-byte row per table row.
+    /// The rows the kernel is given for this profile, as `(symbol, row, is_test)`: every
+    /// training row, then every testing row, `None` for a testing row equal to the training row
+    /// of its symbol, which the kernel stores once for both tables (as a promotion leaves them).
+    pub fn kernel_rows(&self) -> impl Iterator<Item = (usize, Option<&Row>, bool)> {
+        let train = self
+            .train
+            .rows
+            .iter()
+            .map(|(&c, r)| (usize::from(c) % NSYMBOLS, Some(&**r), false));
+        let test = self.test.rows.iter().map(|(&c, r)| {
+            let shared = self.train.rows.get(&c) == Some(r);
+            (usize::from(c) % NSYMBOLS, (!shared).then_some(&**r), true)
+        });
+        train.chain(test)
+    }
+
+    /// Kernel memory this profile occupies once loaded: its slot plus one 512-byte row per row
+    /// it is given (see [`Profile::kernel_rows`]).
     pub fn kernel_bytes(&self) -> usize {
-        KERNEL_SLOT_BYTES + (self.train.rows.len() + self.test.rows.len()) * NSYMBOLS
+        let rows = self.kernel_rows().filter(|(_, r, _)| r.is_some()).count();
+        KERNEL_SLOT_BYTES + rows * NSYMBOLS
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_memory_counts_a_testing_row_equal_to_training_once() {
+        let mut p = Profile::default();
+        let mut row = Box::new([0u8; NSYMBOLS]);
+        row[7] = 0b101;
+        p.train.rows.insert(3, row.clone());
+        p.test.rows.insert(3, row.clone());
+        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + NSYMBOLS);
+        // Training learned another pair after the promotion: two rows now.
+        p.train.rows.get_mut(&3).unwrap()[8] = 1;
+        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + 2 * NSYMBOLS);
+        // A testing row without a training row of its symbol is its own.
+        p.test.rows.insert(4, row);
+        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + 3 * NSYMBOLS);
+        let shared: Vec<_> = p.kernel_rows().filter(|(_, r, _)| r.is_none()).collect();
+        assert!(shared.is_empty());
+    }
 
     #[test]
     fn key_prints_like_stat_and_parses_back() {
