@@ -55,9 +55,10 @@ test: deps lint
 	cd eval && python3 -m unittest -q test_score
 	$(CARGO) test -- --test-threads=1
 
-# The kernel matrix (root, ~15 minutes with TCG): Debian's 6.1 and 6.12 kernels in QEMU run the
-# BPF integration tests and execve abort, and the systemd unit runs under a real systemd; see
-# README "Kernels". Downloads and the guest disk are cached in target/vm.
+# The kernel matrix (root; with TCG ~40 minutes from a fresh clone on a busy 2-core machine):
+# Debian's 6.1 and 6.12 kernels in QEMU run the BPF integration tests and execve abort, and the
+# systemd unit runs under a real systemd; see README "Kernels". Downloads and the guest disk are
+# cached in target/vm.
 VM_PACKAGES := qemu-system-x86 mmdebstrap debian-archive-keyring e2fsprogs
 test-kernels: build vm-deps
 	bash tests/vm/run.sh
