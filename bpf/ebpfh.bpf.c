@@ -1214,7 +1214,7 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 	__u32 d = ts->depth & (SIGSTACK - 1);
 	struct frame *f = &ts->frames[d];
 	__u32 pos = f->pos + 1;
-	__u32 miss, state, anomalous = 0, over_limit = 0;
+	__u32 miss, train_miss, state, anomalous = 0, over_limit = 0;
 	__u16 prev[DISTANCES];
 	struct row *row;
 
@@ -1228,7 +1228,7 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 
 	/* Train: test against the training data, learn what it lacks. */
 	row = row_get(p->train_row[c]);
-	miss = row_misses(row, prev);
+	miss = train_miss = row_misses(row, prev);
 	/*
 	 * ebpfh lifecycle: a run that had anomalies (it made its profile stop
 	 * being normal, or an operator took normal status away) teaches a
@@ -1277,7 +1277,15 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 
 	/* Detect against the testing data. */
 	if (p->state & PS_NORMAL) {
-		anomalous = __builtin_popcount(row_misses(row_get(p->test_row[c]), prev));
+		/*
+		 * Testing's row is training's, which had every pair and was not
+		 * written since: no miss, and no second row to read (the common
+		 * case of a normal profile).
+		 */
+		if (!train_miss && p->test_row[c] == p->train_row[c])
+			anomalous = 0;
+		else
+			anomalous = __builtin_popcount(row_misses(row_get(p->test_row[c]), prev));
 		if (anomalous)
 			over_limit = over_budget(ts, p, now);
 		if (over_limit) {
