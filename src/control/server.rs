@@ -862,6 +862,11 @@ const MAX_ACTIVE: usize = 64;
 const ACCEPT_BATCH: usize = 16;
 /// A connection that has not sent a whole request line within this long is closed.
 const IDLE: Duration = Duration::from_secs(5);
+/// File descriptors kept free for the monitor's own work (a command's task iterator, a save)
+/// once the limit has been met: waiting connections never take the last of them.
+const FD_HEADROOM: usize = 8;
+/// How long a connection limit learned from running out of file descriptors holds.
+const CAP_HOLDS: Duration = Duration::from_secs(30);
 /// Longest pause of accepting after a failure (out of file descriptors, say).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one warning per this long about the same trouble.
@@ -944,8 +949,9 @@ fn resource_error(e: &std::io::Error) -> bool {
 
 /// Accepts connections and reads their request lines without a thread per connection; each
 /// complete request gets a thread of its own (at most [`MAX_ACTIVE`]) to wait for the monitor's
-/// reply. Out of file descriptors, it closes the connection idle longest to make room, backs off
-/// and warns at most once a minute, instead of spinning on accept.
+/// reply. Out of file descriptors, it closes the connections idle longest to make room (keeping
+/// [`FD_HEADROOM`] free for the monitor), backs off and warns at most once a minute, instead of
+/// spinning on accept.
 fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<AtomicBool>) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
@@ -955,6 +961,9 @@ fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<Atomi
     }
     let active = Arc::new(AtomicUsize::new(0));
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    // Waiting connections allowed now: MAX_PENDING, or fewer after the descriptors ran out.
+    let mut cap = MAX_PENDING;
+    let mut cap_since = Instant::now();
     let mut trouble = Throttled::default();
     let mut backoff = Duration::ZERO;
     let mut accept_at = Instant::now();
@@ -1018,6 +1027,9 @@ fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<Atomi
             }
         }
         pending.retain(|p| p.since.elapsed() < IDLE);
+        if cap < MAX_PENDING && cap_since.elapsed() >= CAP_HOLDS {
+            cap = MAX_PENDING;
+        }
         if !(accepting && ready[0]) {
             continue;
         }
@@ -1028,7 +1040,7 @@ fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<Atomi
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
-                    if pending.len() >= MAX_PENDING {
+                    while pending.len() >= cap {
                         pending.pop_front();
                     }
                     pending.push_back(Pending {
@@ -1041,8 +1053,15 @@ fn accept_loop(listener: UnixListener, tx: SyncSender<Incoming>, stop: Arc<Atomi
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Make room: the connection idle longest has sent nothing yet.
-                    if resource_error(&e) && pending.pop_front().is_some() {
+                    // Make room: the connections idle longest have sent nothing yet. Keep
+                    // FD_HEADROOM descriptors free from now on, so that serving the next
+                    // request does not fail for want of one.
+                    if resource_error(&e) && pending.len() > 1 {
+                        cap = pending.len().saturating_sub(FD_HEADROOM).max(1);
+                        cap_since = Instant::now();
+                        while pending.len() > cap {
+                            pending.pop_front();
+                        }
                         trouble.warn(format_args!(
                             "control socket: cannot accept a connection: {e}; closing the connections idle longest to make room"
                         ));
