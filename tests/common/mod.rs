@@ -129,7 +129,10 @@ impl Monitor {
     #[track_caller]
     pub fn events(&self) -> Vec<Value> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
+        // Only whole lines: the monitor may be in the middle of writing the last one.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
     }
