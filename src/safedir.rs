@@ -77,14 +77,7 @@ pub fn check(dir: &Path, what: &'static str) -> Result<(), UnsafeDir> {
             if !meta.file_type().is_symlink() {
                 continue;
             }
-            if meta.uid() != 0 && meta.uid() != me {
-                return Err(UnsafeDir::Owner {
-                    what,
-                    dir: dir.to_owned(),
-                    part: part.to_owned(),
-                    uid: meta.uid(),
-                });
-            }
+            check_owner(dir, part, what, me, &meta)?;
             // Nobody else may be able to replace the symlink either.
             if let Some(holder) = part.parent() {
                 check_part(dir, holder, what, me, true)?;
@@ -109,6 +102,25 @@ pub fn check_one(dir: &Path, part: &Path, what: &'static str, me: u32) -> Result
     check_part(dir, part, what, me, false)
 }
 
+/// `part` must belong to root or to us; `dir` is what the error names.
+fn check_owner(
+    dir: &Path,
+    part: &Path,
+    what: &'static str,
+    me: u32,
+    meta: &fs::Metadata,
+) -> Result<(), UnsafeDir> {
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(UnsafeDir::Owner {
+            what,
+            dir: dir.to_owned(),
+            part: part.to_owned(),
+            uid: meta.uid(),
+        });
+    }
+    Ok(())
+}
+
 /// `above`: `part` is a parent of the checked directory, so being sticky makes it safe.
 fn check_part(
     dir: &Path,
@@ -129,14 +141,7 @@ fn check_part(
             part: part.to_owned(),
         });
     }
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(UnsafeDir::Owner {
-            what,
-            dir: dir.to_owned(),
-            part: part.to_owned(),
-            uid: meta.uid(),
-        });
-    }
+    check_owner(dir, part, what, me, &meta)?;
     let mode = meta.permissions().mode() & 0o7777;
     let sticky = mode & 0o1000 != 0;
     if mode & 0o022 != 0 && !(above && sticky) {
