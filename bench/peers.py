@@ -123,10 +123,9 @@ class Server:
     """One server instance for a session: start(wrap) runs it (under strace when wrap says so),
     stop() ends it through its own pid file, so a tracer wrapped around it ends with it."""
 
-    requests = 0
-
-    def __init__(self, out):
+    def __init__(self, out, requests):
         self.dir = os.path.join(out, self.name)
+        self.requests = requests
 
     def start(self, wrap, preexec=None):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -173,10 +172,6 @@ class Nginx(Server):
     name = "nginx"
     exe = "/usr/sbin/nginx"
     unit = "us/req"
-
-    def __init__(self, out, requests):
-        super().__init__(out)
-        self.requests = requests
 
     def prepare(self):
         www = os.path.join(self.dir, "www")
@@ -228,10 +223,6 @@ class Redis(Server):
     name = "redis"
     exe = "/usr/bin/redis-server"
     unit = "us/req"
-
-    def __init__(self, out, requests):
-        super().__init__(out)
-        self.requests = requests
 
     def prepare(self):
         pass
