@@ -1352,14 +1352,16 @@ static __always_inline __u32 minor_lfc(void)
 }
 
 /*
- * ebpfh lifecycle: a run of the task's profile ended (the task exited or
- * exec'd another image). Updates the novelty EWMA and takes the run-based
- * steps: freeze, thaw, taint, or accept the pending pairs once ACCEPT_RUNS
- * runs have shown them again (anomalous, below the minor LFC, nothing new
- * learned: every anomaly of such a run was a pending pair). Runs only here,
- * never per call.
+ * ebpfh lifecycle: a run of the task's profile ended (the task exited, or
+ * exec'd another image: by_exec). Updates the novelty EWMA and takes the
+ * run-based steps: freeze, thaw, taint, or accept the pending pairs once
+ * ACCEPT_RUNS runs have shown them again (anomalous, below the minor LFC,
+ * nothing new learned: every anomaly of such a run was a pending pair).
+ * A launch stub (forked, then exec'd, having taught nothing) is no evidence
+ * about the profile's own work: it only taints (docs/lifecycle.md, "Runs").
+ * Runs only here, never per call.
  */
-static __always_inline void run_end(struct task_state *ts, __u64 now)
+static __always_inline void run_end(struct task_state *ts, __u64 now, int by_exec)
 {
 	__u32 slot = ts->profile, novelty, state;
 	struct profile *p;
@@ -1371,6 +1373,14 @@ static __always_inline void run_end(struct task_state *ts, __u64 now)
 		return;
 	novelty = p->novelty;
 	state = p->state;
+	if (by_exec && (ts->run_flags & (RUN_FORKED | RUN_NEW)) == RUN_FORKED) {
+		if ((state & (PS_NORMAL | PS_PROMOTING)) == PS_NORMAL &&
+		    ts->run_lfc > minor_lfc()) {
+			__sync_fetch_and_or(&p->state, PS_TAINTED);
+			p->repeat_runs = 0;
+		}
+		return;
+	}
 	p->runs++;
 	novelty -= novelty >> NOVELTY_SHIFT;
 	if (ts->run_flags & RUN_NEW)
@@ -1541,7 +1551,7 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid,
 	/* The old image's run ends here (a task's first exec has none). */
 	ts = bpf_task_storage_get(&tasks, task, 0, 0);
 	if (ts)
-		run_end(ts, now);
+		run_end(ts, now, 1);
 	if (script_profiles) {
 		s = scratch_get();
 		if (s)
@@ -1593,7 +1603,7 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	cts->depth = 0;
 	cts->overflow = 0;
 	cts->count = 0;
-	cts->run_flags = 0;
+	cts->run_flags = RUN_FORKED;
 	cts->run_lfc = 0;
 	cts->recorded = pts->recorded;
 	lf_reset(cts);
@@ -1615,7 +1625,7 @@ int BPF_PROG(sched_process_exit, struct task_struct *task)
 	now = now_tai();
 	if (unlikely(settings.record) && recording(ts))
 		trace_call(BPF_CORE_READ(task, pid), TR_EXIT, 0, now);
-	run_end(ts, now);
+	run_end(ts, now, 0);
 	bpf_task_storage_delete(&tasks, task);
 	return 0;
 }

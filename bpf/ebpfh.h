@@ -87,6 +87,7 @@ enum lifecycle {
 #define ACCEPT_RUNS 8
 /* Per-task run flags. */
 #define RUN_NEW 1 /* this run taught its profile a new pair */
+#define RUN_FORKED 2 /* this run began at a fork, not an exec */
 
 /*
  * Defaults of the tunables (pH's values) and of the capacities. The C

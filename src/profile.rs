@@ -26,7 +26,7 @@ pub const NOVELTY_ONE: u32 = 1 << 16;
 pub struct Life {
     /// EWMA over ended runs of "this run learned a new pair", [`NOVELTY_ONE`] = every run.
     pub novelty: u32,
-    /// Runs ended (a task exited or exec'd another image).
+    /// Runs ended (a task exited or exec'd another image), launch stubs not counted.
     pub runs: u64,
     /// CLOCK_TAI ns of the latest new pair (or of creation).
     pub last_new_time: u64,

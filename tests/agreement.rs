@@ -18,15 +18,15 @@ use ebpfh::trace::{self, Record};
 /// Records `script` (run pinned to one CPU, so the kernel processed the calls of one profile in
 /// the order it recorded them) under `flags` and a normal wait of `normal_wait`, replays the recording through the model, and
 /// checks that every profile of `progs` the kernel ended with (pair tables, counters, state,
-/// deadlines, the lifecycle block) equals the model's. Returns the model's events and how many
-/// of `progs` ended normal.
+/// deadlines, the lifecycle block) equals the model's. Returns the model's events, how many
+/// of `progs` ended normal, and the model.
 fn agree(
     dir: &std::path::Path,
     normal_wait: &str,
     flags: &[&str],
     script: &str,
     progs: &[&std::path::Path],
-) -> (Vec<Event>, usize) {
+) -> (Vec<Event>, usize, Model) {
     let out = dir.join("run.ebt");
     let status = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
         .args([
@@ -100,7 +100,7 @@ fn agree(
             normal += 1;
         }
     }
-    (events, normal)
+    (events, normal, model)
 }
 
 /// Script profiles: a shell script run through #!, as `sh FILE` and as `bash FILE` gets a profile
@@ -123,7 +123,7 @@ fn root_kernel_and_model_agree_on_script_profiles() {
         "for i in $(seq 25); do {a}; {w}; sh {w}; bash {w}; done >/dev/null; sleep 1.5; \
          for i in 1 2 3; do {a}; {w}; done >/dev/null"
     );
-    let (_, normal) = agree(&d, "1s", &[], &script, &[&anomaly, &work]);
+    let (_, normal, _) = agree(&d, "1s", &[], &script, &[&anomaly, &work]);
     assert!(normal >= 1, "the comparison must cover a normal profile");
 }
 
@@ -150,7 +150,7 @@ fn root_kernel_and_model_agree_bit_for_bit_under_phs_lifecycle() {
         "for i in $(seq 25); do {a}; {f}; {s}; done >/dev/null; sleep 1.5; \
          for i in 1 2 3; do {a}; {f}; {s}; done >/dev/null; {a} 40 >/dev/null; {f} x >/dev/null; {s}"
     );
-    let (events, normal) = agree(
+    let (events, normal, _) = agree(
         dir.path(),
         "1s",
         &["--lifecycle", "ph"],
@@ -199,7 +199,7 @@ fn root_kernel_and_model_agree_bit_for_bit_under_the_default_lifecycle() {
          for i in $(seq 9); do {a} 1; done >/dev/null; \
          for i in $(seq 32); do {b} 40; done >/dev/null; {f} x >/dev/null; {s}"
     );
-    let (events, normal) = agree(
+    let (events, normal, _) = agree(
         dir.path(),
         "5s",
         &[],
@@ -237,6 +237,33 @@ fn root_kernel_and_model_agree_bit_for_bit_under_the_default_lifecycle() {
             && e.key() == b_key)
             > 0,
         "the budget never stopped normal monitoring of `burst`"
+    );
+}
+
+/// Launch stubs under the default lifecycle: a shell (a copy, so its profile is the test's
+/// alone) forks children that exec programs (launch stubs of the shell's profile: no runs),
+/// and children that exit without exec (`$(echo)` subshells: runs); kernel and model agree on
+/// the shell's profile, lifecycle block included.
+#[test]
+fn root_kernel_and_model_agree_on_launch_stubs() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let anomaly = build_fixture(&d, "anomaly");
+    let shell = d.join("shell");
+    std::fs::copy("/bin/dash", &shell).expect("dash is installed");
+    let (a, sh) = (anomaly.display(), shell.display());
+    // 3 shells x (40 `anomaly` + 1 `seq` launched, 40 subshells that exit).
+    let script = format!(
+        "for j in 1 2 3; do {sh} -c 'for i in $(seq 40); do {a}; x=$(echo $i); done'; done >/dev/null"
+    );
+    let (_, _, model) = agree(&d, "1h", &[], &script, &[&anomaly, &shell]);
+    let runs = model.profile(key_of(&shell)).unwrap().life.runs;
+    // 3 shells and 120 subshells end runs; of the 123 launch stubs only those that taught the
+    // shell something new count (a handful at first).
+    assert!(
+        (123..123 + 30).contains(&runs),
+        "{runs} runs of the shell: launch stubs must not count"
     );
 }
 

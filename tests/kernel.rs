@@ -479,3 +479,38 @@ fn root_a_long_burst_tolerizes_once_and_the_budget_ends_it() {
         assert!(anomalies_of(&events, &[*pid]).len() <= 5, "pid {pid}");
     }
 }
+
+/// The state and row of `prog`'s profile in `ebpfh profiles`.
+fn profile_row(mon: &Monitor, prog: &std::path::Path) -> Value {
+    let key = stat_key(prog);
+    let profiles = mon.client_json(&["profiles"]);
+    profiles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["profile"] == key)
+        .unwrap_or_else(|| panic!("no profile for {}: {profiles}", prog.display()))
+        .clone()
+}
+
+/// A child that is forked and then execs another program is a launch stub of its parent's
+/// profile: 500 of them (each one a run that taught nothing, after the first) do not freeze a
+/// profile that has made enough calls to freeze, while 30 children that exit without exec do.
+#[test]
+fn root_launch_stubs_do_not_freeze_a_profile_but_forked_workers_do() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = build_fixture(dir.path(), "launcher");
+    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    run(&prog, &["exec", "500"]);
+    let row = profile_row(&mon, &prog);
+    assert!(
+        row["calls"].as_u64().unwrap() >= 1024,
+        "enough calls to freeze: {row}"
+    );
+    assert_eq!(row["state"], "training", "{row}");
+    run(&prog, &["work", "30"]);
+    let row = profile_row(&mon, &prog);
+    mon.stop();
+    assert_ne!(row["state"], "training", "30 worker runs freeze it: {row}");
+}

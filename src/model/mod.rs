@@ -178,7 +178,7 @@ impl Model {
         // The old image's run ends here.
         if let Some(old) = self.tasks.get(&tid) {
             let p = &mut self.profiles[old.slot];
-            run_end(&self.settings, tid, old, p, now, &mut events);
+            run_end(&self.settings, tid, old, p, RunEnd::Exec, now, &mut events);
         }
         let slot = match self.index.get(&key) {
             Some(&slot) => slot,
@@ -215,7 +215,7 @@ impl Model {
     pub fn exit_into(&mut self, tid: u32, now: u64, out: &mut Vec<Event>) {
         if let Some(t) = self.tasks.remove(&tid) {
             let p = &mut self.profiles[t.slot];
-            run_end(&self.settings, tid, &t, p, now, out);
+            run_end(&self.settings, tid, &t, p, RunEnd::Exit, now, out);
         }
     }
 
@@ -556,16 +556,26 @@ fn over_budget(s: &Settings, run_lfc: u32, p: &mut ModelProfile, now: u64) -> bo
     p.life.budget > s.anomaly_limit
 }
 
-/// `run_end` (ebpfh lifecycle): task `tid`'s run of `p` ended at `now` (exit, or exec of another
-/// image). Updates the novelty EWMA, then freezes a converged training profile, thaws a frozen
-/// one whose novelty rose, and for a normal one taints it (a burst above the minor LFC in this
-/// run) or counts a run that showed pending pairs again (anomalous, minor, nothing new learned),
-/// accepting the pending pairs after [`ACCEPT_RUNS`] of them.
+/// How a run ended: the task exited, or exec'd another image (`run_end`'s `by_exec`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunEnd {
+    Exit,
+    Exec,
+}
+
+/// `run_end` (ebpfh lifecycle): task `tid`'s run of `p` ended at `now` (`how`). Updates the
+/// novelty EWMA, then freezes a converged training profile, thaws a frozen one whose novelty
+/// rose, and for a normal one taints it (a burst above the minor LFC in this run) or counts a run
+/// that showed pending pairs again (anomalous, minor, nothing new learned), accepting the pending
+/// pairs after [`ACCEPT_RUNS`] of them. A launch stub (a run that began at a fork, ends at an
+/// exec and taught nothing) is no evidence about the profile's own work: it can only taint
+/// (docs/lifecycle.md, "Runs").
 fn run_end(
     s: &Settings,
     tid: u32,
     ts: &Task,
     p: &mut ModelProfile,
+    how: RunEnd,
     now: u64,
     out: &mut Vec<Event>,
 ) {
@@ -573,6 +583,13 @@ fn run_end(
         return;
     }
     let state = p.state;
+    if how == RunEnd::Exec && ts.run_forked && !ts.run_new {
+        if state & PS_NORMAL != 0 && ts.run_lfc > s.minor_lfc() {
+            p.state |= PS_TAINTED;
+            p.life.repeat_runs = 0;
+        }
+        return;
+    }
     p.life.runs = p.life.runs.wrapping_add(1);
     let mut novelty = p.life.novelty;
     novelty -= novelty >> NOVELTY_SHIFT;

@@ -18,6 +18,8 @@ pub struct Task {
     pub(super) count: u64,
     /// ebpfh lifecycle: this run (since exec or fork) taught the profile a new pair.
     pub(super) run_new: bool,
+    /// ebpfh lifecycle: this run began at a fork (`RUN_FORKED`), not at an exec.
+    pub(super) run_forked: bool,
     /// Highest LFC of this run; unlike the locality frame's maximum, no reset clears it.
     pub(super) run_lfc: u32,
 }
@@ -35,6 +37,7 @@ impl Task {
             lf: LocalityFrame::FRESH,
             count: 0,
             run_new: false,
+            run_forked: false,
             run_lfc: 0,
         }
     }
@@ -45,6 +48,7 @@ impl Task {
     pub(super) fn forked_from(parent: &Task) -> Self {
         let mut child = Task::fresh(parent.key, parent.slot);
         child.frames[0] = *parent.frame();
+        child.run_forked = true;
         child
     }
 

@@ -1178,3 +1178,117 @@ fn a_normal_profile_never_refreezes_by_itself_under_ebpfh() {
     assert_eq!(m.state(K), Some(PS_NORMAL));
     assert_eq!(m.profile(K).unwrap().test.get(s(X), s(C)), 0);
 }
+
+// ---- launch stubs: runs that began at a fork and end at an exec -----------------------------
+
+/// Task `parent` (running `K`, its window ending in `program()`'s context) forks `child`, which
+/// makes `ids` and then execs `K2`: a launch stub of `K` unless `ids` taught it something.
+fn stub(m: &mut Model, parent: u32, child: u32, ids: &[i64], now: u64) -> Vec<Event> {
+    m.fork(parent, child);
+    let mut ev = run(m, child, ids, now);
+    ev.extend(m.exec(child, K2, now));
+    ev
+}
+
+#[test]
+fn a_launch_stub_that_taught_nothing_is_no_run() {
+    let mut m = ebpfh(12, 30);
+    one_run(&mut m, 1, &program(), T0 + 1);
+    one_run(&mut m, 1, &program(), T0 + 2);
+    assert_eq!((life(&m).novelty, life(&m).runs), (57344, 2));
+    // Task 3 runs K; its children continue its window, so A, B, C teach nothing.
+    m.exec(3, K, T0 + 3);
+    run(&mut m, 3, &program(), T0 + 3);
+    for child in 4..=13 {
+        stub(&mut m, 3, child, &[A, B, C], T0 + 3);
+    }
+    assert_eq!(
+        (life(&m).novelty, life(&m).runs),
+        (57344, 2),
+        "stubs move nothing"
+    );
+    // A forked child that exits without exec is a real run: 57344 - 7168 = 50176.
+    m.fork(3, 14);
+    run(&mut m, 14, &[A, B, C], T0 + 3);
+    m.exit(14, T0 + 3);
+    assert_eq!((life(&m).novelty, life(&m).runs), (50176, 2 + 1));
+    // A stub that learned a pair is a novel run: 50176 - 6272 + 8192 = 52096.
+    stub(&mut m, 3, 15, &[X], T0 + 3);
+    assert_eq!((life(&m).novelty, life(&m).runs), (52096, 4));
+    // The exec'd image's run (K2's) is a run of K2 like any other.
+    run(&mut m, 15, &[A], T0 + 3);
+    m.exit(15, T0 + 3);
+    assert_eq!(m.profile(K2).unwrap().life.runs, 1);
+}
+
+#[test]
+fn launch_stubs_never_freeze_a_profile_but_forked_workers_do() {
+    let mut m = ebpfh(12, 30);
+    // One novel run of 1200 calls: past the 1024 a freeze needs, novelty 65536.
+    m.exec(1, K, T0);
+    run(&mut m, 1, &program().repeat(10), T0);
+    m.fork(1, 2);
+    m.exit(1, T0);
+    assert_eq!(life(&m).novelty, 65536);
+    // Task 2 (a forked copy of 1's window) launches 100 children: a make, a shell.
+    for child in 100..200 {
+        stub(&mut m, 2, child, &[A, B, C], T0 + 1);
+    }
+    assert_eq!((life(&m).novelty, m.state(K)), (65536, Some(0)));
+    // 20 workers that exit without exec: 4539, still training; the 21st: 3972 < 4096, frozen
+    // (the arithmetic of `novelty_decays_by_an_eighth_per_clean_run_and_freezes_below_a_sixteenth`).
+    for child in 200..220 {
+        m.fork(2, child);
+        run(&mut m, child, &[A, B, C], T0 + 2);
+        m.exit(child, T0 + 2);
+    }
+    assert_eq!((life(&m).novelty, m.state(K)), (4539, Some(0)));
+    m.fork(2, 220);
+    run(&mut m, 220, &[A, B, C], T0 + 2);
+    m.exit(220, T0 + 2);
+    assert_eq!((life(&m).novelty, m.state(K)), (3972, Some(PS_FROZEN)));
+}
+
+/// A normal profile at `t` with X's pending pairs (LFC 9, untainted under tolerize limits of 18
+/// and up), and task 7 running `K` with its window in `program()`'s context.
+fn normal_with_pending(m: &mut Model) -> u64 {
+    let t = normal(m);
+    let mut with_x = program();
+    with_x.insert(60, X);
+    one_run(m, 1, &with_x, t + 1);
+    assert_eq!((life(m).pending, life(m).repeat_runs), (9, 0));
+    assert!(!m.profile(K).unwrap().tainted());
+    m.exec(7, K, t + 2);
+    run(m, 7, &program(), t + 2);
+    t
+}
+
+#[test]
+fn a_launch_stub_does_not_count_toward_accepting_pending_pairs() {
+    let mut m = ebpfh(40, 30);
+    let t = normal_with_pending(&mut m);
+    // X in the same context as in the run that learned it: 9 anomalies, all pending pairs.
+    let again = [&[X][..], &[A, B, C].repeat(3)].concat();
+    let ev = stub(&mut m, 7, 8, &again, t + 3);
+    assert_eq!(anomalies(&ev).len(), 9);
+    assert_eq!((life(&m).pending, life(&m).repeat_runs), (9, 0));
+    // The same calls in a worker that exits: a run that showed them again.
+    m.fork(7, 9);
+    run(&mut m, 9, &again, t + 3);
+    m.exit(9, t + 3);
+    assert_eq!((life(&m).pending, life(&m).repeat_runs), (9, 1));
+}
+
+#[test]
+fn a_launch_stub_past_the_minor_lfc_still_taints() {
+    // tolerize_limit 18: minor LFC 9. X's first run (LFC 9) does not taint; a stub showing X
+    // twice within one locality frame (LFC 18, no new pair, not past the limit) does.
+    let mut m = ebpfh(18, 30);
+    let t = normal_with_pending(&mut m);
+    let twice = [&[X][..], &[A, B, C].repeat(10), &[X], &[A, B, C].repeat(3)].concat();
+    let ev = stub(&mut m, 7, 8, &twice, t + 3);
+    assert_eq!(anomalies(&ev).len(), 18);
+    assert!(!ev.iter().any(|e| matches!(e, Event::TolerizeLimit { .. })));
+    assert!(m.profile(K).unwrap().tainted());
+    assert_eq!(life(&m).pending, 9);
+}
