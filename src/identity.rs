@@ -4,9 +4,10 @@
 //! upgrade reinstalls the same bytes at a new inode. The digest of the file's contents means the
 //! same everywhere, so bundles (`src/bundle.rs`) name profiles by it.
 //!
-//! The monitor hashes a file once, when the kernel reports a new profile, never on the hot path;
-//! [`Cache`] remembers each digest by `dev:ino` together with the file's mtime and size, so a file
-//! rewritten in place is hashed again.
+//! The monitor hashes a file once, when the kernel reports a new profile, never on the hot path
+//! and never on its event loop (`src/hasher.rs`); offline commands use [`Cache`], which remembers
+//! each digest by `dev:ino` together with the file's mtime and size, so a file rewritten in place
+//! is hashed again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -110,17 +111,19 @@ impl fmt::Display for Identity {
     }
 }
 
-/// The file's identity as [`Cache`] checks it: which inode, and whether it changed.
+/// A file's version as far as hashing cares: a rewrite in place changes one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     mtime_ns: i128,
     size: u64,
 }
 
-fn stamp(m: &std::fs::Metadata) -> Stamp {
-    Stamp {
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        size: m.size(),
+impl Stamp {
+    pub fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            size: m.size(),
+        }
     }
 }
 
@@ -145,7 +148,7 @@ impl Cache {
             if !meta.is_file() || ProfileKey::from_stat(meta.dev(), meta.ino()) != key {
                 continue;
             }
-            let before = stamp(&meta);
+            let before = Stamp::of(&meta);
             if let Some((s, d)) = self.known.get(&key) {
                 if *s == before {
                     return Some(*d);
@@ -155,7 +158,7 @@ impl Cache {
                 continue;
             };
             // A file written while it was read has no single digest: report none, cache none.
-            match file.metadata().map(|m| stamp(&m)) {
+            match file.metadata().map(|m| Stamp::of(&m)) {
                 Ok(after) if after == before => {
                     self.known.insert(key, (before, digest));
                     return Some(digest);
@@ -169,7 +172,7 @@ impl Cache {
 
 /// Opens `path` for reading without blocking: a FIFO planted at an executable's path must not
 /// hang the monitor.
-fn open(path: &Path) -> io::Result<File> {
+pub(crate) fn open(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)

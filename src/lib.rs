@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod event;
 pub mod fleet;
+pub mod hasher;
 pub mod identity;
 pub mod incident;
 pub mod jsonl;

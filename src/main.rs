@@ -192,6 +192,7 @@ fn profile_fleet(run_dir: &std::path::Path, cmd: ProfileCmd) -> anyhow::Result<u
             output,
             state_dir,
         } => {
+            let offline = state_dir.is_some();
             let (bytes, n, skipped) = match state_dir {
                 Some(dir) => {
                     let (body, skipped) = ebpfh::fleet::export_dir(
@@ -218,10 +219,14 @@ fn profile_fleet(run_dir: &std::path::Path, cmd: ProfileCmd) -> anyhow::Result<u
                     other => anyhow::bail!("the monitor answered {other:?} to an export"),
                 },
             };
+            // A running monitor hashes off its loop: a profile just created may not be yet.
+            let why = if offline {
+                "the file could not be read"
+            } else {
+                "the file could not be read, or the monitor is still hashing it: try again"
+            };
             for s in &skipped {
-                eprintln!(
-                    "left out {s}: its content identity is unknown (the file could not be read)"
-                );
+                eprintln!("left out {s}: its content identity is unknown ({why})");
             }
             write_bundle(&output, &bytes, &format!("wrote {n} profiles"))?;
             Ok(0)

@@ -2,7 +2,7 @@
 //! profiles on disk, and detaches cleanly on SIGINT/SIGTERM.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::mem::MaybeUninit;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -21,7 +21,8 @@ use crate::clock::TaiClock;
 use crate::control::server::{Host, Hub, Server};
 use crate::event::{self, Event, Origin};
 use crate::fleet::{self, Outcome};
-use crate::identity::{self, Identity};
+use crate::hasher::{self, Hasher};
+use crate::identity::Identity;
 use crate::incident::{self, Incidents};
 use crate::jsonl::{self, ProfileRef, Record, Sink};
 use crate::metrics::{Exporter, Metrics};
@@ -85,8 +86,10 @@ struct Monitor<'k, 'obj> {
     /// The open incidents, one per task with recent anomalies.
     incidents: Incidents,
     opts: &'k Options,
-    /// Digests of executables already hashed (see `src/identity.rs`).
-    digests: identity::Cache,
+    /// Hashes executables off the loop (see `src/hasher.rs`).
+    hasher: Hasher,
+    /// What waits for the hasher (see [`Hashing`]).
+    hashing: Hashing,
     metrics: Option<Metrics>,
     /// Paths of the cgroup ids seen (shared with the control server's `ps`).
     cgroups: RefCell<Cgroups>,
@@ -211,31 +214,123 @@ impl Monitor<'_, '_> {
         })
     }
 
-    /// The content identity of a slot's executable, hashing it the first time: through
-    /// `/proc/PID/exe` while the process lives, else through its path, and only if that is still
-    /// the profile's inode.
-    fn identify(&mut self, slot: u32, tgid: u32) -> Option<Identity> {
-        let k = self.known.get(&slot)?;
-        if k.identity.is_some() {
-            return k.identity;
+    /// Asks the hasher for the content identity of a slot's executable, opened through
+    /// `/proc/PID/exe` while the process lives (`tgid` 0: not at all), else through its path,
+    /// and only if that is still the profile's inode. The loop only opens the file; true if a
+    /// job was sent. Without room in the queue the slot waits in `hashing.later`.
+    fn request_identity(&mut self, slot: u32, tgid: u32) -> bool {
+        let Some(k) = self.known.get(&slot) else {
+            return false;
+        };
+        if k.identity.is_some() || self.hashing.in_flight.contains(&slot) {
+            return false;
         }
-        let proc_exe = std::path::PathBuf::from(format!("/proc/{tgid}/exe"));
-        let exe = std::path::PathBuf::from(&k.exe);
-        let mut paths = vec![proc_exe.as_path()];
+        if !self.hasher.has_room() {
+            self.hashing.later.insert(slot);
+            return false;
+        }
+        self.hashing.later.remove(&slot);
+        let proc_exe = PathBuf::from(format!("/proc/{tgid}/exe"));
+        let exe = PathBuf::from(&k.exe);
+        let mut paths = Vec::new();
+        if tgid != 0 {
+            paths.push(proc_exe.as_path());
+        }
         if !k.exe.is_empty() {
             paths.push(exe.as_path());
         }
-        let digest = self.digests.digest(k.key.with_script(0), &paths)?;
-        let mut id = Identity::exe(digest);
-        if k.key.is_script() && !k.script.is_empty() {
-            id.script_sha256 = crate::identity::digest_file(std::path::Path::new(&k.script))
-                .ok()
-                .map(|(_, d)| d);
+        let Some(opened) = hasher::open_first(k.key.with_script(0), &paths) else {
+            return false;
+        };
+        let script = if k.key.is_script() && !k.script.is_empty() {
+            hasher::open(std::path::Path::new(&k.script), None)
+        } else {
+            None
+        };
+        let job = hasher::Job {
+            slot,
+            exe: opened,
+            script,
+        };
+        if self.hasher.submit(job) {
+            self.hashing.in_flight.insert(slot);
+            true
+        } else {
+            self.hashing.later.insert(slot);
+            false
         }
-        if let Some(k) = self.known.get_mut(&slot) {
-            k.identity = Some(id);
+    }
+
+    /// Takes the hasher's answers: each slot gets its identity, its held `profile_created` line
+    /// is written with it, and a pending import for it is applied. Then writes the held lines
+    /// whose wait is over, and sends slots that waited for room.
+    fn collect_identities(&mut self) {
+        while let Some(done) = self.hasher.try_recv() {
+            self.identified(done);
         }
-        Some(id)
+        let now = Instant::now();
+        let late: Vec<u32> = self
+            .hashing
+            .held
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(&slot, _)| slot)
+            .collect();
+        for slot in late {
+            if let Some(h) = self.hashing.held.remove(&slot) {
+                self.hashing.late += 1;
+                self.emit(h.time, &h.rec);
+            }
+        }
+        while self.hasher.has_room() {
+            let Some(slot) = self.hashing.later.pop_first() else {
+                break;
+            };
+            self.request_identity(slot, 0);
+        }
+        self.hashing.warn();
+    }
+
+    /// At stop: waits up to [`hasher::STOP_WAIT`] for the digests of held lines, then writes
+    /// every held line.
+    fn finish_identities(&mut self) {
+        let end = Instant::now() + hasher::STOP_WAIT;
+        while !self.hashing.held.is_empty() && self.hasher.in_flight() > 0 {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.hasher.recv_timeout(left) {
+                Some(done) => self.identified(done),
+                None => break,
+            }
+        }
+        let mut held: Vec<Held> = self.hashing.held.drain().map(|(_, h)| h).collect();
+        held.sort_by_key(|h| h.time);
+        for h in held {
+            self.hashing.late += 1;
+            self.emit(h.time, &h.rec);
+        }
+    }
+
+    fn identified(&mut self, done: hasher::Done) {
+        let slot = done.slot;
+        self.hashing.in_flight.remove(&slot);
+        let id = done.exe.map(|sha256| Identity {
+            sha256,
+            script_sha256: done.script,
+        });
+        if let (Some(k), Some(id)) = (self.known.get_mut(&slot), id) {
+            k.identity = k.identity.or(Some(id));
+        }
+        let id = self.known.get(&slot).and_then(|k| k.identity);
+        if let Some(mut h) = self.hashing.held.remove(&slot) {
+            if let Record::ProfileCreated { sha256, .. } = &mut h.rec {
+                *sha256 = id.map(|i| i.sha256);
+            }
+            self.emit(h.time, &h.rec);
+        }
+        // After the profile_created line, so that the profile_imported line follows it.
+        if let Some(id) = id {
+            self.apply_pending(slot, &id);
+        }
     }
 
     /// `process` with its cgroup path and container, from the cache of cgroup ids.
@@ -297,10 +392,15 @@ impl Monitor<'_, '_> {
         let (process, profile) = self.process(ev.tid(), o);
         let mut sha256 = None;
         let mut identity = None;
+        let mut hashing = false;
         match *ev {
             Event::ProfileCreated { .. } => {
-                identity = self.identify(o.slot, o.tgid);
+                identity = self.known.get(&o.slot).and_then(|k| k.identity);
                 sha256 = identity.map(|i| i.sha256);
+                hashing = identity.is_none() && self.request_identity(o.slot, o.tgid);
+                if identity.is_none() && !hashing && self.hashing.later.contains(&o.slot) {
+                    self.hashing.deferred += 1;
+                }
                 log::debug!("new profile {} for {}", profile.profile, process.exe);
             }
             // Logged where its line is written: not every anomalous call keeps one.
@@ -355,6 +455,19 @@ impl Monitor<'_, '_> {
             sha256,
         };
         let rec = Record::from_event(ev, cx, syscalls::name);
+        if hashing {
+            // Written when the digest is known, or at the deadline without it.
+            let deadline = Instant::now() + hasher::LINE_WAIT;
+            self.hashing.held.insert(
+                o.slot,
+                Held {
+                    deadline,
+                    time: o.time,
+                    rec,
+                },
+            );
+            return;
+        }
         if matches!(rec, Record::Anomaly { .. }) {
             self.hub.count_anomaly();
             if let Some(mx) = &self.metrics {
@@ -587,6 +700,57 @@ impl Monitor<'_, '_> {
     }
 }
 
+/// A `profile_created` line waiting for its executable's digest.
+struct Held {
+    /// When it is written without one.
+    deadline: Instant,
+    /// The event's time (CLOCK_TAI), which the line keeps.
+    time: u64,
+    rec: Record,
+}
+
+/// The profiles waiting for their executable's digest (see `src/hasher.rs`). Each set is bounded
+/// by the profile table, and `held` by the hasher's queue.
+#[derive(Default)]
+struct Hashing {
+    /// Slots with a job at the hasher.
+    in_flight: BTreeSet<u32>,
+    /// Slots to send when the hasher has room, through their path.
+    later: BTreeSet<u32>,
+    /// `profile_created` lines held until their digest is known, by slot.
+    held: HashMap<u32, Held>,
+    /// `profile_created` lines written without `sha256` because the queue was full.
+    deferred: u64,
+    /// `profile_created` lines written without `sha256` because hashing took longer than
+    /// [`hasher::LINE_WAIT`].
+    late: u64,
+    /// `deferred` and `late` as last said on stderr, and when.
+    said: (u64, u64, Option<Instant>),
+}
+
+impl Hashing {
+    /// Says on stderr, at most every [`hasher::LINE_WAIT`], which lines went out without a digest.
+    fn warn(&mut self) {
+        let (deferred, late, when) = self.said;
+        if (self.deferred, self.late) == (deferred, late)
+            || when.is_some_and(|t| t.elapsed() < hasher::LINE_WAIT)
+        {
+            return;
+        }
+        log::warn!(
+            "{} profile_created lines went out without sha256 ({} while {} executables already \
+             waited to be hashed, {} hashed for longer than {}); each digest reaches \
+             `ebpfh profiles --json` and the profile file once it is computed",
+            self.deferred + self.late - deferred - late,
+            self.deferred - deferred,
+            hasher::QUEUE,
+            self.late - late,
+            humantime::format_duration(hasher::LINE_WAIT)
+        );
+        self.said = (self.deferred, self.late, Some(Instant::now()));
+    }
+}
+
 /// What one save of every profile did.
 struct Saved {
     /// Profiles whose file now holds exactly their state (written now, or already identical).
@@ -685,7 +849,12 @@ impl Host for Monitor<'_, '_> {
     fn export(&mut self, slots: &[u32]) -> (Body, Vec<String>) {
         let mut profiles = Vec::new();
         for &slot in slots {
-            let identity = self.identify(slot, 0);
+            let identity = Host::identity(self, slot);
+            if identity.is_none() {
+                // Not known yet, or its file could not be read before: try (again) for a
+                // later export.
+                self.request_identity(slot, 0);
+            }
             if let Some(mut p) = self.kernel.profile(slot) {
                 p.exe = Host::exe(self, slot);
                 p.identity = identity;
@@ -738,6 +907,14 @@ impl Host for Monitor<'_, '_> {
 
     fn log_target(&self) -> Option<String> {
         self.opts.log.clone()
+    }
+
+    fn hashing(&self) -> crate::control::protocol::Hashing {
+        crate::control::protocol::Hashing {
+            waiting: self.hashing.in_flight.len() + self.hashing.later.len(),
+            deferred: self.hashing.deferred,
+            late: self.hashing.late,
+        }
     }
 }
 
@@ -842,7 +1019,8 @@ pub fn run(opts: &Options) -> Result<()> {
         hub: Hub::default(),
         incidents: Incidents::new(opts.incidents, rule),
         opts,
-        digests: identity::Cache::default(),
+        hasher: Hasher::start().context("cannot start the thread that hashes executables")?,
+        hashing: Hashing::default(),
         metrics,
         cgroups: RefCell::new(Cgroups::new()),
         pending: fleet::Pending::open(&opts.state_dir),
@@ -851,16 +1029,14 @@ pub fn run(opts: &Options) -> Result<()> {
     if let (Some(e), Some(mx)) = (&mut exporter, &m.metrics) {
         e.serve(mx)?;
     }
-    // Profiles saved before they carried an identity get one now, if their file is still there.
-    let unidentified: Vec<u32> = m
-        .known
-        .iter()
-        .filter(|(_, k)| k.identity.is_none() && !k.exe.is_empty())
-        .map(|(&slot, _)| slot)
-        .collect();
-    for slot in unidentified {
-        m.identify(slot, 0);
-    }
+    // Profiles saved before they carried an identity get one, if their file is still there:
+    // hashed later, never before the socket answers.
+    m.hashing.later.extend(
+        m.known
+            .iter()
+            .filter(|(_, k)| k.identity.is_none() && !k.exe.is_empty())
+            .map(|(&slot, _)| slot),
+    );
     // Tasks a killed monitor left stopped: resume those whose delay is over, keep the rest.
     m.resume(crate::clock::tai_now(), Why::DelayOver);
     let mut responses = Vec::new();
@@ -924,6 +1100,7 @@ pub fn run(opts: &Options) -> Result<()> {
         m.kernel.sync_clock();
         m.states.clear();
         busy = m.handle_batch(&queue);
+        m.collect_identities();
         // Only once the ring is drained is every anomaly stamped before `polled_at` read.
         if !busy {
             m.close_incidents(polled_at, false);
@@ -981,6 +1158,7 @@ pub fn run(opts: &Options) -> Result<()> {
             break;
         }
     }
+    m.finish_identities();
     m.close_incidents(crate::clock::tai_now(), true);
     m.check_losses();
     kernel.detach();

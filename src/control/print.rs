@@ -191,6 +191,14 @@ fn status(s: &Status) -> String {
         "lost         {} events, {} rows_full, {} profiles_full, {} quota_refused, {} tasks_failed, {} slow clients dropped",
         l.events, l.rows_full, l.profiles_full, l.quota_refused, l.tasks_failed, l.subscribers_dropped
     );
+    let h = &s.hashing;
+    if h.waiting > 0 || h.deferred + h.late > 0 {
+        let _ = writeln!(
+            o,
+            "hashing      {} executables waiting, {} profile_created lines without sha256 (queue full), {} (slow)",
+            h.waiting, h.deferred, h.late
+        );
+    }
     let _ = writeln!(
         o,
         "capacity     {}/{} profiles, {}/{} rows",

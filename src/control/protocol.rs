@@ -265,6 +265,20 @@ pub struct Status {
     pub responses: Vec<String>,
     /// The last minutes, one sample per second, oldest first.
     pub history: Vec<Sample>,
+    /// Executables waiting to be hashed for their content identity.
+    #[serde(default)]
+    pub hashing: Hashing,
+}
+
+/// The executables the monitor hashes off its event loop (see `src/hasher.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hashing {
+    /// Profiles whose digest is being computed or waits for room in the queue.
+    pub waiting: usize,
+    /// `profile_created` lines written without `sha256` because the queue was full.
+    pub deferred: u64,
+    /// `profile_created` lines written without `sha256` because hashing took too long.
+    pub late: u64,
 }
 
 /// One incident, as `ebpfh status` lists it.

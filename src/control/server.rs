@@ -145,6 +145,10 @@ pub trait Host {
     ) -> Result<Vec<crate::fleet::Outcome>, String>;
     fn state_dir(&self) -> String;
     fn log_target(&self) -> Option<String>;
+    /// What waits to be hashed (none for a host that hashes nothing).
+    fn hashing(&self) -> crate::control::protocol::Hashing {
+        Default::default()
+    }
 }
 
 /// Event-stream subscribers and the recent anomalies; owned by the monitor, fed by `emit`.
@@ -609,6 +613,7 @@ impl Server {
             responses: responses(&settings, host.kernel().execve_abort()),
             settings: SettingsView::from(&settings),
             history: self.rates.history.iter().copied().collect(),
+            hashing: host.hashing(),
         }
     }
 

@@ -110,15 +110,15 @@ impl Monitor {
             "the monitor did not start; its stderr:\n{}",
             m.stderr_text()
         );
-        // A request is answered in the monitor's loop after the events before it: the first
-        // batch holds a profile for each task found at start-up, and naming them hashes their
-        // executables (this test binary among them: tens of MB, seconds on an emulated CPU).
-        // The first client is a new profile too, hashed after its answer; the second, of a
-        // binary already named, is answered after that. Only then do the tests' short waits
-        // measure what they wait for.
-        m.client_json(&["status"]);
+        // The socket answers once the loop runs; the executables found at start-up are hashed
+        // off the loop (src/hasher.rs), so one answer means the loop is free.
         m.client_json(&["status"]);
         m
+    }
+
+    /// The monitor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("monitor running").id()
     }
 
     pub fn stderr_text(&self) -> String {
