@@ -53,6 +53,7 @@ run: build
 # One test at a time: the BPF tests each run a monitor that traces the whole (2-core) machine.
 test: deps lint
 	cd eval && python3 -m unittest -q test_score
+	cd bench && python3 -m unittest -q test_measure
 	$(CARGO) test -- --test-threads=1
 
 # The kernel matrix (root; with TCG ~40 minutes from a fresh clone on a busy 2-core machine):

@@ -7,9 +7,14 @@ Every configuration runs its workloads in sessions, one per round (the order rot
 Each run is checked for disturbance (bench/measure.py: other processes' CPU, steal, a preempted
 loop, foreign syscalls in the per-run average, foreign BPF programs); disturbed runs are retried,
 a session's value is its fastest clean run, and figures are min/median/max over clean sessions.
-Extra rounds run until every verdict figure rests on MIN_CLEAN clean sessions. Loops are measured
-twice per session: wall time with kernel.bpf_stats_enabled off, then the programs' own run time
-with it on. Nothing here is a test: no number is asserted.
+Extra rounds run until every verdict figure rests on MIN_CLEAN clean sessions. Loops run on
+LOOP_CPU, the tracers' processes on TRACER_CPU. Loops are measured twice per session (after a
+warm-up run): wall time with kernel.bpf_stats_enabled off, then the programs' own run time with it
+on. A session's loops (and servers, under a tracer that is not slow) are paired with untraced runs
+of the same workload right before the tracer starts and right after it stops: added ns per call
+(and % over untraced) is the median over sessions of each session's own difference, so what
+drifts from one session to the next is in both sides of a pair. Nothing here is a test: no number is
+asserted.
 
 Configurations
   untraced          nothing attached
@@ -53,7 +58,11 @@ RESULTS = os.path.join(ROOT, "bench", "results.json")
 BPFTRACE_PROG = "tracepoint:raw_syscalls:sys_enter { @[pid] = count(); }"
 # Not printing the map at exit: on a busy machine it holds every pid since the start.
 BPFTRACE_END = " END { clear(@); }"
-LOOP_CPU = "1"  # loops are pinned to one CPU to cut migration noise; tracers run anywhere
+# The loops run on one CPU, the tracers' own processes (monitor, bpftrace, strace, auditd, the
+# empty programs' loader) on the other: no migration, and a tracer waking up does not take the
+# loop's CPU.
+LOOP_CPU = "1"
+TRACER_CPU = "0"
 
 
 def log(msg):
@@ -74,13 +83,15 @@ def build():
     incs = sorted(glob.glob(os.path.join(TARGET, "release", "build", "libbpf-sys-*", "out", "include")))
     incs = [i for i in incs if os.path.exists(os.path.join(i, "bpf", "bpf_helpers.h"))]
     inc = incs[0] if incs else "/usr/include"
-    sh(["clang", "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}",
-        "-I", os.path.join(ROOT, "vmlinux", arch), "-I", inc,
-        "-c", os.path.join(ROOT, "bench", "empty.bpf.c"), "-o", os.path.join(OUT, "empty.bpf.o")])
+    clang = ["clang", "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}",
+             "-I", os.path.join(ROOT, "vmlinux", arch), "-I", inc]
+    sh([*clang, "-c", os.path.join(ROOT, "bench", "empty.bpf.c"), "-o", os.path.join(OUT, "empty.bpf.o")])
     make_macro_project(os.path.join(OUT, "macro"))
     for f in [EBPFH, REF, PROFILES]:
         if not os.access(f, os.X_OK):
             sys.exit(f"{f} is missing: run `make bench` (it builds it)")
+    # What build.rs gives the monitor's own object, for the breakdown's cut-down copies of it.
+    return clang + ["-I", os.path.join(ROOT, "bpf"), "-mcpu=v3", "-Wall", "-Werror"]
 
 
 def make_macro_project(d, files=40):
@@ -162,7 +173,8 @@ class EmptyRef(Untraced):
         self.name, self.prog_names = name, progs
 
     def start(self):
-        self.p = subprocess.Popen([REF, os.path.join(OUT, "empty.bpf.o"), *self.prog_names],
+        self.p = subprocess.Popen(["taskset", "-c", TRACER_CPU, REF, os.path.join(OUT, "empty.bpf.o"),
+                                   *self.prog_names],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         if not line.startswith("attached"):
@@ -199,7 +211,8 @@ class Ebpfh(Untraced):
             os.unlink(self.log)
         self.stderr = open(os.path.join(OUT, f"{self.name}.stderr"), "w")
         # Its own run directory: a monitor already running elsewhere keeps /run/ebpfh.
-        self.p = subprocess.Popen([EBPFH, "--headless", "--log", self.log, "--state-dir", self.state,
+        self.p = subprocess.Popen(["taskset", "-c", TRACER_CPU, EBPFH, "--headless", "--log", self.log,
+                                   "--state-dir", self.state,
                                    "--run-dir", os.path.join(OUT, "run"), *self.args], stdout=subprocess.DEVNULL, stderr=self.stderr)
         self.pid = self.p.pid
         wait_for(lambda: any(e["event"] == "monitor_started" for e in read_lines(self.log)),
@@ -221,12 +234,16 @@ class Ebpfh(Untraced):
         return [self.pid]
 
 
+UNTRACED = Untraced()
+
+
 class Bpftrace(Untraced):
     name = "bpftrace"
 
     def start(self):
         self.out = os.path.join(OUT, "bpftrace.out")
-        self.p = subprocess.Popen(["bpftrace", "-e", BPFTRACE_PROG + BPFTRACE_END], stdout=open(self.out, "w"),
+        self.p = subprocess.Popen(["taskset", "-c", TRACER_CPU, "bpftrace", "-e", BPFTRACE_PROG + BPFTRACE_END],
+                                  stdout=open(self.out, "w"),
                                   stderr=subprocess.STDOUT)
         self.pid = self.p.pid
         wait_for(lambda: "Attaching" in open(self.out).read(), 60, "bpftrace did not start", self.p)
@@ -255,7 +272,7 @@ class Strace(Untraced):
     slow = True  # costs many times any disturbance: one run per workload, no retries
 
     def wrap(self, argv):
-        return ["strace", "-f", "-c", "-o", "/dev/null", *argv]
+        return ["taskset", "-c", TRACER_CPU, "strace", "-f", "-c", "-o", "/dev/null", *argv]
 
 
 def wait_for(cond, limit, what, proc=None):
@@ -299,7 +316,9 @@ class Workloads:
         self.n = {"getppid": 1_000_000 if quick else 1_500_000, "read": 600_000 if quick else 1_000_000}
         self.n_spawn = 300 if quick else 1000
         self.requests = {"nginx": 5000 if quick else 20_000, "redis": 10_000 if quick else 40_000}
-        self.want = {"getppid": 1 if quick else 3, "read": 1 if quick else 3, "churn": 1 if quick else 2}
+        # Loops: the traced runs of a session, and as many untraced ones around them (half
+        # before the tracer starts, half after it stops; see `session`).
+        self.want = {"getppid": 1 if quick else 2, "read": 1 if quick else 2, "churn": 1 if quick else 2}
         self.extra = 1 if quick else 2
         # Past this (time.monotonic()), disturbed runs are not retried: on a machine that is
         # busy throughout, retries only make the run longer.
@@ -328,12 +347,26 @@ class Workloads:
             clean += not rec["disturbed"]
         return samples
 
-    def loop(self, tracer, w, stats=False):
+    def loop(self, tracer, w, stats=False, want=None, calls=None):
         prog = os.path.join(OUT, {"getppid": "getppid_loop", "read": "read_loop"}[w])
-        n = self.calls(tracer, w)
+        n = calls or self.calls(tracer, w)
         return self.runs(tracer, ["taskset", "-c", LOOP_CPU, prog, str(n)],
-                         lambda out, rec: float(out.split()[-1]), self.want[w], solo=True,
+                         lambda out, rec: float(out.split()[-1]), want or self.want[w], solo=True,
                          calls=n, stats=stats)
+
+    def warm_up(self, tracer, w):
+        """A tenth of a loop under a tracer just started, not measured: its first calls learn
+        (training), fault in its maps and fill the caches."""
+        prog = os.path.join(OUT, {"getppid": "getppid_loop", "read": "read_loop"}[w])
+        sh(tracer.wrap(["taskset", "-c", LOOP_CPU, prog, str(max(self.calls(tracer, w) // 10, 1000))]),
+           stdout=subprocess.DEVNULL)
+
+    def baseline(self, w, half):
+        """Untraced runs of a paired workload, the one side of a session's pairs: for a loop `half`
+        of its runs (one side of the tracer's session), for a server one run (before it only)."""
+        if w in LOOPS:
+            return self.loop(UNTRACED, w, want=max(1, half))
+        return getattr(self, w)(UNTRACED)
 
     def getppid(self, tracer):
         return self.loop(tracer, "getppid")
@@ -654,6 +687,9 @@ def storm_phase(work, n, rate=100_000, seconds=10):
 
 # Which workloads run under which configuration (see the module docstring).
 PROCESS = ["churn", "nginx", "redis", "make", "shell"]
+# Workloads whose added cost is the median of per-session differences from untraced runs right
+# around the session (loops under every tracer; the servers under the ones that are not slow).
+PAIRED = LOOPS + ["nginx", "redis"]
 EBPFH_MODES = {"training": "ebpfh_training", "frozen": "ebpfh_frozen", "normal": "ebpfh"}
 BPF_CONFIGS = ["empty_enter", "empty_enter_exit", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
 # The verdict needs this many clean sessions behind each of its figures (after extra rounds;
@@ -684,10 +720,18 @@ def session(work, tracer, ws, rnd, memory, bpftrace_rss):
     bpf_stats off, then the programs' own time with it on), stop it."""
     rec = {"round": rnd, "config": tracer.name, "load_before": loadavg(), "work": {}}
     rec["foreign_bpf"] = wait_no_foreign()
+    paired = [w for w in ws if tracer.name != "untraced" and (w in LOOPS or (w in PAIRED and not tracer.slow))]
+    # The untraced side of the session's pairs, right before the tracer starts (and, for the
+    # loops, right after it stops): what drifts between sessions is in both sides of a pair.
+    base = {w: work.baseline(w, work.want[w] // 2 if w in LOOPS else 1) for w in paired}
     tracer.start()
     try:
         ours = set(measure.prog_counters(tracer.progs()))
         rec["foreign_bpf"] += foreign_bpf(ours)
+        if not tracer.slow:
+            for w in ws:
+                if w in LOOPS:
+                    work.warm_up(tracer, w)
         for w in ws:
             rec["work"][w] = {"wall": getattr(work, w)(tracer)}
             if w in LOOPS and tracer.progs():
@@ -705,6 +749,10 @@ def session(work, tracer, ws, rnd, memory, bpftrace_rss):
         rec["foreign_bpf"] += foreign_bpf(ours)
     finally:
         tracer.stop()
+    for w in paired:
+        if w in LOOPS:
+            base[w] += work.baseline(w, work.want[w] - work.want[w] // 2)
+        rec["work"].setdefault(w, {})["base"] = base[w]
     rec["load_after"] = loadavg()
     # Someone else's tracing programs (another monitor, a test run) tax every call: the whole
     # session is kept in the raw data but left out.
@@ -736,6 +784,29 @@ def figure_values(sessions, config, w, kind="wall"):
     return session_values(sessions, config, w, kind, "value_disturbed"), True
 
 
+def session_pairs(sessions, config, w, field="value"):
+    """(traced, untraced) per session of config: its wall value and its own baseline's."""
+    return [(s["work"][w]["wall"][field], s["work"][w]["base"][field]) for s in sessions
+            if s["config"] == config and "base" in s["work"].get(w, {}) and "wall" in s["work"][w]]
+
+
+def pair_values(sessions, config, w):
+    """The clean sessions' pairs, or, when no session has a clean pair, every session's fastest
+    runs, marked disturbed (as figure_values)."""
+    pairs = [p for p in session_pairs(sessions, config, w) if None not in p]
+    if pairs:
+        return pairs, False
+    return session_pairs(sessions, config, w, "value_disturbed"), True
+
+
+def paired_spread(sessions, config, w, pct=False):
+    pairs, disturbed = pair_values(sessions, config, w)
+    s = measure.paired(pairs, pct=pct)
+    if s is not None and disturbed:
+        s["disturbed"], s["n"] = True, 0
+    return s
+
+
 def spread_of(vals_flag):
     vals, disturbed = vals_flag
     s = measure.spread(vals)
@@ -758,6 +829,10 @@ def lacking(sessions, configs):
             if w not in LOOPS + ["churn"]:
                 continue
             kinds = ["wall"] + (["bpf_stats"] if tracer.name in BPF_CONFIGS and w in LOOPS else [])
+            pairs, disturbed = pair_values(sessions, tracer.name, w)
+            if w in LOOPS and tracer.name != "untraced" and (disturbed or len(pairs) < MIN_CLEAN):
+                out.append((tracer, ws))
+                break
             if any(len(session_values(sessions, tracer.name, w, k)) < MIN_CLEAN for k in kinds):
                 out.append((tracer, ws))
                 break
@@ -801,26 +876,25 @@ def main():
         # bpftrace's tracepoints need tracefs.
         subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=False)
     started = time.monotonic()
-    build()
+    clang = build()
     work = Workloads(args.quick)
     work.deadline = started + args.budget
+    normal_state = os.path.join(OUT, "state-normal")
+    loop_bins = [os.path.join(OUT, "getppid_loop"), os.path.join(OUT, "read_loop")]
+    spawn_bin = os.path.join(OUT, "spawn")
+    trained = [[loop_bins[0], "1000"], [loop_bins[1], "1000"], [spawn_bin, "3", "/bin/true"], ["/bin/true"]]
     foreign = foreign_bpf()
     if foreign:
         log(f"WARNING: other tracing BPF programs are attached ({', '.join(foreign)}): they tax every run")
     if loadavg() > 0.5:
         log(f"WARNING: load average {loadavg()}: something else is running, so the numbers will be noisy")
 
-    normal_state = os.path.join(OUT, "state-normal")
-    loop_bins = [os.path.join(OUT, "getppid_loop"), os.path.join(OUT, "read_loop")]
-    spawn_bin = os.path.join(OUT, "spawn")
-
     # Phase 1: train the workloads' profiles to normal (and run real programs for the memory figures).
     log("training the workloads' profiles to normal (--normal-wait 1s)")
     mon = Ebpfh("ebpfh_train", normal_state, ["--normal-wait", "1s"], fresh=True)
     mon.start()
     try:
-        train_to_normal(mon, work,
-                        [[loop_bins[0], "1000"], [loop_bins[1], "1000"], [spawn_bin, "3", "/bin/true"], ["/bin/true"]],
+        train_to_normal(mon, work, trained,
                         [lambda: work.make(Untraced()), lambda: work.shell(Untraced()), real_programs])
         for _ in range(2):
             work.make(Untraced())
@@ -949,13 +1023,17 @@ def summarize(sessions, configs):
         base = (per["untraced"]["wall"] or {}).get("median")
         for c, s in per.items():
             vals, disturbed = figure_values(sessions, c, w)
-            if base and vals and c != "untraced":
+            if c != "untraced" and session_pairs(sessions, c, w):
+                # Paired: each session against its own untraced runs (see `session`).
                 if w in LOOPS:
-                    s["added_ns"] = spread_of(([v - base for v in vals], disturbed))
-                    figures[f"{c}.{w}.added_ns"] = s["added_ns"]["median"]
+                    s["added_ns"] = paired_spread(sessions, c, w)
+                s["pct_over_untraced"] = paired_spread(sessions, c, w, pct=True)
+            elif base and vals and c != "untraced":
                 s["pct_over_untraced"] = spread_of(([(v / base - 1) * 100 for v in vals], disturbed))
-                if w not in LOOPS:
-                    figures[f"{c}.{w}.pct"] = s["pct_over_untraced"]["median"]
+            if s.get("added_ns"):
+                figures[f"{c}.{w}.added_ns"] = s["added_ns"]["median"]
+            if s.get("pct_over_untraced") and w not in LOOPS:
+                figures[f"{c}.{w}.pct"] = s["pct_over_untraced"]["median"]
             if s.get("bpf_ns_per_run"):
                 figures[f"{c}.{w}.bpf_ns_per_run"] = s["bpf_ns_per_run"]["median"]
             if s["wall"]:
@@ -993,6 +1071,8 @@ def summarize(sessions, configs):
             kinds = ["wall"] + (["bpf_ns_per_run"] if c in BPF_CONFIGS and w in LOOPS else [])
             if w == "churn" and c not in ("untraced", "ebpfh"):
                 continue
+            if w in LOOPS and c != "untraced":
+                kinds = kinds + ["added_ns"]
             for k in kinds:
                 rests[f"{c}.{w}.{k}"] = ((spread.get(w, {}).get(c) or {}).get(k) or {}).get("n", 0)
     churn = {c: s.get("pct_over_untraced") for c, s in spread["churn"].items() if c != "untraced"}
@@ -1060,7 +1140,8 @@ def print_table(out, configs):
     for w, (unit, desc) in WORKLOADS.items():
         cells = [fmt((sp[w].get(n) or {}).get("wall"), unit) for n in names]
         print(f"| {desc} | {unit} | " + " | ".join(cells) + " |")
-    print("\nadded per call over untraced, wall ns \\| kernel.bpf_stats ns per call in the tracer's programs "
+    print("\nadded per call over untraced, wall ns (median of each session's difference from the untraced "
+          "runs right around it) \\| kernel.bpf_stats ns per call in the tracer's programs "
           "(run_time_ns of all of them over run_cnt of its sys_enter program):")
     print("\n| loop | " + " | ".join(BPF_CONFIGS) + " |")
     print("|---|" + "---:|" * len(BPF_CONFIGS))
@@ -1118,16 +1199,29 @@ def print_compare(prev, out, path):
     if not prev.get("figures"):
         print("  it has no figures: it was written by an older bench.py; compare with a newer run's file")
         return
-    print("| figure | before | now | difference | within 15% |")
+    print("| figure | before | now | difference | agrees |")
     print("|---|---:|---:|---:|---|")
-    for k, p, v, diff, ok in rows:
-        d = "" if diff is None else (f"{diff:+.1f} pts" if k.endswith(".pct") else f"{diff * 100:+.0f}%")
+    for k, p, v, diff, ok, by in rows:
+        if k.endswith(".pct") and diff is not None:
+            d = f"{diff:+.1f} pts"
+        elif diff is not None:
+            d = f"{diff * 100:+.0f}%" + (f" ({v - p:+.1f} ns)" if k.endswith(".added_ns") else "")
+        else:
+            d = ""
         num = (lambda x: "-" if x is None else f"{x:.2f}" if abs(x) < 10 else f"{x:.0f}")
-        print(f"| {k} | {num(p)} | {num(v)} | {d} | {'' if ok is None else ('yes' if ok else 'NO')} |")
-    print(f"ebpfh figures within {s['tolerance'] * 100:.0f}% ({s['points']} points for % figures): "
-          f"{s['ebpfh_agree']}/{s['ebpfh_figures']}; "
-          f"all figures: {s['all_agree']}/{s['all_figures']}; ordering against bpftrace the same on "
+        word = "" if ok is None else ("NO" if not ok else f"yes (within {s['abs_ns']:.0f} ns)" if by == "absolute"
+                                      else "yes")
+        print(f"| {k} | {num(p)} | {num(v)} | {d} | {word} |")
+    print(f"AGREEMENT: ebpfh figures within {s['tolerance'] * 100:.0f}% (added ns: or within "
+          f"{s['abs_ns']:.0f} ns; % figures: within {s['points']:.0f} points): "
+          f"{s['ebpfh_agree']}/{s['ebpfh_figures']}"
+          + (f", {s['ebpfh_agree_absolute']} of them only by the {s['abs_ns']:.0f} ns" if s["ebpfh_agree_absolute"] else "")
+          + f"; all figures: {s['all_agree']}/{s['all_figures']}; ordering against bpftrace the same on "
           f"{s['orderings_same']}/{s['orderings']}")
+    if s["ebpfh_disagree"]:
+        print(f"  ebpfh figures that disagree: {', '.join(s['ebpfh_disagree'])}")
+    if s["orderings_changed"]:
+        print(f"  ordering changed: {', '.join(s['orderings_changed'])}")
 
 
 if __name__ == "__main__":

@@ -200,30 +200,59 @@ def spread(vals):
     return {"min": round(vals[0], 2), "median": round(med, 2), "max": round(vals[-1], 2), "n": n}
 
 
-def compare(prev, now, tolerance=0.15, points=5.0):
+def paired(pairs, pct=False):
+    """The spread of per-session differences between a traced value and the untraced baseline
+    measured right around it (pairs of (traced, baseline); a pair lacking either is skipped).
+    Pairing cancels what drifts between sessions (load, frequency, what else is cached); the
+    median of the differences is the figure. pct: (traced / baseline - 1) x 100 instead."""
+    diffs = [((t / b - 1) * 100 if pct else t - b) for t, b in pairs
+             if t is not None and b is not None and (b or not pct)]
+    return spread(diffs)
+
+
+# Two runs agree on a figure when it moved by at most TOLERANCE of its earlier value; a figure
+# that is itself a small difference of two wall times (added ns per call) also when it moved by
+# at most ABS_NS (2.5% of a 200 ns call); a "% over untraced" figure when it moved by at most
+# POINTS percentage points (10% against 12% is not a 20% disagreement).
+TOLERANCE = 0.15
+ABS_NS = 5.0
+POINTS = 5.0
+
+
+def agrees(key, before, now):
+    """(difference, agrees, by what) for one figure of two runs; difference is relative except
+    for % figures (points). None, None, None when either value is missing."""
+    if before is None or now is None:
+        return None, None, None
+    if key.endswith(".pct"):
+        diff = now - before
+        return diff, abs(diff) <= POINTS, "points"
+    diff = (now - before) / abs(before) if before else None
+    if diff is not None and abs(diff) <= TOLERANCE:
+        return diff, True, "relative"
+    if key.endswith(".added_ns") and abs(now - before) <= ABS_NS:
+        return diff, True, "absolute"
+    return diff, False, None
+
+
+def compare(prev, now):
     """Per-figure differences between two results files' `figures`, and whether the orderings
-    against bpftrace are the same. Returns (rows, summary). A figure agrees when it moved by at
-    most `tolerance` of its earlier value; a "% over untraced" figure (key ending in .pct) when it
-    moved by at most `points` percentage points (10% against 12% is not a 20% disagreement)."""
+    against bpftrace are the same. Returns (rows, summary); a row is (key, before, now,
+    difference, agrees, by what)."""
     rows = []
     for k, v in now["figures"].items():
         p = prev.get("figures", {}).get(k)
-        if p is None or v is None:
-            rows.append((k, p, v, None, None))
-            continue
-        if k.endswith(".pct"):
-            diff = v - p
-            rows.append((k, p, v, diff, abs(diff) <= points))
-            continue
-        diff = (v - p) / abs(p) if p else None
-        rows.append((k, p, v, diff, diff is not None and abs(diff) <= tolerance))
+        rows.append((k, p, v, *agrees(k, p, v)))
     ebpfh = [r for r in rows if r[0].startswith("ebpfh") and r[4] is not None]
     order_now = now.get("verdict", {}).get("vs_bpftrace", {})
     order_prev = prev.get("verdict", {}).get("vs_bpftrace", {})
     same = [k for k in order_now if k in order_prev and order_now[k]["below"] == order_prev[k]["below"]]
-    summary = {"tolerance": tolerance, "points": points,
+    summary = {"tolerance": TOLERANCE, "abs_ns": ABS_NS, "points": POINTS,
                "ebpfh_figures": len(ebpfh), "ebpfh_agree": sum(1 for r in ebpfh if r[4]),
+               "ebpfh_agree_absolute": sum(1 for r in ebpfh if r[5] == "absolute"),
+               "ebpfh_disagree": [r[0] for r in ebpfh if not r[4]],
                "all_figures": sum(1 for r in rows if r[4] is not None),
                "all_agree": sum(1 for r in rows if r[4]),
-               "orderings": len(order_now), "orderings_same": len(same)}
+               "orderings": len(order_now), "orderings_same": len(same),
+               "orderings_changed": [k for k in order_now if k in order_prev and k not in same]}
     return rows, summary

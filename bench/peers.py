@@ -16,6 +16,7 @@ import time
 from measure import kthreads, tree
 
 SERVER_CPU = "1"
+TRACER_CPU = "0"  # as bench.py: the tracer away from the CPU of what it traces
 CLIENT_CPU = "0"
 AUDIT_KEY = "ebpfh-bench"
 # The login uid the workloads run under while audited (no real user has it).
@@ -80,7 +81,7 @@ class Auditd:
 
     def _start(self):
         if self.before.get("pid", "0") == "0":
-            self.ours = subprocess.Popen(["auditd", "-n"], stdout=subprocess.DEVNULL,
+            self.ours = subprocess.Popen(["taskset", "-c", TRACER_CPU, "auditd", "-n"], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
             end = time.monotonic() + 30
             while audit_status().get("pid") != str(self.ours.pid):
