@@ -13,7 +13,8 @@ warm-up run): wall time with kernel.bpf_stats_enabled off, then the programs' ow
 on. A session's loops (and servers, under a tracer that is not slow) are paired with untraced runs
 of the same workload right before the tracer starts and right after it stops: added ns per call
 (and % over untraced) is the median over sessions of each session's own difference, so what
-drifts from one session to the next is in both sides of a pair. Nothing here is a test: no number is
+drifts from one session to the next is in both sides of a pair. `--breakdown` runs only the
+breakdown of ebpfh's cost per call (bench/breakdown.py). Nothing here is a test: no number is
 asserted.
 
 Configurations
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import time
 
+import breakdown
 import measure
 import peers
 
@@ -54,6 +56,7 @@ EBPFH = os.path.join(TARGET, "release", "ebpfh")
 REF = os.path.join(TARGET, "release", "examples", "bpf_reference")
 PROFILES = os.path.join(TARGET, "release", "examples", "bench_profiles")
 RESULTS = os.path.join(ROOT, "bench", "results.json")
+BREAKDOWN = os.path.join(ROOT, "bench", "breakdown.json")
 
 BPFTRACE_PROG = "tracepoint:raw_syscalls:sys_enter { @[pid] = count(); }"
 # Not printing the map at exit: on a busy machine it holds every pid since the start.
@@ -851,6 +854,9 @@ def main():
     ap.add_argument("--compare", metavar="RESULTS_JSON",
                     help="also print every figure's difference from an earlier run's results file")
     ap.add_argument("--storm-writes", type=int, default=200_000)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="only the breakdown of ebpfh's cost per call (bench/breakdown.py); "
+                         f"writes {os.path.relpath(BREAKDOWN, ROOT)}")
     ap.add_argument("--budget", type=int, metavar="SECONDS",
                     help="after this long, no more retries or extra rounds (default 600, --quick 150)")
     args = ap.parse_args()
@@ -883,6 +889,24 @@ def main():
     loop_bins = [os.path.join(OUT, "getppid_loop"), os.path.join(OUT, "read_loop")]
     spawn_bin = os.path.join(OUT, "spawn")
     trained = [[loop_bins[0], "1000"], [loop_bins[1], "1000"], [spawn_bin, "3", "/bin/true"], ["/bin/true"]]
+    if args.breakdown:
+        if foreign_bpf():
+            log(f"WARNING: other tracing BPF programs are attached ({', '.join(foreign_bpf())}): they "
+                "slow every call down; each program's own ns per run is measured all the same")
+
+        res = breakdown.run({
+            "Ebpfh": Ebpfh, "train": lambda mon: train_to_normal(mon, work, trained, []), "warm_up": lambda w: work.warm_up(UNTRACED, w), "ref": REF,
+            "empty_obj": os.path.join(OUT, "empty.bpf.o"), "clang": clang,
+            "src": os.path.join(ROOT, "bpf", "ebpfh.bpf.c"), "out": OUT, "calls": work.n,
+            "loop_cpu": LOOP_CPU, "tracer_cpu": TRACER_CPU, "log": log}, args.quick)
+        res.update({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "quick": args.quick, "loop_counts": work.n, "seconds": round(time.monotonic() - started)})
+        with open(BREAKDOWN, "w") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
+        breakdown.print_breakdown(res)
+        print(f"\nfull results: {BREAKDOWN} ({res['seconds']} s)")
+        return
     foreign = foreign_bpf()
     if foreign:
         log(f"WARNING: other tracing BPF programs are attached ({', '.join(foreign)}): they tax every run")

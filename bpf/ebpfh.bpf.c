@@ -41,6 +41,24 @@
 #define SIGKILL 9
 #define EPERM 1
 
+/*
+ * Cut-down builds for the benchmark's breakdown only (bench/breakdown.py): built with
+ * -DEBPFH_BENCH_STAGE=N, sys_enter stops after its step N, so the bench can tell what each step
+ * costs. The monitor's own object is built without it, and then these are no-ops.
+ */
+#ifdef EBPFH_BENCH_STAGE
+#define BENCH_STOP(n, ...)                            \
+	do {                                          \
+		if (EBPFH_BENCH_STAGE == (n))         \
+			return __VA_ARGS__;           \
+	} while (0)
+/* A value a cut-down build computes but no longer uses must still be computed. */
+#define BENCH_KEEP(v) barrier_var(v)
+#else
+#define BENCH_STOP(n, ...) do { } while (0)
+#define BENCH_KEEP(v) do { } while (0)
+#endif
+
 /* What Rust must know of the definitions above (checked in src/abi.rs). */
 enum bpf_constants {
 	K_ENOENT = ENOENT,   /* command: no such profile */
@@ -1225,10 +1243,16 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 		prev[i] = f->win[(pos - 1 - i) & (RING - 1)];
 	p->count++;
 	ts->count++;
+#pragma unroll
+	for (int i = 0; i < DISTANCES; i++)
+		BENCH_KEEP(prev[i]);
+	BENCH_STOP(3);
 
 	/* Train: test against the training data, learn what it lacks. */
 	row = row_get(p->train_row[c]);
 	miss = train_miss = row_misses(row, prev);
+	BENCH_KEEP(miss);
+	BENCH_STOP(4);
 	/*
 	 * ebpfh lifecycle: a run that had anomalies (it made its profile stop
 	 * being normal, or an operator took normal status away) teaches a
@@ -1486,10 +1510,12 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	__u64 now;
 
 	ts = bpf_task_storage_get(&tasks, task, 0, 0);
+	BENCH_STOP(1, 0);
 	if (!ts)
 		return 0;
 	slot = ts->profile;
 	p = slot ? bpf_map_lookup_elem(&profiles, &slot) : NULL;
+	BENCH_STOP(2, 0);
 	if (!p)
 		return 0;
 	compat = compat_call(task);
