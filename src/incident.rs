@@ -141,23 +141,6 @@ impl End {
     }
 }
 
-/// One anomalous call, as the monitor or replay is about to write it.
-#[derive(Clone, Debug)]
-pub struct Anomaly {
-    pub process: Process,
-    pub profile: ProfileRef,
-    /// Nanoseconds on the caller's clock (the same clock for every call of one aggregator).
-    pub time: u64,
-    pub syscall: String,
-    pub lfc: u32,
-    /// Lookahead pairs new to the profile (the others the call lacks were pending).
-    pub new_pairs: u16,
-    /// A system call the profile never made.
-    pub unknown: bool,
-    pub sequence: Vec<String>,
-    pub profile_anomalies: u64,
-}
-
 /// An incident, open or ended; [`Closed::record`] makes its line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Closed {
@@ -212,18 +195,6 @@ pub fn is_quiet(rec: &Record) -> bool {
     matches!(rec, Record::Incident { alarm: false, .. })
 }
 
-/// What one anomalous call does, in the order its lines go out.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// The task's previous incident, if this call ended it (it is older than the call's line).
-    pub ended_before: Vec<Closed>,
-    /// Anomaly lines to write now, oldest first: those held until the incident became an
-    /// alarm, then this call's own (each with its time).
-    pub lines: Vec<(u64, Record)>,
-    /// The incident this call itself ended (an anomalous exit), written after the call's line.
-    pub ended_by: Option<Closed>,
-}
-
 /// The open incidents, one per task (thread id).
 #[derive(Debug, Default)]
 pub struct Incidents {
@@ -254,116 +225,19 @@ impl Incidents {
         self.open.len()
     }
 
-    /// Takes one anomalous call and its `anomaly` line: which incidents it ends and which
-    /// anomaly lines go out now.
-    pub fn call(&mut self, a: Anomaly, line: Record) -> Outcome {
-        let mut out = Vec::new();
-        let time = a.time;
-        let lines = self.anomaly(a, line, &mut out);
-        let ended_by = match out.last() {
-            Some(c) if c.end == End::Exit && c.last == time => out.pop(),
-            _ => None,
-        };
-        Outcome {
-            ended_before: out,
-            lines,
-            ended_by,
-        }
-    }
-
-    /// [`Incidents::call`] with the ended incidents pushed onto `out` in the order they ended;
-    /// returns the anomaly lines to write now.
+    /// Takes one anomalous call's `anomaly` line (made at `time`, callers' clock): pushes the
+    /// incidents it ends onto `ended`, in the order they ended, and the anomaly lines that go out
+    /// now onto `lines`, oldest first. Any other record is pushed onto `lines` as it is.
+    ///
+    /// The incident reads the line's fields in place and copies them only when the call opens
+    /// one: under a storm this runs for every anomalous call.
     pub fn anomaly(
         &mut self,
-        a: Anomaly,
-        line: Record,
-        out: &mut Vec<Closed>,
-    ) -> Vec<(u64, Record)> {
-        let tid = a.process.tid;
-        let l = self.limits;
-        if let Some(cur) = self.open.get(&tid) {
-            let end = if a.time.saturating_sub(cur.last) >= l.idle_ns {
-                Some((End::Idle, cur.last.saturating_add(l.idle_ns)))
-            } else if cur.profile.profile != a.profile.profile {
-                Some((End::Exec, a.time))
-            } else if a.time.saturating_sub(cur.first) >= l.max_duration_ns {
-                Some((End::MaxDuration, a.time))
-            } else if cur.anomalous_calls >= l.max_calls {
-                Some((End::MaxCalls, a.time))
-            } else {
-                None
-            };
-            if let Some((end, time)) = end {
-                let mut c = self.open.remove(&tid).expect("looked up above");
-                c.end = end;
-                c.time = time;
-                c.held.clear();
-                out.push(c);
-            }
-        }
-        let exit = matches!(a.syscall.as_str(), "exit" | "exit_group");
-        let time = a.time;
-        let cur = self.open.entry(tid).or_insert_with(|| Closed {
-            time: a.time,
-            first: a.time,
-            last: a.time,
-            end: End::Stopped,
-            process: a.process.clone(),
-            profile: a.profile.clone(),
-            anomalous_calls: 0,
-            max_lfc: 0,
-            syscalls: BTreeMap::new(),
-            first_sequence: a.sequence.clone(),
-            anomaly_lines: 0,
-            profile_anomalies: 0,
-            unknown_calls: 0,
-            novel_calls: 0,
-            alarm: false,
-            alarm_reason: "minor",
-            held: Vec::new(),
-        });
-        cur.last = a.time;
-        cur.anomalous_calls += 1;
-        cur.max_lfc = cur.max_lfc.max(a.lfc);
-        cur.unknown_calls += u64::from(a.unknown);
-        cur.novel_calls += u64::from(a.new_pairs > 0);
-        *cur.syscalls.entry(a.syscall).or_insert(0) += 1;
-        // The state as of the latest call: a burst can end normal monitoring.
-        cur.profile.profile_state = a.profile.profile_state;
-        cur.profile_anomalies = a.profile_anomalies;
-        (cur.alarm, cur.alarm_reason) =
-            self.rule
-                .judge(cur.max_lfc, cur.unknown_calls, cur.novel_calls);
-        let mut lines = Vec::new();
-        // The first anomaly_lines calls keep a line: held until the incident is an alarm.
-        if cur.anomalous_calls <= l.anomaly_lines {
-            cur.held.push((time, line));
-        }
-        if cur.alarm {
-            cur.anomaly_lines += cur.held.len() as u64;
-            lines = std::mem::take(&mut cur.held);
-        }
-        if exit {
-            let mut c = self.open.remove(&tid).expect("inserted above");
-            c.end = End::Exit;
-            c.time = time;
-            c.held.clear();
-            out.push(c);
-        }
-        lines
-    }
-
-    /// The lines one record makes, in the order they go out. An `anomaly` record goes through
-    /// the incidents: first the task's incident it ended, then the anomaly lines it releases,
-    /// then the incident it ended by an exit. Any other record passes as it is. Quiet incidents
-    /// are among the lines (see [`is_quiet`]); whoever writes them decides. `time` is the
-    /// record's time on the callers' clock; `utc` converts that clock.
-    pub fn lines(
-        &mut self,
         time: u64,
-        rec: Record,
-        utc: impl Fn(u64) -> DateTime<Utc>,
-    ) -> Vec<(u64, Record)> {
+        line: Record,
+        ended: &mut Vec<Closed>,
+        lines: &mut Vec<(u64, Record)>,
+    ) {
         let Record::Anomaly {
             process,
             profile,
@@ -374,29 +248,125 @@ impl Incidents {
             unknown_call,
             profile_anomalies,
             ..
-        } = &rec
+        } = &line
         else {
-            return vec![(time, rec)];
+            lines.push((time, line));
+            return;
         };
-        let a = Anomaly {
+        let tid = process.tid;
+        let l = self.limits;
+        if let Some(cur) = self.open.get(&tid) {
+            let end = if time.saturating_sub(cur.last) >= l.idle_ns {
+                Some((End::Idle, cur.last.saturating_add(l.idle_ns)))
+            } else if cur.profile.profile != profile.profile {
+                Some((End::Exec, time))
+            } else if time.saturating_sub(cur.first) >= l.max_duration_ns {
+                Some((End::MaxDuration, time))
+            } else if cur.anomalous_calls >= l.max_calls {
+                Some((End::MaxCalls, time))
+            } else {
+                None
+            };
+            if let Some((end, at)) = end {
+                let mut c = self.open.remove(&tid).expect("looked up above");
+                c.end = end;
+                c.time = at;
+                c.held.clear();
+                ended.push(c);
+            }
+        }
+        let exit = matches!(syscall.name.as_str(), "exit" | "exit_group");
+        let cur = self.open.entry(tid).or_insert_with(|| Closed {
+            time,
+            first: time,
+            last: time,
+            end: End::Stopped,
             process: process.clone(),
             profile: profile.clone(),
-            time,
-            syscall: syscall.name.clone(),
-            lfc: *lfc,
-            new_pairs: *new_pairs,
-            unknown: *unknown_call,
-            sequence: sequence.clone(),
-            profile_anomalies: *profile_anomalies,
+            anomalous_calls: 0,
+            max_lfc: 0,
+            syscalls: BTreeMap::new(),
+            first_sequence: sequence.clone(),
+            anomaly_lines: 0,
+            profile_anomalies: 0,
+            unknown_calls: 0,
+            novel_calls: 0,
+            alarm: false,
+            alarm_reason: "minor",
+            held: Vec::new(),
+        });
+        cur.last = time;
+        cur.anomalous_calls += 1;
+        cur.max_lfc = cur.max_lfc.max(*lfc);
+        cur.unknown_calls += u64::from(*unknown_call);
+        cur.novel_calls += u64::from(*new_pairs > 0);
+        match cur.syscalls.get_mut(syscall.name.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                cur.syscalls.insert(syscall.name.clone(), 1);
+            }
+        }
+        // The state as of the latest call: a burst can end normal monitoring.
+        cur.profile.profile_state = profile.profile_state;
+        cur.profile_anomalies = *profile_anomalies;
+        (cur.alarm, cur.alarm_reason) =
+            self.rule
+                .judge(cur.max_lfc, cur.unknown_calls, cur.novel_calls);
+        // The first anomaly_lines calls keep a line: held until the incident is an alarm.
+        let keep = cur.anomalous_calls <= l.anomaly_lines;
+        if cur.alarm {
+            cur.anomaly_lines += cur.held.len() as u64 + u64::from(keep);
+            lines.append(&mut cur.held);
+            if keep {
+                lines.push((time, line));
+            }
+        } else if keep {
+            cur.held.push((time, line));
+        }
+        if exit {
+            let mut c = self.open.remove(&tid).expect("inserted above");
+            c.end = End::Exit;
+            c.time = time;
+            c.held.clear();
+            ended.push(c);
+        }
+    }
+
+    /// The lines one record makes, in the order they go out, pushed onto `out`. An `anomaly`
+    /// record goes through the incidents: first the task's incident it ended, then the anomaly
+    /// lines it releases, then the incident it ended by an exit. Any other record passes as it
+    /// is. Quiet incidents are among the lines (see [`is_quiet`]); whoever writes them decides.
+    /// `time` is the record's time on the callers' clock; `utc` converts that clock.
+    pub fn lines_into(
+        &mut self,
+        time: u64,
+        rec: Record,
+        utc: impl Fn(u64) -> DateTime<Utc>,
+        out: &mut Vec<(u64, Record)>,
+    ) {
+        let at = out.len();
+        let mut ended = Vec::new();
+        self.anomaly(time, rec, &mut ended, out);
+        // An anomalous exit ends its own incident after its line; any other ended before it.
+        let by = match ended.last() {
+            Some(c) if c.end == End::Exit && c.last == time => ended.pop(),
+            _ => None,
         };
-        let outcome = self.call(a, rec);
-        let mut out: Vec<(u64, Record)> = outcome
-            .ended_before
-            .into_iter()
-            .map(|c| (c.time, c.record(&utc)))
-            .collect();
-        out.extend(outcome.lines);
-        out.extend(outcome.ended_by.map(|c| (c.time, c.record(&utc))));
+        if !ended.is_empty() {
+            out.splice(at..at, ended.into_iter().map(|c| (c.time, c.record(&utc))));
+        }
+        out.extend(by.map(|c| (c.time, c.record(&utc))));
+    }
+
+    /// [`Incidents::lines_into`] into a new vector.
+    pub fn lines(
+        &mut self,
+        time: u64,
+        rec: Record,
+        utc: impl Fn(u64) -> DateTime<Utc>,
+    ) -> Vec<(u64, Record)> {
+        let mut out = Vec::new();
+        self.lines_into(time, rec, utc, &mut out);
         out
     }
 
@@ -474,6 +444,27 @@ mod tests {
         }
     }
 
+    /// One anomalous call, as a test describes it (its line is [`line`]).
+    #[derive(Clone, Debug)]
+    struct Anomaly {
+        process: Process,
+        profile: ProfileRef,
+        time: u64,
+        syscall: String,
+        lfc: u32,
+        new_pairs: u16,
+        unknown: bool,
+        sequence: Vec<String>,
+        profile_anomalies: u64,
+    }
+
+    /// The lines that go out now for one call (the incidents it ends go onto `out`).
+    fn anomaly(inc: &mut Incidents, a: &Anomaly, out: &mut Vec<Closed>) -> Vec<(u64, Record)> {
+        let mut lines = Vec::new();
+        inc.anomaly(a.time, line(a), out, &mut lines);
+        lines
+    }
+
     /// A call that taught one new pair and missed two.
     fn call(tid: u32, ino: u64, ms: u64, name: &str, lfc: u32) -> Anomaly {
         Anomaly {
@@ -525,8 +516,7 @@ mod tests {
         let mut out = Vec::new();
         let mut lines = Vec::new();
         for c in calls {
-            let l = line(&c);
-            lines.extend(inc.anomaly(c, l, &mut out).into_iter().map(|(t, _)| t));
+            lines.extend(anomaly(inc, &c, &mut out).into_iter().map(|(t, _)| t));
         }
         (out, lines)
     }
@@ -753,19 +743,36 @@ mod tests {
         assert_eq!((out[0].end, out[0].time), (End::Exit, 2 * MS));
         assert_eq!(out[0].anomalous_calls, 2);
         assert_eq!(inc.open_count(), 1, "task 8's incident is still open");
-        // As one outcome: an exit a second after the last anomaly ends the idle incident
-        // before the call's line and its own incident after it.
+        // As one record's lines: an exit a second after the last anomaly ends the idle
+        // incident before the call's line and its own incident after it.
         let a = call(8, 1, 1500, "exit_group", 1);
-        let l = line(&a);
-        let o = inc.call(a, l);
-        assert_eq!(o.ended_before.len(), 1);
-        assert_eq!(o.ended_before[0].end, End::Idle);
-        assert_eq!(o.lines.len(), 1);
-        let by = o.ended_by.expect("the exit ends its incident");
+        let utc = |t: u64| DateTime::from_timestamp_nanos(t as i64);
+        // A line already waiting stays first.
+        let before = Record::MonitorStopped {
+            pid: 1,
+            reason: "test".into(),
+            profiles_saved: 0,
+            profiles_failed: 0,
+        };
+        let mut out = vec![(0, before)];
+        inc.lines_into(a.time, line(&a), utc, &mut out);
+        let kinds: Vec<&str> = out.iter().map(|(_, r)| r.kind()).collect();
         assert_eq!(
-            (by.end, by.anomalous_calls, by.first),
-            (End::Exit, 1, 1500 * MS)
+            kinds,
+            ["monitor_stopped", "incident", "anomaly", "incident"]
         );
+        let reasons: Vec<(u64, &str, u64)> = out
+            .iter()
+            .filter_map(|(t, r)| match r {
+                Record::Incident {
+                    reason,
+                    anomalous_calls,
+                    ..
+                } => Some((*t, reason.as_str(), *anomalous_calls)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, [(1001 * MS, "idle", 1), (1500 * MS, "exit", 1)]);
     }
 
     #[test]
@@ -795,8 +802,7 @@ mod tests {
         for i in 0..300_000u64 {
             let mut c = call(7, 1, 0, "write", 13);
             c.time = i * MS / 10;
-            let l = line(&c);
-            lines += inc.anomaly(c, l, &mut out).len();
+            lines += anomaly(&mut inc, &c, &mut out).len();
         }
         // 10 s hold 100,000 calls, so max_calls (50,000) cuts first: 5 s per incident.
         assert_eq!(out.len(), 5);
@@ -808,8 +814,7 @@ mod tests {
         for i in 0..300_000u64 {
             let mut c = call(7, 1, 0, "write", 13);
             c.time = i * MS / 10;
-            let l = line(&c);
-            inc.anomaly(c, l, &mut out);
+            anomaly(&mut inc, &c, &mut out);
         }
         assert_eq!(out.len(), 2, "cut at 10 s and 20 s");
         assert!(out.iter().all(|c| c.end == End::MaxDuration));

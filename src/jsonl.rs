@@ -570,25 +570,18 @@ impl Sink {
         }
     }
 
-    /// Adds a record's line; it is written by the next [`Sink::flush`] (or sooner, if many lines
-    /// are waiting).
-    pub fn write(&mut self, time: DateTime<Utc>, record: &Record) {
+    /// Adds a record's line and returns it (without its newline); it is written by the next
+    /// [`Sink::flush`], or sooner if many lines are waiting.
+    pub fn write(&mut self, time: DateTime<Utc>, record: &Record) -> &str {
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+        let start = self.buf.len();
         append_line(&mut self.buf, time, &self.host, record);
+        let end = self.buf.len();
         self.buf.push(b'\n');
         self.buffered += 1;
-        if self.buf.len() >= FLUSH_BYTES {
-            self.flush();
-        }
-    }
-
-    /// Adds a line made by [`to_line`] (without its newline).
-    pub fn write_line(&mut self, line: &str) {
-        self.buf.extend_from_slice(line.as_bytes());
-        self.buf.push(b'\n');
-        self.buffered += 1;
-        if self.buf.len() >= FLUSH_BYTES {
-            self.flush();
-        }
+        std::str::from_utf8(&self.buf[start..end]).expect("serde_json writes UTF-8")
     }
 
     /// Writes the waiting lines. Those that cannot be written are counted in `failed` and

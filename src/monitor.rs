@@ -96,6 +96,8 @@ struct Monitor<'k, 'obj> {
     /// Imported profiles of executables that have not run here yet (see `src/fleet.rs`).
     pending: fleet::Pending,
     stderr_lines: StderrLines,
+    /// The lines of the event being handled (see `handle`), reused from event to event.
+    lines: Vec<(u64, Record)>,
 }
 
 impl Monitor<'_, '_> {
@@ -106,10 +108,10 @@ impl Monitor<'_, '_> {
         }
         // One serialisation serves both the log and the control socket's subscribers.
         if self.hub.wants(rec) {
-            let line = jsonl::to_line(time, &self.host, rec);
-            if let Some(sink) = &mut self.sink {
-                sink.write_line(&line);
-            }
+            let line: Arc<str> = match &mut self.sink {
+                Some(sink) => sink.write(time, rec).into(),
+                None => jsonl::to_line(time, &self.host, rec).into(),
+            };
             self.hub.publish(rec, line);
         } else if let Some(sink) = &mut self.sink {
             sink.write(time, rec);
@@ -163,11 +165,13 @@ impl Monitor<'_, '_> {
 
     /// Path and key of a slot, learning them from the kernel and /proc the first time.
     /// `o` names the paths only on `profile_created` (see `event::Origin`).
-    fn known(&mut self, slot: u32, tgid: u32, o: &Origin) -> Known {
-        if let Some(k) = self.known.get(&slot) {
-            if !k.exe.is_empty() || (o.filename.is_empty() && o.path.is_empty()) {
-                return k.clone();
-            }
+    fn known(&mut self, slot: u32, tgid: u32, o: &Origin) -> &Known {
+        let learned = self
+            .known
+            .get(&slot)
+            .is_some_and(|k| !k.exe.is_empty() || (o.filename.is_empty() && o.path.is_empty()));
+        if learned {
+            return &self.known[&slot];
         }
         let key = self
             .kernel
@@ -198,8 +202,8 @@ impl Monitor<'_, '_> {
             owner: before.map_or(o.uid, |k| k.owner),
             identity: before.and_then(|k| k.identity),
         };
-        self.known.insert(slot, k.clone());
-        k
+        self.known.insert(slot, k);
+        &self.known[&slot]
     }
 
     /// A profile's state, read from the kernel once per batch of events: reading it means
@@ -342,18 +346,19 @@ impl Monitor<'_, '_> {
 
     fn process(&mut self, tid: u32, o: &Origin) -> (jsonl::Process, ProfileRef) {
         let k = self.known(o.slot, o.tgid, o);
+        let (key, exe, script) = (k.key, k.exe.clone(), k.script.clone());
         let process = jsonl::Process {
             pid: o.tgid,
             tid,
             ppid: o.ppid,
             uid: o.uid,
             comm: o.comm.clone(),
-            exe: k.exe,
+            exe,
             cgroup: None,
             container_id: None,
         };
         let process = self.in_cgroup(process, o.cgroup);
-        let profile = ProfileRef::new(k.key, self.state(o.slot)).with_script(&k.script);
+        let profile = ProfileRef::new(key, self.state(o.slot)).with_script(&script);
         (process, profile)
     }
 
@@ -475,9 +480,14 @@ impl Monitor<'_, '_> {
             }
         }
         let clock = self.clock;
-        for (time, rec) in self.incidents.lines(o.time, rec, |t| clock.to_utc(t)) {
+        let mut lines = std::mem::take(&mut self.lines);
+        self.incidents
+            .lines_into(o.time, rec, |t| clock.to_utc(t), &mut lines);
+        for (time, rec) in lines.drain(..) {
             self.emit_incident_line(time, &rec);
         }
+        // Kept for the next event: a storm makes one for every anomalous call.
+        self.lines = lines;
         // After the profile_created line, so that the profile_imported line follows it.
         if let Some(id) = identity {
             self.apply_pending(o.slot, &id);
@@ -1025,6 +1035,7 @@ pub fn run(opts: &Options) -> Result<()> {
         cgroups: RefCell::new(Cgroups::new()),
         pending: fleet::Pending::open(&opts.state_dir),
         stderr_lines: StderrLines::default(),
+        lines: Vec::new(),
     };
     if let (Some(e), Some(mx)) = (&mut exporter, &m.metrics) {
         e.serve(mx)?;

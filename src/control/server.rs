@@ -191,8 +191,7 @@ impl Hub {
     }
 
     /// Hands one JSON line to every subscriber without waiting for any of them.
-    pub fn publish(&mut self, rec: &Record, line: String) {
-        let line: Arc<str> = line.into();
+    pub fn publish(&mut self, rec: &Record, line: Arc<str>) {
         if Self::kept(rec) {
             if self.backlog.len() == BACKLOG {
                 self.backlog.pop_front();
