@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use crate::jsonl::{Process, ProfileRef, Record};
+use crate::jsonl::{Name, Process, ProfileRef, Record};
 use crate::model::Settings;
 use crate::settings::{defaults, Lifecycle};
 
@@ -153,8 +153,8 @@ pub struct Closed {
     pub profile: ProfileRef,
     pub anomalous_calls: u64,
     pub max_lfc: u32,
-    pub syscalls: BTreeMap<String, u64>,
-    pub first_sequence: Vec<String>,
+    pub syscalls: BTreeMap<Name, u64>,
+    pub first_sequence: Vec<Name>,
     pub anomaly_lines: u64,
     pub profile_anomalies: u64,
     pub unknown_calls: u64,
@@ -275,7 +275,7 @@ impl Incidents {
                 ended.push(c);
             }
         }
-        let exit = matches!(syscall.name.as_str(), "exit" | "exit_group");
+        let exit = matches!(&*syscall.name, "exit" | "exit_group");
         let cur = self.open.entry(tid).or_insert_with(|| Closed {
             time,
             first: time,
@@ -300,7 +300,7 @@ impl Incidents {
         cur.max_lfc = cur.max_lfc.max(*lfc);
         cur.unknown_calls += u64::from(*unknown_call);
         cur.novel_calls += u64::from(*new_pairs > 0);
-        match cur.syscalls.get_mut(syscall.name.as_str()) {
+        match cur.syscalls.get_mut(&*syscall.name) {
             Some(n) => *n += 1,
             None => {
                 cur.syscalls.insert(syscall.name.clone(), 1);
@@ -499,12 +499,12 @@ mod tests {
             profile: a.profile.clone(),
             syscall: Syscall {
                 nr: 0,
-                name: a.syscall.clone(),
+                name: a.syscall.clone().into(),
             },
             misses: 2,
             new_pairs: a.new_pairs,
             unknown_call: a.unknown,
-            sequence: a.sequence.clone(),
+            sequence: a.sequence.iter().map(|s| s.clone().into()).collect(),
             lfc: a.lfc,
             profile_anomalies: a.profile_anomalies,
         }

@@ -65,8 +65,12 @@ impl ProfileRef {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Syscall {
     pub nr: u16,
-    pub name: String,
+    pub name: Name,
 }
+
+/// A system call's name in a line: the monitor's come from the syscall table and are borrowed
+/// from it, so a line's window of names costs no allocation; lines read back own theirs.
+pub type Name = std::borrow::Cow<'static, str>;
 
 fn yes() -> bool {
     true
@@ -91,7 +95,7 @@ pub enum Record {
         #[serde(default)]
         unknown_call: bool,
         /// The window, oldest to newest; the last entry is `syscall`.
-        sequence: Vec<String>,
+        sequence: Vec<Name>,
         lfc: u32,
         profile_anomalies: u64,
     },
@@ -132,7 +136,7 @@ pub enum Record {
         process: Process,
         #[serde(flatten)]
         profile: ProfileRef,
-        sequence: Vec<String>,
+        sequence: Vec<Name>,
     },
     /// The ebpfh lifecycle made `pending` pair sets of a normal profile testing data, after
     /// enough clean runs.
@@ -157,9 +161,9 @@ pub enum Record {
         anomalous_calls: u64,
         max_lfc: u32,
         /// The anomalous calls by name, with how often each was anomalous.
-        syscalls: std::collections::BTreeMap<String, u64>,
+        syscalls: std::collections::BTreeMap<Name, u64>,
         /// The window of its first anomalous call, oldest first.
-        first_sequence: Vec<String>,
+        first_sequence: Vec<Name>,
         /// Anomalous calls that have their own `anomaly` line, and those that do not.
         anomaly_lines: u64,
         anomaly_lines_suppressed: u64,
@@ -274,7 +278,7 @@ pub struct Context {
 
 impl Record {
     /// The line for an event in its context; `name` names a call's symbol.
-    pub fn from_event(e: &Event, cx: Context, name: impl Fn(u16) -> String) -> Record {
+    pub fn from_event(e: &Event, cx: Context, name: impl Fn(u16) -> Name) -> Record {
         let Context {
             process,
             profile,
@@ -656,7 +660,7 @@ mod tests {
             sequence: [
                 "fstat", "brk", "brk", "write", "write", "write", "write", "write", "write",
             ]
-            .map(String::from)
+            .map(Name::from)
             .to_vec(),
             lfc: 1,
             profile_anomalies: 1,
@@ -871,7 +875,7 @@ mod tests {
     fn events_map_to_their_lines() {
         use crate::event::{Counters, StopReason};
         let key = ProfileKey::from_stat(66307, 32381778);
-        let name = |s: u16| format!("s{s}");
+        let name = |s: u16| Name::from(format!("s{s}"));
         let line = |e: &Event| {
             let cx = Context {
                 process: process(),
@@ -988,7 +992,7 @@ mod tests {
                 profile: ProfileRef::new(ProfileKey::default(), State::Training),
                 sha256: None,
             };
-            let r = Record::from_event(&e, cx, |s| s.to_string());
+            let r = Record::from_event(&e, cx, |s| s.to_string().into());
             assert_eq!(r.kind(), *name, "kind {k}");
         }
     }

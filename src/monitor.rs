@@ -459,7 +459,7 @@ impl Monitor<'_, '_> {
             profile,
             sha256,
         };
-        let rec = Record::from_event(ev, cx, syscalls::name);
+        let rec = Record::from_event(ev, cx, syscalls::line_name);
         if hashing {
             // Written when the digest is known, or at the deadline without it.
             let deadline = Instant::now() + hasher::LINE_WAIT;

@@ -77,9 +77,14 @@ pub fn symbol(id: i64) -> u16 {
 
 /// Display name of a native symbol; unknown numbers print as `syscall_N`.
 pub fn name(sym: u16) -> String {
+    line_name(sym).into_owned()
+}
+
+/// [`name`] as an event line holds it: borrowed from the table (no allocation) when known.
+pub fn line_name(sym: u16) -> crate::jsonl::Name {
     match Abi::Native.name(sym) {
-        Some(n) => n.to_string(),
-        None => format!("syscall_{sym}"),
+        Some(n) => n.into(),
+        None => format!("syscall_{sym}").into(),
     }
 }
 

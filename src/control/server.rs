@@ -56,7 +56,7 @@ fn incident_summary(rec: &Record) -> Option<IncidentSummary> {
         return None;
     };
     // The most frequent anomalous calls first.
-    let mut calls: Vec<(&String, &u64)> = syscalls.iter().collect();
+    let mut calls: Vec<(&crate::jsonl::Name, &u64)> = syscalls.iter().collect();
     calls.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     Some(IncidentSummary {
         last: last.clone(),
@@ -67,7 +67,7 @@ fn incident_summary(rec: &Record) -> Option<IncidentSummary> {
         reason: reason.clone(),
         anomalous_calls: *anomalous_calls,
         max_lfc: *max_lfc,
-        syscalls: calls.into_iter().map(|(n, _)| n.clone()).collect(),
+        syscalls: calls.into_iter().map(|(n, _)| n.to_string()).collect(),
     })
 }
 /// One sample per second for ten minutes.

@@ -67,10 +67,10 @@ fn comm(exe: &str) -> String {
 }
 
 impl Online<'_> {
-    fn name(&self, sym: u16) -> String {
+    fn name(&self, sym: u16) -> crate::jsonl::Name {
         self.abi
             .name(sym)
-            .map_or_else(|| format!("syscall_{sym}"), str::to_string)
+            .map_or_else(|| format!("syscall_{sym}").into(), Into::into)
     }
 
     fn utc(&self, time: u64) -> DateTime<Utc> {

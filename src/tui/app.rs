@@ -171,9 +171,9 @@ impl FeedItem {
                 ..
             } => {
                 // The most frequent anomalous calls first.
-                let mut calls: Vec<(&String, &u64)> = syscalls.iter().collect();
+                let mut calls: Vec<(&crate::jsonl::Name, &u64)> = syscalls.iter().collect();
                 calls.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-                let names: Vec<&str> = calls.iter().take(5).map(|(k, _)| k.as_str()).collect();
+                let names: Vec<&str> = calls.iter().take(5).map(|(k, _)| &***k).collect();
                 // A quiet incident reaches the feed only with --log-quiet; say it is one.
                 let quiet = if *alarm {
                     String::new()
