@@ -464,6 +464,7 @@ impl Sink {
     /// `-` means standard output; anything else must be a regular file (created if missing).
     pub fn open(target: &str, host: String) -> io::Result<Sink> {
         if target == "-" {
+            widen_pipe(&io::stdout());
             return Ok(Sink {
                 path: None,
                 out: Box::new(io::stdout()),
@@ -616,6 +617,20 @@ impl Sink {
                 }
                 self.failed += lines;
             }
+        }
+    }
+}
+
+/// A pipe on standard output (`ebpfh --log - | consumer`) is made large enough for one flush
+/// of buffered lines: with the default 64 KiB, writing a storm's megabyte takes sixteen rounds
+/// of the monitor waiting for the reader to make room. Best effort: a pipe that cannot be
+/// widened (an unprivileged monitor past `/proc/sys/fs/pipe-max-size`) works as it is.
+fn widen_pipe(out: &impl std::os::fd::AsFd) {
+    let is_pipe = nix::sys::stat::fstat(out.as_fd())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO);
+    if is_pipe {
+        if let Err(e) = fcntl(out, FcntlArg::F_SETPIPE_SZ(FLUSH_BYTES as libc::c_int)) {
+            log::debug!("the event log pipe keeps its size: {e}");
         }
     }
 }
