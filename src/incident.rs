@@ -608,6 +608,43 @@ mod tests {
     }
 
     #[test]
+    fn lines_into_a_reused_buffer_keep_every_task_in_order() {
+        // Two tasks interleaved, as the monitor feeds them: one buffer drained after each call.
+        let mut inc = Incidents::new(
+            Limits {
+                anomaly_lines: 1000,
+                ..limits()
+            },
+            all(),
+        );
+        let utc = |t: u64| DateTime::from_timestamp_nanos(t as i64);
+        let mut buf = Vec::new();
+        let mut seen: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut incidents = 0;
+        for i in 1..=500u64 {
+            let tid = if i % 3 == 0 { 8 } else { 7 };
+            let name = if i == 499 { "exit_group" } else { "write" };
+            inc.lines_into(i * MS, line(&call(tid, 1, i, name, 1)), utc, &mut buf);
+            for (t, rec) in buf.drain(..) {
+                match rec {
+                    Record::Anomaly { process, .. } => seen.entry(process.tid).or_default().push(t),
+                    Record::Incident { .. } => incidents += 1,
+                    other => panic!("unexpected line {other:?}"),
+                }
+            }
+        }
+        let want = |tid: u32| -> Vec<u64> {
+            (1..=500u64)
+                .filter(|i| (if i % 3 == 0 { 8 } else { 7 }) == tid)
+                .map(|i| i * MS)
+                .collect()
+        };
+        assert_eq!(seen[&7], want(7), "task 7's lines, every one, in order");
+        assert_eq!(seen[&8], want(8));
+        assert_eq!(incidents, 1, "task 7's exit ended its incident");
+    }
+
+    #[test]
     fn a_burst_that_only_repeats_pending_pairs_is_quiet() {
         let mut inc = Incidents::new(limits(), rule());
         let calls = (1..=30)

@@ -1013,6 +1013,46 @@ mod tests {
     }
 
     #[test]
+    fn sink_returns_each_line_it_writes_in_order_past_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut sink = Sink::open(path.to_str().unwrap(), "h".into()).unwrap();
+        let t = DateTime::from_timestamp_nanos(0);
+        // More than FLUSH_BYTES of lines, so that some writes flush the ones before them.
+        let mut returned = Vec::new();
+        for i in 0..20_000 {
+            let rec = Record::MonitorStopped {
+                pid: i,
+                reason: "x".repeat(64),
+                profiles_saved: 0,
+                profiles_failed: 0,
+            };
+            returned.push(sink.write(t, &rec).to_string());
+        }
+        assert!(returned.iter().map(|l| l.len() + 1).sum::<usize>() > FLUSH_BYTES);
+        sink.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let written: Vec<&str> = text.lines().collect();
+        assert_eq!(written, returned);
+        for (i, l) in written.iter().enumerate() {
+            let line = Line::parse(l).expect("a whole line");
+            assert!(matches!(line.record, Record::MonitorStopped { pid, .. } if pid == i as u32));
+        }
+    }
+
+    #[test]
+    fn a_pipe_for_the_log_is_widened_to_one_flush() {
+        let (_read, write) = nix::unistd::pipe().unwrap();
+        widen_pipe(&write);
+        let size = fcntl(&write, FcntlArg::F_GETPIPE_SZ).unwrap();
+        assert_eq!(size as usize, FLUSH_BYTES);
+        // Not a pipe: left alone.
+        let file = tempfile::tempfile().unwrap();
+        widen_pipe(&file);
+        assert!(fcntl(&file, FcntlArg::F_GETPIPE_SZ).is_err());
+    }
+
+    #[test]
     fn sink_appends_lines_and_follows_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
