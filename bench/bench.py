@@ -776,8 +776,9 @@ def configurations(normal_state):
 
 
 def session(work, tracer, ws, rnd, memory, bpftrace_rss):
-    """One configuration in one round: start it, run its workloads (loops twice: wall time with
-    bpf_stats off, then the programs' own time with it on), stop it."""
+    """One configuration in one round: the untraced side of its pairs, start it, warm up, run its
+    workloads (loops twice: wall time with bpf_stats off, then the programs' own time with it on),
+    stop it, the loops' untraced side again."""
     rec = {"round": rnd, "config": tracer.name, "load_before": loadavg(), "work": {}}
     rec["foreign_bpf"] = wait_no_foreign()
     paired = [w for w in ws if tracer.name != "untraced" and (w in LOOPS or (w in PAIRED and not tracer.slow))]
