@@ -955,7 +955,8 @@ def main():
                 "slow every call down; each program's own ns per run is measured all the same")
 
         res = breakdown.run({
-            "Ebpfh": Ebpfh, "train": lambda mon: train_to_normal(mon, work, trained, []), "warm_up": lambda w: work.warm_up(UNTRACED, w), "ref": REF,
+            "Ebpfh": Ebpfh, "train": lambda mon: train_to_normal(mon, work, trained, []),
+            "warm_up": lambda w: work.warm_up(UNTRACED, w), "ref": REF,
             "empty_obj": os.path.join(OUT, "empty.bpf.o"), "clang": clang,
             "src": os.path.join(ROOT, "bpf", "ebpfh.bpf.c"), "out": OUT, "calls": work.n,
             "loop_cpu": LOOP_CPU, "tracer_cpu": TRACER_CPU, "log": log}, args.quick)
