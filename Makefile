@@ -93,7 +93,8 @@ vmlinux:
 # bpftrace, strace and auditd, on loops, process churn, nginx and redis. Prints a table and a
 # verdict and writes bench/results.json; see README "Benchmarks". BENCH_ARGS=--quick tries the
 # harness in about two minutes; BENCH_ARGS="--compare bench/results.prev.json" also compares
-# every figure with an earlier run's.
+# every figure with an earlier run's; BENCH_ARGS=--breakdown only splits ebpfh's cost per call by
+# step (bench/breakdown.py, about two minutes).
 bench: deps bench-deps
 	$(CARGO) build --release --bin ebpfh --example bpf_reference --example bench_profiles
 	python3 bench/bench.py $(BENCH_ARGS)
