@@ -692,44 +692,58 @@ def storm_phase(work, n, rate=100_000, seconds=10):
     }
 
 
+# Seconds to wait after the monitor starts or stops before the next run: loading and freeing
+# its programs and maps leaves the kernel work (verification, RCU callbacks) that a run right
+# after it pays for.
+SETTLE_S = 1.0
+
+
 def churn_phase(work, normal_state, pairs):
     """fork+exec+wait of /bin/true, ebpfh (normal mode, the workloads' trained state) against
-    untraced, in `pairs` back-to-back pairs whose order alternates (untraced first, then ebpfh
-    first): the machine's state drifts by more than ebpfh costs a spawn (a few us of its programs
-    on a spawn of hundreds), so each pair is compared within itself and the figure is the
-    median of the pairs' % differences, over the pairs whose two runs were both clean."""
+    untraced, as a chain of runs U T U T ... U: each ebpfh run T is compared with the mean of the
+    untraced runs just before and just after it, which cancels the machine's drift over those
+    seconds (on this VM consecutive untraced runs alone differ by up to 25%, more than ebpfh
+    costs a spawn: a few us of its programs on a spawn of hundreds). The figure is the median of
+    the `pairs` % differences over those whose three runs were all clean."""
     spawn = os.path.join(OUT, "spawn")
     argv = ["taskset", "-c", LOOP_CPU, spawn, str(work.n_spawn), "/bin/true"]
     warm = ["taskset", "-c", LOOP_CPU, spawn, "20", "/bin/true"]
-    res = []
+
+    def untraced():
+        sh(warm, stdout=subprocess.DEVNULL)
+        out, r = measure.sample(argv)
+        return {"us": float(out.split()[-1]), **r}
+
+    def traced():
+        mon = Ebpfh("ebpfh_churn", normal_state, ["--normal-wait", "1s"])
+        mon.start()
+        try:
+            time.sleep(SETTLE_S)
+            sh(warm, stdout=subprocess.DEVNULL)
+            cpu0 = cpu_seconds(mon.pid)
+            out, r = measure.sample(argv, known=[mon.pid], progs=[mon.pid])
+            # The monitor's CPU per spawn: it gets no event for an exec of a known program.
+            r["monitor_cpu_us_per_spawn"] = round((cpu_seconds(mon.pid) - cpu0) * 1e6 / work.n_spawn, 2)
+        finally:
+            mon.stop()
+        time.sleep(SETTLE_S)
+        # A trained spawn and /bin/true make none: a figure with anomalies measured them.
+        r["anomaly_lines"] = sum(1 for e in mon.events("anomaly") if e["comm"] in ("spawn", "true"))
+        return {"us": float(out.split()[-1]), **r}
+
+    res, before = [], untraced()
     for i in range(pairs):
-        rec = {}
-        for traced in ([False, True] if i % 2 == 0 else [True, False]):
-            if not traced:
-                sh(warm, stdout=subprocess.DEVNULL)
-                out, r = measure.sample(argv)
-                rec["untraced"] = {"us": float(out.split()[-1]), **r}
-                continue
-            mon = Ebpfh("ebpfh_churn", normal_state, ["--normal-wait", "1s"])
-            mon.start()
-            try:
-                sh(warm, stdout=subprocess.DEVNULL)
-                cpu0 = cpu_seconds(mon.pid)
-                out, r = measure.sample(argv, known=[mon.pid], progs=[mon.pid])
-                # The monitor's CPU per spawn: it should get no event for an exec of a known
-                # program, so nearly nothing.
-                r["monitor_cpu_us_per_spawn"] = round((cpu_seconds(mon.pid) - cpu0) * 1e6 / work.n_spawn, 2)
-            finally:
-                mon.stop()
-            # A trained spawn and /bin/true make none: a figure with anomalies measured them.
-            r["anomaly_lines"] = sum(1 for e in mon.events("anomaly") if e["comm"] in ("spawn", "true"))
-            rec["ebpfh"] = {"us": float(out.split()[-1]), **r}
-        rec["pct"] = round((rec["ebpfh"]["us"] / rec["untraced"]["us"] - 1) * 100, 1)
-        rec["clean"] = not rec["ebpfh"]["disturbed"] and not rec["untraced"]["disturbed"]
-        log(f"  churn pair {i + 1}: untraced {rec['untraced']['us']:.1f} us, ebpfh {rec['ebpfh']['us']:.1f} us "
+        t = traced()
+        after = untraced()
+        base = (before["us"] + after["us"]) / 2
+        rec = {"untraced_before": before, "ebpfh": t, "untraced_after": after,
+               "pct": round((t["us"] / base - 1) * 100, 1),
+               "clean": not (t["disturbed"] or before["disturbed"] or after["disturbed"])}
+        log(f"  churn {i + 1}: untraced {before['us']:.1f} / {after['us']:.1f} us, ebpfh {t['us']:.1f} us "
             f"({rec['pct']:+.1f}%){'' if rec['clean'] else ' disturbed'}"
-            + (f", {rec['ebpfh']['anomaly_lines']} anomaly lines" if rec["ebpfh"]["anomaly_lines"] else ""))
+            + (f", {t['anomaly_lines']} anomaly lines" if t["anomaly_lines"] else ""))
         res.append(rec)
+        before = after
     clean = [r["pct"] for r in res if r["clean"]]
     use = clean if clean else [r["pct"] for r in res]
     return {
@@ -1033,7 +1047,7 @@ def main():
     log(f"anomaly storm: {args.storm_writes} anomalous writes")
     storm = storm_phase(work, args.storm_writes)
     pairs = 4 if args.quick else 8
-    log(f"fork+exec+wait: {pairs} pairs of untraced and ebpfh runs")
+    log(f"fork+exec+wait: {pairs} ebpfh runs, each between two untraced ones")
     churn = churn_phase(work, normal_state, pairs)
 
     # Per-profile kernel memory, from the profiles the normal-mode monitor saved.
@@ -1279,7 +1293,7 @@ def print_table(out, configs):
     if p:
         sess = (v["churn_pct_over_untraced"] or {}).get("ebpfh")
         print(f"  fork+exec+wait: ebpfh {fmt(p, sign=True)}% over untraced (median of {p['n']} "
-              f"{'disturbed ' if p['disturbed'] else 'clean '}back-to-back pairs; sessions: "
+              f"{'disturbed ' if p['disturbed'] else 'clean '}runs between untraced ones; sessions: "
               f"{fmt(sess, sign=True) if sess else '-'}%): <= {v['churn_target_pct']}% "
               f"{'met' if p['median'] <= v['churn_target_pct'] else 'NOT met'}"
               f"{' (unsettled)' if p['disturbed'] or p['n'] < MIN_CLEAN else ''}")
