@@ -35,10 +35,14 @@ fn root_backdoor_is_detected_and_normal_runs_stay_quiet() {
     );
     let started = mon.train_to_normal(&prog, &[]);
     assert_eq!(started["exe"], prog.to_str().unwrap());
+    // The line waits for the executable's digest (the hashing thread may still be busy with
+    // bigger files, as on an emulated CPU), at most the monitor's line wait of 10 s.
     let created = created.or_else(|| {
-        mon.events_of("profile_created")
-            .into_iter()
-            .find(|e| e["profile"] == key)
+        mon.wait_for(
+            "profile_created",
+            |e| e["profile"] == key,
+            Duration::from_secs(30),
+        )
     });
     let created = created.expect("a profile_created event for the test program");
     assert_eq!(created["exe"], prog.to_str().unwrap());
@@ -501,7 +505,9 @@ fn root_launch_stubs_do_not_freeze_a_profile_but_forked_workers_do() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let prog = build_fixture(dir.path(), "launcher");
-    let mut mon = Monitor::start(dir.path(), &dir.path().join("state"), &[]);
+    // A long wait: a profile with enough calls that learns nothing for the wait freezes by the
+    // daemon rule, and 500 spawns take longer than the tests' 2 s on an emulated CPU.
+    let mut mon = Monitor::start_waiting(dir.path(), &dir.path().join("state"), "1h", &[]);
     run(&prog, &["exec", "500"]);
     let row = profile_row(&mon, &prog);
     assert!(

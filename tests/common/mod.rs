@@ -82,11 +82,17 @@ impl Monitor {
     /// it reports that it monitors.
     #[track_caller]
     pub fn start(dir: &Path, state_dir: &Path, extra: &[&str]) -> Monitor {
+        Monitor::start_waiting(dir, state_dir, NORMAL_WAIT, extra)
+    }
+
+    /// [`Monitor::start`] with another `--normal-wait` (every duration of the lifecycle).
+    #[track_caller]
+    pub fn start_waiting(dir: &Path, state_dir: &Path, wait: &str, extra: &[&str]) -> Monitor {
         let log = dir.join("events.jsonl");
         let stderr = dir.join("monitor.stderr");
         let run_dir = dir.join("run");
         let child = Command::new(env!("CARGO_BIN_EXE_ebpfh"))
-            .args(["--headless", "--normal-wait", NORMAL_WAIT, "--log"])
+            .args(["--headless", "--normal-wait", wait, "--log"])
             .arg(&log)
             .arg("--state-dir")
             .arg(state_dir)
