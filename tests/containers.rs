@@ -125,11 +125,7 @@ fn root_events_and_ps_name_the_cgroup_and_the_container() {
     // The program's first exec is in the docker scope: its profile_created line says so.
     let pid = run_in(&scope, &prog, &[]);
     let created = mon
-        .wait_for(
-            "profile_created",
-            |e| e["profile"] == key,
-            Duration::from_secs(10),
-        )
+        .wait_for("profile_created", |e| e["profile"] == key, CREATED_WAIT)
         .expect("a profile_created line for the program");
     assert_eq!(created["pid"], pid);
     assert_eq!(created["cgroup"], tree.name(&scope), "{created}");

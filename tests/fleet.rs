@@ -30,11 +30,7 @@ fn root_profiles_carry_the_executables_sha256() {
     let mut mon = Monitor::start(dir.path(), &state, &[]);
     run(&prog, &[]);
     let created = mon
-        .wait_for(
-            "profile_created",
-            |e| e["profile"] == key,
-            Duration::from_secs(10),
-        )
+        .wait_for("profile_created", |e| e["profile"] == key, CREATED_WAIT)
         .expect("a profile_created line for the program");
     assert_eq!(created["sha256"], digest.as_str());
     assert_eq!(created["exe"], prog.to_str().unwrap());
@@ -322,7 +318,7 @@ fn root_pending_imports_apply_at_the_first_run_and_merges_can_normalize() {
     c.wait_for(
         "profile_created",
         |e| e["profile"] == key.as_str(),
-        Duration::from_secs(10),
+        CREATED_WAIT,
     )
     .expect("a profile for the program");
     let said = ok(c.client(&["profile", "import", bundle.to_str().unwrap()]));
@@ -382,7 +378,7 @@ fn root_bad_bundles_are_refused_and_change_nothing() {
     mon.wait_for(
         "profile_created",
         |e| e["exe"] == prog.to_str().unwrap(),
-        Duration::from_secs(10),
+        CREATED_WAIT,
     )
     .expect("a profile for the program");
     let good = dir.path().join("good.bundle");

@@ -414,14 +414,14 @@ fn root_a_deleted_or_moved_log_is_noticed_and_reopened() {
     wait_stderr(&mon, "was deleted without a SIGHUP");
     new_profiles(dir.path(), "after-delete", 1);
     assert!(mon
-        .wait_for("profile_created", |_| true, Duration::from_secs(10))
+        .wait_for("profile_created", |_| true, CREATED_WAIT)
         .is_some());
 
     std::fs::rename(&mon.log, dir.path().join("events.jsonl.1")).unwrap();
     wait_stderr(&mon, "was moved away without a SIGHUP");
     new_profiles(dir.path(), "after-move", 1);
     assert!(mon
-        .wait_for("profile_created", |_| true, Duration::from_secs(10))
+        .wait_for("profile_created", |_| true, CREATED_WAIT)
         .is_some());
     std::thread::sleep(Duration::from_millis(1500));
     mon.stop();

@@ -297,11 +297,7 @@ fn root_sighup_reopens_the_log() {
         mon.stderr_text()
     );
     run(&prog, &[]);
-    let seen = mon.wait_for(
-        "profile_created",
-        |e| e["profile"] == key,
-        Duration::from_secs(10),
-    );
+    let seen = mon.wait_for("profile_created", |e| e["profile"] == key, CREATED_WAIT);
     mon.stop();
     assert!(seen.is_some(), "no line reached the reopened log");
     let old = fs::read_to_string(&rotated).unwrap();

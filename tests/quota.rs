@@ -209,7 +209,7 @@ fn root_an_unprivileged_user_cannot_fill_the_profile_table() {
         mon.wait_for(
             "profile_created",
             |e| e["profile"] == key.as_str(),
-            Duration::from_secs(10)
+            CREATED_WAIT
         )
         .is_some(),
         "root's program got no profile after nobody's memfd storm"

@@ -134,7 +134,7 @@ fn root_scripts_get_their_own_profiles_and_inline_code_keeps_the_interpreters() 
         .wait_for(
             "profile_created",
             |e| e["profile"] == bash_script_key.as_str(),
-            Duration::from_secs(10),
+            CREATED_WAIT,
         )
         .expect("a profile_created line for bash x.sh");
     assert_eq!(created["script"], sh.to_str().unwrap(), "{created}");
@@ -194,7 +194,7 @@ fn root_short_lived_programs_get_absolute_paths() {
         .wait_for(
             "profile_created",
             |e| e["profile"] == key.as_str(),
-            Duration::from_secs(10),
+            CREATED_WAIT,
         )
         .expect("a profile_created line for ./quick_r");
     assert_eq!(created["exe"], prog.to_str().unwrap(), "{created}");

@@ -71,6 +71,10 @@ pub struct Monitor {
 }
 
 pub const NORMAL_WAIT: &str = "2s";
+/// How long a test waits for a `profile_created` line: the monitor holds it until the
+/// executable's digest is known, up to its 10 s line wait, and the hashing thread may be busy
+/// with bigger files first (as on an emulated CPU).
+pub const CREATED_WAIT: Duration = Duration::from_secs(30);
 
 /// The argument that makes `tests/fixtures/anomaly.c` run its backdoor: 20 extra writes, so its
 /// LFC goes above the tolerize limit (12) with pairs new to the profile, and the incident is an
