@@ -1,7 +1,11 @@
 /*
  * Anomaly storm: trained on plain runs (one write), then run with N: it
  * writes N more times, and every write-after-write pair is new to its
- * profile, so each of the N calls is an anomaly for a normal profile.
+ * profile, so each of the N calls is an anomaly for a normal profile. Before
+ * them it calls uname(2), which its training never made: identical writes
+ * alone are only a repeat of their first few new pairs, a quiet incident
+ * (src/incident.rs), while a call the program never made makes the storm an
+ * alarm whose anomaly lines the line-rate runs count.
  *
  * storm N [RATE]: RATE writes per second, as a schedule kept by sleeping
  * until each millisecond's share is due (absolute deadlines, so a late
@@ -14,6 +18,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,10 +37,13 @@ int main(int argc, char **argv)
 	struct timespec a, b, due;
 	char line[64];
 	int len;
+	struct utsname u;
 
 	if (per_tick < 1)
 		per_tick = 1;
 	if (write(1, "storm\n", 6) != 6)
+		return 1;
+	if (n > 0 && uname(&u) < 0)
 		return 1;
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	due = a;

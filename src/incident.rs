@@ -22,9 +22,10 @@
 //!
 //! - one of its calls is **unknown**: a system call the testing data has no pair with at all
 //!   (the program never made it while it trained); or
-//! - its maximum LFC went above the **tolerize limit** and at least one of its calls taught the
-//!   profile a new pair. A burst that only **repeats** pending pairs shows what an earlier
-//!   incident already showed: it is counted, not alarmed again.
+//! - its maximum LFC went above the **tolerize limit**, and so did the number of its calls that
+//!   taught the profile a new pair. A burst that mostly **repeats** a few pairs (a known loop
+//!   running over more input than it had in training, a new code path taken once per file) has
+//!   a high LFC but little that is new: it is counted, not alarmed.
 //!
 //! Under `--lifecycle ph` every incident is an alarm, as pH reports every anomalous call.
 //! A quiet incident is never lost: its calls count in `ebpfh status`, the metrics and the
@@ -74,7 +75,7 @@ impl Default for Limits {
 /// Which incidents are alarms (the module comment has the rule); it follows the settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// Above this LFC an incident that taught the profile something new is an alarm.
+    /// An incident is an alarm when its LFC and its novel calls both went above this.
     pub tolerize_limit: u32,
     /// pH's lifecycle: every incident is an alarm.
     pub every_incident: bool,
@@ -101,7 +102,7 @@ impl Rule {
             (true, "every_anomaly")
         } else if unknown_calls > 0 {
             (true, "unknown_call")
-        } else if max_lfc > self.tolerize_limit && novel_calls > 0 {
+        } else if max_lfc > self.tolerize_limit && novel_calls > u64::from(self.tolerize_limit) {
             (true, "tolerize_limit")
         } else if max_lfc > self.tolerize_limit {
             (false, "repeat")
@@ -533,14 +534,24 @@ mod tests {
         assert_eq!(r.judge(1, 0, 1), (false, "minor"), "an isolated novelty");
         assert_eq!(r.judge(12, 0, 12), (false, "minor"), "up to the limit");
         assert_eq!(
-            r.judge(13, 0, 1),
+            r.judge(13, 0, 13),
             (true, "tolerize_limit"),
-            "above, with news"
+            "above, and as much of it new"
         );
         assert_eq!(
             r.judge(40, 0, 0),
             (false, "repeat"),
             "only pending pairs again"
+        );
+        assert_eq!(
+            r.judge(40, 0, 12),
+            (false, "repeat"),
+            "a few new pairs, repeated"
+        );
+        assert_eq!(
+            r.judge(12, 0, 13),
+            (false, "minor"),
+            "new, but spread out: the LFC stayed at the limit"
         );
         assert_eq!(r.judge(1, 1, 0), (true, "unknown_call"));
         assert_eq!(all().judge(1, 0, 0), (true, "every_anomaly"));
@@ -645,7 +656,7 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_that_only_repeats_pending_pairs_is_quiet() {
+    fn a_burst_that_mostly_repeats_pending_pairs_is_quiet() {
         let mut inc = Incidents::new(limits(), rule());
         let calls = (1..=30)
             .map(|i| repeat(call(7, 1, i, "close", i as u32)))
@@ -657,11 +668,23 @@ mod tests {
             (c.alarm, c.alarm_reason, c.novel_calls),
             (false, "repeat", 0)
         );
-        // The same repeat with one new pair in it: an alarm.
+        // The same burst with a few new pairs in it: still quiet.
         let mut calls: Vec<Anomaly> = (1..=30)
             .map(|i| repeat(call(7, 1, i, "close", i as u32)))
             .collect();
-        calls[2].new_pairs = 1;
+        for c in &mut calls[..12] {
+            c.new_pairs = 1;
+        }
+        let (_, lines) = feed(&mut inc, calls);
+        assert!(lines.is_empty());
+        assert_eq!(close(&mut inc).pop().unwrap().alarm_reason, "repeat");
+        // One more call that taught a new pair: an alarm from the 13th call on.
+        let mut calls: Vec<Anomaly> = (1..=30)
+            .map(|i| repeat(call(7, 1, i, "close", i as u32)))
+            .collect();
+        for c in &mut calls[..13] {
+            c.new_pairs = 1;
+        }
         let (_, lines) = feed(&mut inc, calls);
         assert_eq!(lines.len(), 3);
         assert_eq!(

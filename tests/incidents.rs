@@ -1,5 +1,6 @@
 //! Incidents on the real kernel: a burst far past the tolerize limit is one `incident` line, and
-//! the alarm rule tells isolated or repeated novelty (counted) from alarms.
+//! the alarm rule tells isolated or repeated novelty (counted) from alarms. The bursts that must
+//! be alarms start with tests/fixtures/mix.h's (`burst mix N`).
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// Extra writes the burst makes: far more than the tolerize limit (12) and the locality frame
-/// (128), in a few milliseconds.
+/// Extra writes the burst makes after its mixed start: far more than the tolerize limit (12) and
+/// the locality frame (128), in a few milliseconds.
 const BURST: u64 = 3000;
 
 #[test]
@@ -26,7 +27,7 @@ fn root_a_burst_is_one_incident_with_bounded_anomaly_lines() {
         &["--anomaly-limit", "1000000000"],
     );
     mon.train_to_normal(&prog, &[]);
-    let pid = run(&prog, &[&BURST.to_string()]);
+    let pid = run(&prog, &["mix", &BURST.to_string()]);
     let incident = mon.wait_for("incident", |e| e["pid"] == pid, Duration::from_secs(15));
     let status = mon.client_json(&["status"]);
     mon.stop();
@@ -38,16 +39,22 @@ fn root_a_burst_is_one_incident_with_bounded_anomaly_lines() {
         .filter(|e| e["event"] == "events_lost")
         .filter_map(|e| e["lost"]["anomaly"].as_u64())
         .sum();
-    // Trained on runs with one write: each extra write misses (write <- write). The getppid
-    // calls after them are not anomalous: training saw getppid with a write at every distance
-    // 1-8 (the greeting before the first eight of them).
+    // Trained on runs with one write: each call of the mixed start misses (mix.h), and so does
+    // each extra write (write <- write). The getppid calls after them are not anomalous:
+    // training saw getppid with a write at every distance 1-8 (the greeting before the first
+    // eight of them).
     let calls = incident["anomalous_calls"].as_u64().unwrap();
-    assert_eq!(calls + lost, BURST, "{incident}");
+    assert_eq!(calls + lost, MIX_CALLS + BURST, "{incident}");
     assert_eq!(incident["profile"], key);
     assert_eq!(incident["exe"], prog.to_str().unwrap());
     assert_eq!(incident["tid"], pid);
     assert_eq!(incident["reason"], "idle", "the burst ends in clean calls");
-    assert_eq!(incident["syscalls"], serde_json::json!({ "write": calls }));
+    assert_eq!(incident["alarm_reason"], "tolerize_limit", "{incident}");
+    if lost == 0 {
+        let closes = MIX_CALLS - MIX_WRITES;
+        let want = serde_json::json!({ "write": calls - closes, "close": closes });
+        assert_eq!(incident["syscalls"], want);
+    }
     assert_eq!(
         incident["max_lfc"], 128,
         "128 anomalies in a row fill the frame"
@@ -62,7 +69,7 @@ fn root_a_burst_is_one_incident_with_bounded_anomaly_lines() {
     assert_eq!(
         &first[7..],
         ["write", "write"],
-        "the greeting, then the first extra write"
+        "the greeting, then the mixed start's first write"
     );
     assert!(incident["first"].as_str() <= incident["last"].as_str());
 
@@ -99,9 +106,11 @@ fn root_a_burst_is_one_incident_with_bounded_anomaly_lines() {
     assert_eq!(recent["syscalls"][0], "write");
 }
 
-/// The alarm rule (src/incident.rs): one extra write (an isolated novelty) and a burst of 8 (up
-/// to the tolerize limit) write no line but are counted; a system call the program never made is
-/// an alarm at once, with LFC 2; a new burst above the tolerize limit is an alarm.
+/// The alarm rule (src/incident.rs): one extra write (an isolated novelty), a burst of 8 (up to
+/// the tolerize limit) and a burst of 20 identical writes (above it, but only eight of them
+/// teach a new pair) write no line but are counted; a system call the program never made is an
+/// alarm at once, with LFC 2; a burst above the tolerize limit with as many calls that teach
+/// something new is an alarm.
 #[test]
 fn root_novelty_up_to_the_tolerize_limit_is_counted_and_new_calls_or_bursts_alarm() {
     require_root();
@@ -117,7 +126,8 @@ fn root_novelty_up_to_the_tolerize_limit_is_counted_and_new_calls_or_bursts_alar
     let isolated = run(&prog, &["1"]);
     let medium = run(&prog, &["8"]);
     let new_call = run(&prog, &["uname"]);
-    let burst = run(&prog, &["20"]);
+    let repeat = run(&prog, &["20"]);
+    let burst = run(&prog, &["mix", "20"]);
     let unknown = mon.wait_for(
         "incident",
         |e| e["pid"] == new_call,
@@ -149,10 +159,11 @@ fn root_novelty_up_to_the_tolerize_limit_is_counted_and_new_calls_or_bursts_alar
     );
 
     assert_eq!(alarm["alarm_reason"], "tolerize_limit", "{alarm}");
-    assert_eq!(alarm["max_lfc"], 20);
+    assert_eq!(alarm["max_lfc"], MIX_CALLS + 20);
+    assert!(alarm["novel_calls"].as_u64().unwrap() > 12, "{alarm}");
     assert_eq!(anomalies_of(&events, &[burst]).len(), 5);
 
-    for pid in [isolated, medium] {
+    for pid in [isolated, medium, repeat] {
         let about: Vec<&Value> = events.iter().filter(|e| e["pid"] == pid).collect();
         assert!(
             about
@@ -161,16 +172,16 @@ fn root_novelty_up_to_the_tolerize_limit_is_counted_and_new_calls_or_bursts_alar
             "pid {pid} wrote an alarm: {about:#?}"
         );
     }
-    // Counted: 1 + 8 + 2 + 20 anomalous calls, and the two quiet incidents (they end idle, 2 s
-    // after their last call, before the later runs' alarms; the host's other programs, trained
+    // Counted: 1 + 8 + 2 + 20 + 36 anomalous calls, and the three quiet incidents (they end idle,
+    // 2 s after their last call, before the last run's alarm; the host's other programs, trained
     // with a 2 s wait, may add their own).
     let n = |s: &Value, k: &str| s[k].as_u64().unwrap();
     assert!(
-        n(&status, "anomalies") - n(&before, "anomalies") >= 31,
+        n(&status, "anomalies") - n(&before, "anomalies") >= 31 + MIX_CALLS + 20,
         "{status}"
     );
     assert!(
-        n(&status, "quiet_incidents") - n(&before, "quiet_incidents") >= 2,
+        n(&status, "quiet_incidents") - n(&before, "quiet_incidents") >= 3,
         "{status}"
     );
 }
@@ -213,20 +224,31 @@ fn root_anomaly_lines_can_be_all_of_them() {
         &["--anomaly-limit", "1000000000", "--anomaly-lines", "100000"],
     );
     mon.train_to_normal(&prog, &["0"]);
-    let pid = run(&prog, &["40"]);
+    let pid = run(&prog, &["mix", "40"]);
     let incident = mon.wait_for("incident", |e| e["pid"] == pid, Duration::from_secs(15));
     mon.stop();
     let incident = incident.expect("an incident line");
     let lines = anomalies_of(&mon.events(), &[pid]);
-    assert_eq!(incident["anomalous_calls"], 40);
-    assert_eq!(lines.len(), 40, "every anomalous call has its line");
+    let calls = MIX_CALLS + 40;
+    assert_eq!(incident["anomalous_calls"], calls);
+    assert_eq!(
+        lines.len() as u64,
+        calls,
+        "every anomalous call has its line"
+    );
     assert_eq!(incident["anomaly_lines_suppressed"], 0);
-    // Stderr repeats only the first 5 of them, says so once, and has the incident.
+    // Stderr repeats only the first 5 of them (mix.h's "wwwcc"), says so once, and has the
+    // incident.
     let stderr = mon.stderr_text();
     let about = |what: &str| stderr.matches(&format!("{what} in pid {pid} ")).count();
-    assert_eq!(about("anomaly: write"), 5, "{stderr}");
+    assert_eq!(about("anomaly: write"), 3, "{stderr}");
+    assert_eq!(about("anomaly: close"), 2, "{stderr}");
     assert_eq!(about("more anomalies"), 1, "{stderr}");
-    assert_eq!(about("incident: 40 anomalous calls"), 1, "{stderr}");
+    assert_eq!(
+        about(&format!("incident: {calls} anomalous calls")),
+        1,
+        "{stderr}"
+    );
 }
 
 /// The monitor and `ebpfh replay` (online) see the same calls (a recording made while the
@@ -242,7 +264,7 @@ fn root_online_replay_writes_the_monitors_incident() {
     let trace = dir.path().join("burst.ebt");
     let p = prog.display();
     // Train, wait out the normal wait (2 s in both), become normal, then the burst.
-    let script = format!("for i in $(seq 30); do {p}; done; sleep 3; {p}; {p}; {p} 400");
+    let script = format!("for i in $(seq 30); do {p}; done; sleep 3; {p}; {p}; {p} mix 400");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_ebpfh"))
         .args(["record", "-o"])
         .arg(&trace)
@@ -303,7 +325,7 @@ fn root_online_replay_writes_the_monitors_incident() {
     ] {
         assert_eq!(again[field], live[field], "{field}: {again} vs {live}");
     }
-    assert_eq!(live["anomalous_calls"], 400);
+    assert_eq!(live["anomalous_calls"], MIX_CALLS + 400);
     // And the same anomaly lines: the first five calls of the burst.
     let pid = live["pid"].clone();
     let lines = |ls: Vec<Value>| -> Vec<(Value, Value, (Value, Value))> {

@@ -418,8 +418,9 @@ fn root_int80_calls_are_not_read_as_native_calls() {
         .all(|a| !names(&a["sequence"]).contains(&"writev".to_string())));
 }
 
-/// The flood pH's tolerize reset allowed is gone: a run far past the tolerize limit (`burst
-/// 5000`: 5000 anomalous writes, its LFC above 12 for thousands of calls) crosses the limit once
+/// The flood pH's tolerize reset allowed is gone: a run far past the tolerize limit (`burst mix
+/// 5000`: mix.h's 16 calls and 5000 anomalous writes, its LFC above 12 for thousands of calls,
+/// an alarm) crosses the limit once
 /// and yields one tolerize_limit line; repeated runs charge the anomaly budget once each and
 /// then stop normal monitoring, after which nothing more is flagged.
 #[test]
@@ -433,7 +434,7 @@ fn root_a_long_burst_tolerizes_once_and_the_budget_ends_it() {
     let flags = ["--anomaly-limit", "2", "--log-quiet"];
     let mut mon = Monitor::start(dir.path(), &state, &flags);
     mon.train_to_normal(&prog, &[]);
-    let pids: Vec<u32> = (0..5).map(|_| run(&prog, &["5000"])).collect();
+    let pids: Vec<u32> = (0..5).map(|_| run(&prog, &["mix", "5000"])).collect();
     mon.wait_for(
         "normal_stopped",
         |e| e["profile"] == key,
@@ -448,7 +449,7 @@ fn root_a_long_burst_tolerizes_once_and_the_budget_ends_it() {
         .collect();
     // Runs 1 and 2 cross once each; run 3 stops normal monitoring at its first anomaly (LFC 1).
     assert_eq!(tolerized.len(), 2, "{tolerized:#?}");
-    // Every write of runs 1 and 2 is anomalous (and a few calls after them); run 3 has one
+    // Every call of runs 1 and 2 after the greeting is anomalous (and a few calls after them); run 3 has one
     // anomaly, at which normal monitoring stops; runs 4 and 5 run a training profile. The
     // incident lines count every anomalous call; the anomaly lines stay bounded.
     let counts: Vec<u64> = pids

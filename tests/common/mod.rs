@@ -76,10 +76,15 @@ pub const NORMAL_WAIT: &str = "2s";
 /// with bigger files first (as on an emulated CPU).
 pub const CREATED_WAIT: Duration = Duration::from_secs(30);
 
-/// The argument that makes `tests/fixtures/anomaly.c` run its backdoor: 20 extra writes, so its
-/// LFC goes above the tolerize limit (12) with pairs new to the profile, and the incident is an
-/// alarm (src/incident.rs); a handful of writes would be quiet novelty.
-pub const BACKDOOR: &str = "20";
+/// The argument that makes `tests/fixtures/anomaly.c` run its backdoor: the 16 calls of
+/// tests/fixtures/mix.h, so its LFC and its calls that teach a new pair both go above the
+/// tolerize limit (12), and the incident is an alarm (src/incident.rs). A handful of writes would
+/// be quiet novelty, and any number of identical writes a quiet repeat.
+pub const BACKDOOR: &str = "attack";
+
+/// The calls of tests/fixtures/mix.h's burst (`burst mix N`), and how many of them are writes.
+pub const MIX_CALLS: u64 = 16;
+pub const MIX_WRITES: u64 = 8;
 
 impl Monitor {
     /// Starts `ebpfh --headless` on `state_dir`, logging to `dir/events.jsonl`, and waits until
