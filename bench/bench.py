@@ -14,8 +14,9 @@ on. A session's loops (and servers, under a tracer that is not slow) are paired 
 of the same workload right before the tracer starts and right after it stops: added ns per call
 (and % over untraced) is the median over sessions of each session's own difference, so what
 drifts from one session to the next is in both sides of a pair. `--breakdown` runs only the
-breakdown of ebpfh's cost per call (bench/breakdown.py). Nothing here is a test: no number is
-asserted.
+breakdown of ebpfh's cost per call (bench/breakdown.py); `--only storm` runs only the anomaly
+storm (about a minute; its figures go to bench/storm.json), to try a change to the monitor's
+output path without the whole run. Nothing here is a test: no number is asserted.
 
 Configurations
   untraced          nothing attached
@@ -57,6 +58,7 @@ REF = os.path.join(TARGET, "release", "examples", "bpf_reference")
 PROFILES = os.path.join(TARGET, "release", "examples", "bench_profiles")
 RESULTS = os.path.join(ROOT, "bench", "results.json")
 BREAKDOWN = os.path.join(ROOT, "bench", "breakdown.json")
+STORM = os.path.join(ROOT, "bench", "storm.json")
 
 BPFTRACE_PROG = "tracepoint:raw_syscalls:sys_enter { @[pid] = count(); }"
 # Not printing the map at exit: on a busy machine it holds every pid since the start.
@@ -936,6 +938,9 @@ def main():
                          f"writes {os.path.relpath(BREAKDOWN, ROOT)}")
     ap.add_argument("--budget", type=int, metavar="SECONDS",
                     help="after this long, no more retries or extra rounds (default 600, --quick 150)")
+    ap.add_argument("--only", choices=["storm"],
+                    help="only this phase: storm, the anomaly storm (--storm-writes; --quick: 20,000); "
+                         f"writes {os.path.relpath(STORM, ROOT)}")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: loading BPF programs needs root (sudo make bench)")
@@ -986,6 +991,17 @@ def main():
             f.write("\n")
         breakdown.print_breakdown(res)
         print(f"\nfull results: {BREAKDOWN} ({res['seconds']} s)")
+        return
+    if args.only == "storm":
+        log(f"anomaly storm: {args.storm_writes} anomalous writes")
+        storm = storm_phase(work, args.storm_writes)
+        res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "loadavg": loadavg(), "anomaly_storm": storm, "seconds": round(time.monotonic() - started)}
+        with open(STORM, "w") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
+        print_storm(storm)
+        print(f"\nfull results: {STORM} ({res['seconds']} s)")
         return
     foreign = foreign_bpf()
     if foreign:
@@ -1302,10 +1318,20 @@ def print_table(out, configs):
           f"per profile median {m['profile_bytes_median_named']} B, max {m['profile_bytes_max_named']} B "
           f"(named programs), all {m['profiles_saved']} profiles: median {m['profile_bytes_median_all']} B, "
           f"max {m['profile_bytes_max_all']} B; monitor RSS {(m['monitor_rss_bytes'] or 0) / 2**20:.1f} MiB")
-    s = out["anomaly_storm"]
+    print_storm(out["anomaly_storm"], runs=False)
+
+
+def print_storm(s, runs=True):
     print(f"anomaly storm: {s['writes']} anomalous writes in {s['storm_seconds']} s "
           f"({s['anomalies_per_s_generated']}/s): delivered {s['delivered']}, lost {s['lost']}, "
           f"kernel count {s['kernel_count']}; {s['delivered_per_s']} lines/s delivered")
+    if not runs:
+        return
+    for name in ["burst", "sustained", "file", "pipe"]:
+        r = s[name]
+        print(f"  {name:9} {r['kernel_anomalies']} anomalies, lost {r['lost']}, accounted {r['accounted']}; "
+              f"{r['lines']} lines in {r['seconds_until_log_drained']} s: {r['lines_per_s']} lines/s, "
+              f"monitor {r['monitor_cpu_seconds']} s CPU ({r['lines_per_monitor_cpu_s']} lines per CPU-second)")
 
 
 def print_compare(prev, out, path):
