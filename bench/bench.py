@@ -549,7 +549,11 @@ def storm_phase(work, n, rate=100_000, seconds=10):
     def kernel_anomalies(d):
         return next((r for r in profile_rows(d) if r["profile"] == key), {}).get("anomalies") or 0
 
-    untraced = [float(sh([storm, str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # As in the sessions: the storm (and the pipe's reader) on LOOP_CPU, the monitor on
+    # TRACER_CPU, so the line rate is the monitor's with a CPU of its own, not how the scheduler
+    # happened to share two CPUs among three busy processes.
+    on_loop_cpu, on_tracer_cpu = ["taskset", "-c", LOOP_CPU], ["taskset", "-c", TRACER_CPU]
+    untraced = [float(sh([*on_loop_cpu, storm, str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True).stderr.split()[0]) for _ in range(3)]
     mon = Ebpfh("ebpfh_storm_training", trained, flags, fresh=True)
     mon.start()
@@ -569,13 +573,13 @@ def storm_phase(work, n, rate=100_000, seconds=10):
         stderr = open(os.path.join(OUT, f"ebpfh_storm_{name}.stderr"), "w")
         cat = None
         if pipe:
-            cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=open(log_path, "w"))
-            m = subprocess.Popen([EBPFH, "--headless", "--log", "-", "--state-dir", state, *run_dir, *flags,
-                                  *extra], stdout=cat.stdin, stderr=stderr)
+            cat = subprocess.Popen([*on_loop_cpu, "cat"], stdin=subprocess.PIPE, stdout=open(log_path, "w"))
+            m = subprocess.Popen([*on_tracer_cpu, EBPFH, "--headless", "--log", "-", "--state-dir", state, *run_dir,
+                                  *flags, *extra], stdout=cat.stdin, stderr=stderr)
             cat.stdin.close()
         else:
-            m = subprocess.Popen([EBPFH, "--headless", "--log", log_path, "--state-dir", state, *run_dir,
-                                  *flags, *extra], stdout=subprocess.DEVNULL, stderr=stderr)
+            m = subprocess.Popen([*on_tracer_cpu, EBPFH, "--headless", "--log", log_path, "--state-dir", state,
+                                  *run_dir, *flags, *extra], stdout=subprocess.DEVNULL, stderr=stderr)
         # The storm's lines: its pid under its own profile (before its exec, the pid is Python's).
         count = {"lines": 0, "anomaly_lines": 0, "in_incidents": 0, "lost": 0, "exited": False}
         pending = [b""]
@@ -610,7 +614,9 @@ def storm_phase(work, n, rate=100_000, seconds=10):
             cpu0 = cpu_seconds(m.pid)
             t0 = time.monotonic()
             t0_wall = time.time()
-            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            # taskset execs the storm: the pid is the storm's.
+            p = subprocess.Popen([*on_loop_cpu, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
             ours = (f'"pid":{p.pid},'.encode(), f'"profile":"{key}"'.encode())
             ns_per_write, run_s = (float(x) for x in p.communicate()[1].split())
             # Drained when the storm's exit ends its incident, or (its exit's event lost) when no
@@ -658,7 +664,7 @@ def storm_phase(work, n, rate=100_000, seconds=10):
             "lines_per_s": round(lines_drained / t_drained) if t_drained > 0 else None,
             "seconds_until_log_drained": round(t_drained, 2),
             "monitor_cpu_seconds": round(cpu, 2),
-            # What the monitor could write with a CPU of its own (it shares them with the storm).
+            # What the monitor could write if nothing else ran on its CPU.
             "lines_per_monitor_cpu_s": round(lines_drained / cpu) if cpu > 0 else None,
             "monitor_rss_bytes_after": rss.get("VmRSS"),
             "monitor_rss_peak_bytes": rss.get("VmHWM"),
@@ -667,17 +673,24 @@ def storm_phase(work, n, rate=100_000, seconds=10):
         }
 
     res = {}
-    for name, argv, extra, pipe in [
-        ("burst", [storm, str(n)], [], False),
-        ("sustained", [storm, str(rate * seconds), str(rate)], [], False),
-        ("file", [storm, str(n)], every_line, False),
-        ("pipe", [storm, str(n)], every_line, True),
-    ]:
-        log(f"  storm {name}: {' '.join(os.path.basename(a) for a in argv)}")
-        res[name] = r = run(name, argv, extra, pipe)
-        log(f"  storm {name}: {r['kernel_anomalies']} anomalies in {r['storm_seconds']} s "
-            f"({r['kernel_anomalies_per_s']}/s), lost {r['lost']}, accounted {r['accounted']}, "
-            f"{r['lines']} lines, {r['lines_per_s']} lines/s")
+    # This loop counts the log's lines while the monitor writes them: on the monitor's CPU it
+    # would take the CPU whose rate is measured.
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(LOOP_CPU)})
+    try:
+        for name, argv, extra, pipe in [
+            ("burst", [storm, str(n)], [], False),
+            ("sustained", [storm, str(rate * seconds), str(rate)], [], False),
+            ("file", [storm, str(n)], every_line, False),
+            ("pipe", [storm, str(n)], every_line, True),
+        ]:
+            log(f"  storm {name}: {' '.join(os.path.basename(a) for a in argv)}")
+            res[name] = r = run(name, argv, extra, pipe)
+            log(f"  storm {name}: {r['kernel_anomalies']} anomalies in {r['storm_seconds']} s "
+                f"({r['kernel_anomalies_per_s']}/s), lost {r['lost']}, accounted {r['accounted']}, "
+                f"{r['lines']} lines, {r['lines_per_s']} lines/s")
+    finally:
+        os.sched_setaffinity(0, cpus)
     shutil.rmtree(state, ignore_errors=True)
     b = res["burst"]
     # The burst's figures also under the names the summary prints.
