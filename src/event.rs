@@ -217,7 +217,7 @@ fn c_str(bytes: &[u8]) -> String {
 }
 
 fn origin(h: &types::ev_header) -> Origin {
-    let comm: Vec<u8> = h.comm.iter().map(|&c| c as u8).collect();
+    let comm = h.comm.map(|c| c as u8);
     Origin {
         tgid: h.tgid,
         ppid: h.ppid,

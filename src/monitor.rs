@@ -98,6 +98,34 @@ struct Monitor<'k, 'obj> {
     stderr_lines: StderrLines,
     /// The lines of the event being handled (see `handle`), reused from event to event.
     lines: Vec<(u64, Record)>,
+    /// What every line of a profile or a cgroup repeats, formatted once.
+    line_names: LineNames,
+}
+
+/// Profile keys as lines spell them, and cgroup ids' paths and containers: formatting a key and
+/// looking for a container in a path, per line, were a tenth of an anomaly line's cost. Keys
+/// are kept per kernel slot (as many as the profiles), cgroup ids as long as `Cgroups` keeps
+/// their paths.
+#[derive(Default)]
+struct LineNames {
+    keys: HashMap<u32, (ProfileKey, String)>,
+    cgroups: HashMap<u64, (Option<String>, Option<String>)>,
+}
+
+impl LineNames {
+    /// `key`, the profile of `slot`, as a line spells it.
+    fn key(&mut self, slot: u32, key: ProfileKey) -> &str {
+        let (k, name) = self
+            .keys
+            .entry(slot)
+            .or_insert_with(|| (key, key.to_string()));
+        // A slot freed and taken by another profile.
+        if *k != key {
+            *k = key;
+            *name = key.to_string();
+        }
+        name
+    }
 }
 
 impl Monitor<'_, '_> {
@@ -338,15 +366,25 @@ impl Monitor<'_, '_> {
     }
 
     /// `process` with its cgroup path and container, from the cache of cgroup ids.
-    fn in_cgroup(&self, mut process: jsonl::Process, id: u64) -> jsonl::Process {
-        process.cgroup = self.cgroups.borrow_mut().path(id);
-        process.container_id = process.cgroup.as_deref().and_then(cgroup::container_id);
+    fn in_cgroup(&mut self, mut process: jsonl::Process, id: u64) -> jsonl::Process {
+        // An id's path never changes once looked up (see `Cgroups`), nor its container then.
+        let (path, container) = self.line_names.cgroups.entry(id).or_insert_with(|| {
+            let path = self.cgroups.borrow_mut().path(id);
+            let container = path.as_deref().and_then(cgroup::container_id);
+            (path, container)
+        });
+        process.cgroup.clone_from(path);
+        process.container_id.clone_from(container);
         process
     }
 
     fn process(&mut self, tid: u32, o: &Origin) -> (jsonl::Process, ProfileRef) {
         let k = self.known(o.slot, o.tgid, o);
-        let (key, exe, script) = (k.key, k.exe.clone(), k.script.clone());
+        let (key, exe, script) = (
+            k.key,
+            k.exe.clone(),
+            (!k.script.is_empty()).then(|| k.script.clone()),
+        );
         let process = jsonl::Process {
             pid: o.tgid,
             tid,
@@ -358,7 +396,11 @@ impl Monitor<'_, '_> {
             container_id: None,
         };
         let process = self.in_cgroup(process, o.cgroup);
-        let profile = ProfileRef::new(key, self.state(o.slot)).with_script(&script);
+        let profile = ProfileRef {
+            profile: self.line_names.key(o.slot, key).to_owned(),
+            profile_state: self.state(o.slot),
+            script,
+        };
         (process, profile)
     }
 
@@ -1036,6 +1078,7 @@ pub fn run(opts: &Options) -> Result<()> {
         pending: fleet::Pending::open(&opts.state_dir),
         stderr_lines: StderrLines::default(),
         lines: Vec::new(),
+        line_names: LineNames::default(),
     };
     if let (Some(e), Some(mx)) = (&mut exporter, &m.metrics) {
         e.serve(mx)?;
