@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use crate::jsonl::{Name, Process, ProfileRef, Record};
+use crate::jsonl::{Name, Process, ProfileRef, Record, Syscall};
 use crate::model::Settings;
 use crate::settings::{defaults, Lifecycle};
 
@@ -164,7 +164,101 @@ pub struct Closed {
     pub alarm: bool,
     pub alarm_reason: &'static str,
     /// The anomaly lines of an incident not (yet) an alarm, held until it becomes one.
-    held: Vec<(u64, Record)>,
+    held: Held,
+}
+
+/// Held anomaly lines, each without the process and profile while they are those of the first
+/// held line. With every line kept (`--anomaly-lines`) a quiet burst holds one line per call
+/// until it ends; held as whole records, each with its own copies of the same strings, the
+/// memory they grew into cost the monitor a third of its time in a storm.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Held {
+    lines: Vec<HeldLine>,
+    /// The process and profile of the first held line.
+    first: Option<(Process, ProfileRef)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct HeldLine {
+    time: u64,
+    /// None: the same as `Held::first`.
+    who: Option<Box<(Process, ProfileRef)>>,
+    syscall: Syscall,
+    misses: u16,
+    new_pairs: u16,
+    unknown_call: bool,
+    sequence: Vec<Name>,
+    lfc: u32,
+    profile_anomalies: u64,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn clear(&mut self) {
+        *self = Held::default();
+    }
+
+    fn push(&mut self, time: u64, line: Record) {
+        let Record::Anomaly {
+            process,
+            profile,
+            syscall,
+            misses,
+            new_pairs,
+            unknown_call,
+            sequence,
+            lfc,
+            profile_anomalies,
+        } = line
+        else {
+            unreachable!("only anomaly lines are held")
+        };
+        let who = match &self.first {
+            Some((p, r)) if *p == process && *r == profile => None,
+            Some(_) => Some(Box::new((process, profile))),
+            None => {
+                self.first = Some((process, profile));
+                None
+            }
+        };
+        self.lines.push(HeldLine {
+            time,
+            who,
+            syscall,
+            misses,
+            new_pairs,
+            unknown_call,
+            sequence,
+            lfc,
+            profile_anomalies,
+        });
+    }
+
+    /// The held lines as they came, onto `out`; nothing is held after.
+    fn release(&mut self, out: &mut Vec<(u64, Record)>) {
+        let Held { lines, first } = std::mem::take(self);
+        out.extend(lines.into_iter().map(|h| {
+            let (process, profile) = match h.who {
+                Some(who) => *who,
+                None => first.clone().expect("the first held line set it"),
+            };
+            let line = Record::Anomaly {
+                process,
+                profile,
+                syscall: h.syscall,
+                misses: h.misses,
+                new_pairs: h.new_pairs,
+                unknown_call: h.unknown_call,
+                sequence: h.sequence,
+                lfc: h.lfc,
+                profile_anomalies: h.profile_anomalies,
+            };
+            (h.time, line)
+        }));
+    }
 }
 
 impl Closed {
@@ -294,7 +388,7 @@ impl Incidents {
             novel_calls: 0,
             alarm: false,
             alarm_reason: "minor",
-            held: Vec::new(),
+            held: Held::default(),
         });
         cur.last = time;
         cur.anomalous_calls += 1;
@@ -317,12 +411,12 @@ impl Incidents {
         let keep = cur.anomalous_calls <= l.anomaly_lines;
         if cur.alarm {
             cur.anomaly_lines += cur.held.len() as u64 + u64::from(keep);
-            lines.append(&mut cur.held);
+            cur.held.release(lines);
             if keep {
                 lines.push((time, line));
             }
         } else if keep {
-            cur.held.push((time, line));
+            cur.held.push(time, line);
         }
         if exit {
             let mut c = self.open.remove(&tid).expect("inserted above");
@@ -616,6 +710,28 @@ mod tests {
         assert!(!is_quiet(
             &c.record(|ns| DateTime::from_timestamp_nanos(ns as i64))
         ));
+    }
+
+    #[test]
+    fn held_lines_go_out_as_they_came_when_their_process_or_profile_changes() {
+        let limits = Limits {
+            anomaly_lines: 4,
+            ..limits()
+        };
+        let mut inc = Incidents::new(limits, rule());
+        let mut calls: Vec<Anomaly> = (1..=4).map(|i| call(7, 1, i, "write", i as u32)).collect();
+        // The task renamed itself and back, then its profile left normal monitoring.
+        calls[1].process.comm = "renamed".into();
+        calls[3].profile.profile_state = State::Frozen;
+        calls.push(call(7, 1, 5, "read", 13));
+        let mut out = Vec::new();
+        let lines: Vec<(u64, Record)> = calls
+            .iter()
+            .flat_map(|c| anomaly(&mut inc, c, &mut out))
+            .collect();
+        // Calls 1-4 were held and call 5 made the burst an alarm.
+        let want: Vec<(u64, Record)> = calls[..4].iter().map(|c| (c.time, line(c))).collect();
+        assert_eq!(lines, want);
     }
 
     #[test]
