@@ -723,13 +723,16 @@ mod tests {
         // The task renamed itself and back, then its profile left normal monitoring.
         calls[1].process.comm = "renamed".into();
         calls[3].profile.profile_state = State::Frozen;
-        calls.push(call(7, 1, 5, "read", 13));
+        let mut unknown = call(7, 1, 5, "read", 5);
+        unknown.unknown = true;
+        calls.push(unknown);
         let mut out = Vec::new();
         let lines: Vec<(u64, Record)> = calls
             .iter()
             .flat_map(|c| anomaly(&mut inc, c, &mut out))
             .collect();
-        // Calls 1-4 were held and call 5 made the burst an alarm.
+        // Calls 1-4 were held and call 5, a call the program never made, made the burst an
+        // alarm.
         let want: Vec<(u64, Record)> = calls[..4].iter().map(|c| (c.time, line(c))).collect();
         assert_eq!(lines, want);
     }
