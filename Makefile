@@ -56,7 +56,7 @@ test: deps lint
 	cd bench && python3 -m unittest -q test_measure
 	$(CARGO) test -- --test-threads=1
 
-# The kernel matrix (root; with TCG ~40 minutes from a fresh clone on a busy 2-core machine):
+# The kernel matrix (root; with TCG ~20 minutes from a fresh clone on a quiet 2-core machine):
 # Debian's 6.1 and 6.12 kernels in QEMU run the BPF integration tests and execve abort, and the
 # systemd unit runs under a real systemd; see README "Kernels". Downloads and the guest disk are
 # cached in target/vm.

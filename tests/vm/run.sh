@@ -46,7 +46,14 @@ grep -o '"executable":"[^"]*/target/release/ebpfh"' "$work/build.json" | cut -d'
 echo "(building the tests took $((SECONDS - began)) s)"
 
 # TCG unless KVM really works: nested KVM hangs on some hosts, so a short probe boot decides.
-accel=tcg
+# TCG runs both guest CPUs in one host thread (thread=single). With a thread per guest CPU, a
+# CPU can go on running code another CPU has just patched: enabling and disabling a tracepoint
+# (which rewrites its call sites through int3) in a guest while the other CPU makes system calls
+# crashed 6.12 ("Oops: int3") within a few hundred toggles and stalled 6.1 (RCU, then no
+# progress) within a few dozen, with nothing of ebpfh loaded; one thread ran each for five
+# minutes without either. Starting and stopping the monitor does the same patching. One host
+# core per VM also lets two VMs run at once.
+accel=tcg,thread=single
 if [ -w /dev/kvm ] && [ -z "${VM_TCG:-}" ]; then
 	k=$(ls "$work"/vmlinuz-* | head -1)
 	if timeout 15 qemu-system-x86_64 -accel kvm -m 256 -nographic -no-reboot -kernel "$k" \
@@ -116,10 +123,14 @@ if [ -f tests/vm/systemd.sh ] && [ -z "${VM_NO_SYSTEMD:-}" ]; then
 	fi
 fi
 
-# VM_JOBS VMs run side by side; by default one per two host cores (each guest has two CPUs:
-# on fewer cores emulated CPUs compete, and the timed waits inside the tests get tight).
+# VM_JOBS VMs run side by side; by default one per host core under TCG (each runs in one host
+# thread), one per two under KVM (each guest CPU is a host thread there).
 cores=$(nproc)
-VM_JOBS=${VM_JOBS:-$((cores >= 6 ? 3 : cores >= 4 ? 2 : 1))}
+if [ "$accel" = kvm ]; then
+	VM_JOBS=${VM_JOBS:-$((cores >= 6 ? 3 : cores >= 4 ? 2 : 1))}
+else
+	VM_JOBS=${VM_JOBS:-$((cores >= 3 ? 3 : cores))}
+fi
 throttle() { while [ "$(jobs -rp | wc -l)" -ge "$VM_JOBS" ]; do wait -n; done; }
 began=$SECONDS
 names=()
