@@ -986,6 +986,10 @@ def main():
     stats_off = measure.StatsOffForRun()
     stats_off.__enter__()
     atexit.register(stats_off.__exit__)
+    why = peers.AUDIT_TAX.hold()
+    if why:
+        log(f"WARNING: {why}")
+    atexit.register(peers.AUDIT_TAX.release)
     prev = None
     if args.compare:
         try:
