@@ -584,9 +584,8 @@ def storm_phase(work, n, rate=100_000, seconds=10):
         # The storm's lines: its pid under its own profile (before its exec, the pid is Python's).
         count = {"lines": 0, "anomaly_lines": 0, "in_incidents": 0, "lost": 0, "exited": False,
                  # Where in the log the storm's last line ends, and how many lines reach there.
-                 "last_end": 0, "lines_to_last": 0}
+                 "read": 0, "last_end": 0, "lines_to_last": 0}
         pending = [b""]
-        offset = [0]
 
         def read_new(f):
             """Counts the lines added to the log since the last call (without parsing every line:
@@ -596,7 +595,7 @@ def storm_phase(work, n, rate=100_000, seconds=10):
             grew = False
             for raw in whole:
                 count["lines"] += 1
-                offset[0] += len(raw) + 1
+                count["read"] += len(raw) + 1
                 head = raw[:100]
                 mine = False
                 if b'"event":"anomaly"' in head:
@@ -610,7 +609,7 @@ def storm_phase(work, n, rate=100_000, seconds=10):
                 elif b'"event":"events_lost"' in head:
                     count["lost"] += json.loads(raw)["lost"].get("anomaly", 0)
                 if mine:
-                    count["last_end"], count["lines_to_last"] = offset[0], count["lines"]
+                    count["last_end"], count["lines_to_last"] = count["read"], count["lines"]
                     grew = True
             return grew
 
@@ -633,6 +632,7 @@ def storm_phase(work, n, rate=100_000, seconds=10):
                     time.sleep(0.001)
 
             # Parsing below holds the interpreter lock: let the sampler in every 0.5 ms (not 5).
+            switch = sys.getswitchinterval()
             sys.setswitchinterval(0.0005)
             sampler = threading.Thread(target=sample_sizes, daemon=True)
             sampler.start()
@@ -654,7 +654,7 @@ def storm_phase(work, n, rate=100_000, seconds=10):
                 time.sleep(0.02)
             sampling[0] = False
             sampler.join()
-            sys.setswitchinterval(0.005)
+            sys.setswitchinterval(switch)
             end = start_size + count["last_end"]
             t_drained = next((t for t, size in sizes if size >= end), time.time()) - t0_wall
             lines_drained = count["lines_to_last"]

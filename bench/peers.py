@@ -115,6 +115,7 @@ class Auditd:
             raise RuntimeError("auditd is not installed: run `make bench-deps`")
         self.before = audit_status()
         self.ours = None
+        self.tax_held = False
         try:
             self._start()
         except BaseException:
@@ -156,7 +157,7 @@ class Auditd:
         b = self.before
         subprocess.run(["auditctl", "-b", b.get("backlog_limit", "64"), "-e", b.get("enabled", "0")],
                        check=True, stdout=subprocess.DEVNULL)
-        if getattr(self, "tax_held", False):
+        if self.tax_held:
             AUDIT_TAX.hold()
         if self.ours is not None and self.ours.poll() is None:
             self.ours.send_signal(signal.SIGTERM)
