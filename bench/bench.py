@@ -7,6 +7,8 @@ Every configuration runs its workloads in sessions, one per round (the order rot
 Each run is checked for disturbance (bench/measure.py: other processes' CPU, steal, a preempted
 loop, foreign syscalls in the per-run average, foreign BPF programs); disturbed runs are retried,
 a session's value is its fastest clean run, and figures are min/median/max over clean sessions.
+A loop's or fork+exec's run is itself the median of its blocks (bench/blocks.h: 100 blocks of a
+loop, every spawn), its mean kept beside it in results.json.
 Extra rounds run until every verdict figure rests on MIN_CLEAN clean sessions. Loops run on
 LOOP_CPU, the tracers' processes on TRACER_CPU. Loops are measured twice per session (after a
 warm-up run): wall time with kernel.bpf_stats_enabled off, then the programs' own run time with it
@@ -197,6 +199,14 @@ class EmptyRef(Untraced):
         return [self.p.pid]
 
 
+def block_median(out, rec):
+    """A loop's or spawn's figure: the median block (the last number it prints; see bench/blocks.h).
+    The run's mean is kept in the sample."""
+    mean, median = (float(x) for x in out.split()[-2:])
+    rec["mean"] = mean
+    return median
+
+
 def read_lines(path):
     try:
         with open(path) as f:
@@ -357,7 +367,7 @@ class Workloads:
         prog = os.path.join(OUT, {"getppid": "getppid_loop", "read": "read_loop"}[w])
         n = calls or self.calls(tracer, w)
         return self.runs(tracer, ["taskset", "-c", LOOP_CPU, prog, str(n)],
-                         lambda out, rec: float(out.split()[-1]), want or self.want[w], solo=True,
+                         block_median, want or self.want[w], solo=True,
                          calls=n, stats=stats)
 
     def warm_up(self, tracer, w):
@@ -384,7 +394,7 @@ class Workloads:
         spawn = os.path.join(OUT, "spawn")
         n = max(self.n_spawn // SLOW_SERVER_SHARE.get(tracer.name, 1), 50)
         return self.runs(tracer, ["taskset", "-c", LOOP_CPU, spawn, str(n), "/bin/true"],
-                         lambda out, rec: float(out.split()[-1]), self.want["churn"])
+                         block_median, self.want["churn"])
 
     def make(self, tracer):
         d = os.path.join(OUT, "macro")
@@ -753,7 +763,7 @@ def churn_phase(work, normal_state, pairs):
     def untraced():
         sh(warm, stdout=subprocess.DEVNULL)
         out, r = measure.sample(argv)
-        return {"us": float(out.split()[-1]), **r}
+        return {"us": block_median(out, r), **r}
 
     def traced():
         mon = Ebpfh("ebpfh_churn", normal_state, ["--normal-wait", "1s"])
@@ -770,7 +780,7 @@ def churn_phase(work, normal_state, pairs):
         time.sleep(SETTLE_S)
         # A trained spawn and /bin/true make none: a figure with anomalies measured them.
         r["anomaly_lines"] = sum(1 for e in mon.events("anomaly") if e["comm"] in ("spawn", "true"))
-        return {"us": float(out.split()[-1]), **r}
+        return {"us": block_median(out, r), **r}
 
     res, before = [], untraced()
     for i in range(pairs):
@@ -803,8 +813,10 @@ def churn_phase(work, normal_state, pairs):
 # Which workloads run under which configuration (see the module docstring).
 PROCESS = ["churn", "nginx", "redis", "make", "shell"]
 # Workloads whose added cost is the median of per-session differences from untraced runs right
-# around the session (loops under every tracer; the servers under the ones that are not slow).
-PAIRED = LOOPS + ["nginx", "redis"]
+# around the session (loops under every tracer; the rest under the tracers that are not slow: a
+# ~1 s workload run minutes after the untraced session moves with the machine by more than a
+# tracer adds).
+PAIRED = LOOPS + PROCESS
 EBPFH_MODES = {"training": "ebpfh_training", "frozen": "ebpfh_frozen", "normal": "ebpfh"}
 BPF_CONFIGS = ["empty_enter", "empty_enter_exit", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
 # The verdict needs this many clean sessions behind each of its figures (after extra rounds;

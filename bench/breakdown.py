@@ -131,7 +131,7 @@ def perf_split(ctx, w, calls, perf_cpu):
                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if r.returncode != 0:
         return None
-    ns_call = float(r.stdout.split()[-1])
+    ns_call = float(r.stdout.split()[0])  # the mean: perf samples the whole run
     rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--sort", "symbol"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
     os.unlink(data)

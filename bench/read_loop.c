@@ -1,26 +1,35 @@
-/* Prints the mean cost of one 64-byte read() from /dev/zero in ns over N calls (argv[1], default 2e6). */
+/*
+ * N 64-byte read()s from /dev/zero (argv[1], default 2e6) in BLOCKS blocks; prints the mean and
+ * the median block's ns per call (see blocks.h).
+ */
 #include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "blocks.h"
+
+#define BLOCKS 100
 
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 2000000;
+	long per = n >= BLOCKS ? n / BLOCKS : 1, blocks = n >= BLOCKS ? BLOCKS : n;
+	double v[BLOCKS], start;
 	char buf[64];
-	struct timespec a, b;
 	int fd = open("/dev/zero", O_RDONLY);
 
 	if (fd < 0) {
 		perror("/dev/zero");
 		return 1;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &a);
-	for (long i = 0; i < n; i++)
-		if (read(fd, buf, sizeof(buf)) != sizeof(buf))
-			return 1;
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	printf("%.1f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
+	start = now_ns();
+	for (long b = 0; b < blocks; b++) {
+		double s = now_ns();
+
+		for (long i = 0; i < per; i++)
+			if (read(fd, buf, sizeof(buf)) != sizeof(buf))
+				return 1;
+		v[b] = (now_ns() - s) / per;
+	}
+	print_mean_median(now_ns() - start, per * blocks, v, blocks, 1);
 	return 0;
 }
