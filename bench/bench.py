@@ -1409,7 +1409,8 @@ def print_compare(prev, out, path):
                                       else "yes")
         print(f"| {k} | {num(p)} | {num(v)} | {d} | {word} |")
     print(f"AGREEMENT: ebpfh figures within {s['tolerance'] * 100:.0f}% (added ns: or within "
-          f"{s['abs_ns']:.0f} ns; % figures: within {s['points']:.0f} points): "
+          f"{s['abs_ns']:.0f} ns; % figures: within {s['points']:.0f} points, or "
+          f"{s['tolerance'] * 100:.0f}% of a +{measure.LARGE_PCT:.0f}% or more): "
           f"{s['ebpfh_agree']}/{s['ebpfh_figures']}"
           + (f", {s['ebpfh_agree_absolute']} of them only by the {s['abs_ns']:.0f} ns" if s["ebpfh_agree_absolute"] else "")
           + f"; all figures: {s['all_agree']}/{s['all_figures']}; ordering against bpftrace the same on "

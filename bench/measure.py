@@ -213,10 +213,12 @@ def paired(pairs, pct=False):
 # Two runs agree on a figure when it moved by at most TOLERANCE of its earlier value; a figure
 # that is itself a small difference of two wall times (added ns per call) also when it moved by
 # at most ABS_NS (2.5% of a 200 ns call); a "% over untraced" figure when it moved by at most
-# POINTS percentage points (10% against 12% is not a 20% disagreement).
+# POINTS percentage points (10% against 12% is not a 20% disagreement), and one of LARGE_PCT or
+# more also when it moved by at most TOLERANCE of itself.
 TOLERANCE = 0.15
 ABS_NS = 5.0
 POINTS = 5.0
+LARGE_PCT = 100.0
 
 
 def agrees(key, before, now):
@@ -226,7 +228,13 @@ def agrees(key, before, now):
         return None, None, None
     if key.endswith(".pct"):
         diff = now - before
-        return diff, abs(diff) <= POINTS, "points"
+        if abs(diff) <= POINTS:
+            return diff, True, "points"
+        # A slowdown of 2x or more (strace's +6000%) is a figure like any other: relative.
+        if abs(before) >= LARGE_PCT:
+            ok = abs(diff) <= TOLERANCE * abs(before)
+            return diff, ok, "relative" if ok else None
+        return diff, False, None
     diff = (now - before) / abs(before) if before else None
     if diff is not None and abs(diff) <= TOLERANCE:
         return diff, True, "relative"

@@ -54,6 +54,11 @@ class Agreement(unittest.TestCase):
         self.assertEqual((diff, ok, by), (4.0, True, "points"))
         self.assertFalse(measure.agrees("ebpfh.nginx.pct", 10.0, 15.5)[1])
 
+    def test_a_large_percent_also_agrees_relatively(self):
+        self.assertEqual(measure.agrees("strace.nginx.pct", 6616.0, 6155.0)[1:], (True, "relative"))
+        self.assertEqual(measure.agrees("strace.nginx.pct", 6616.0, 5500.0)[1:], (False, None))
+        self.assertEqual(measure.agrees("auditd.churn.pct", 99.0, 110.0)[1:], (False, None))
+
     def test_missing_values(self):
         self.assertEqual(measure.agrees("ebpfh.read.added_ns", None, 3.0), (None, None, None))
 
