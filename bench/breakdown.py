@@ -100,6 +100,7 @@ def stage_runs(ctx, w, pids, rounds, calls):
                 ns[k], cnt = busiest(before[k], after[k])
                 foreign |= cnt > calls * (1 + measure.FOREIGN_CALLS)
             why = rec["disturbed"] + (["foreign_calls"] if foreign else [])
+            # wall_ns_per_call: the run's median block (bench/blocks.h).
             runs.append({"ns_per_run": ns, "wall_ns_per_call": float(out.split()[-1]), "disturbed": why})
     return runs
 

@@ -11,7 +11,8 @@
 
 int main(int argc, char **argv)
 {
-	double start, *v;
+	long long start;
+	double *v;
 	long n;
 
 	if (argc < 3) {
@@ -19,13 +20,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	n = atol(argv[1]);
-	if (n < 1 || !(v = malloc(n * sizeof(*v)))) {
+	if (n < 1 || !(v = calloc(n, sizeof(*v)))) {
 		fprintf(stderr, "spawn: N must be a positive count\n");
 		return 2;
 	}
 	start = now_ns();
 	for (long i = 0; i < n; i++) {
-		double s = now_ns();
+		long long s = now_ns();
 		int status;
 		pid_t pid = fork();
 
@@ -41,8 +42,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s failed\n", argv[2]);
 			return 1;
 		}
-		v[i] = now_ns() - s;
+		v[i] = (double)(now_ns() - s);
 	}
-	print_mean_median(now_ns() - start, n, v, n, 1e3);
+	print_mean_median((double)(now_ns() - start), n, v, n, 1e3);
 	return 0;
 }
