@@ -2,9 +2,11 @@
 //! cgroup's directory on the cgroup2 mount); this turns ids into paths, with a cache so no
 //! event costs a file-system walk once its cgroup is known, and paths into container ids.
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+// Looked up on every event: see src/monitor.rs.
+use foldhash::{HashMap, HashMapExt};
 
 /// The cgroup2 mount point from a `/proc/mounts` text (`/sys/fs/cgroup`, or on hybrid hosts
 /// `/sys/fs/cgroup/unified`).

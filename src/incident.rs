@@ -37,9 +37,12 @@
 //! the anomalies' own times, never on when they are read, so the same events give the same
 //! incidents in the monitor and in replay.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+// Per-event lookups by task and slot id: foldhash is several times cheaper than SipHash on
+// integer keys, and still seeded per process.
+use foldhash::{HashMap, HashMapExt};
 
 use crate::jsonl::{Name, Process, ProfileRef, Record, Syscall};
 use crate::model::Settings;

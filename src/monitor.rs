@@ -2,7 +2,7 @@
 //! profiles on disk, and detaches cleanly on SIGINT/SIGTERM.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::mem::MaybeUninit;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+// Per-event lookups by task and slot id: foldhash is several times cheaper than SipHash on
+// integer keys, and still seeded per process.
+use foldhash::{HashMap, HashMapExt};
 use libbpf_rs::RingBufferBuilder;
 use nix::libc;
 
