@@ -40,8 +40,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-// Per-event lookups by task and slot id: foldhash is several times cheaper than SipHash on
-// integer keys, and still seeded per process.
+// Looked up on every event: see src/monitor.rs.
 use foldhash::{HashMap, HashMapExt};
 
 use crate::jsonl::{Name, Process, ProfileRef, Record, Syscall};

@@ -23,7 +23,6 @@ mod proptests;
 mod tests;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 pub use crate::event::{Counters, Event, StopReason};
 pub use locality::{LocalityFrame, LOCALITY};
@@ -121,27 +120,6 @@ pub enum CommandError {
     NothingPending(ProfileKey),
 }
 
-/// Hashes a tid with one multiplication: tids are small distinct integers, not attacker-chosen
-/// keys, and the hot path looks one up per call.
-#[derive(Default)]
-struct TidHasher(u64);
-
-impl Hasher for TidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// Profiles and traced tasks, driven by the same hooks as the kernel program.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
@@ -149,7 +127,8 @@ pub struct Model {
     /// Like the kernel's ARRAY of slots: a profile keeps its index forever.
     profiles: Vec<ModelProfile>,
     index: HashMap<ProfileKey, usize>,
-    tasks: HashMap<u32, Task, BuildHasherDefault<TidHasher>>,
+    // Looked up on every call: foldhash, as for the monitor's per-event maps.
+    tasks: foldhash::HashMap<u32, Task>,
 }
 
 impl Model {
