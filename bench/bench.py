@@ -16,10 +16,10 @@ warm-up run): wall time with kernel.bpf_stats_enabled off, then the programs' ow
 on. A session's loops (and its other workloads, under a tracer that is not slow) are paired with
 untraced runs of the same workload right before the tracer starts (loops: and right after it
 stops): added ns per call (and % over untraced) is the median over sessions of each session's own
-difference, so what drifts from one session to the next is in both sides of a pair. `--breakdown` runs only the
-breakdown of ebpfh's cost per call (bench/breakdown.py); `--only storm` runs only the anomaly
-storm (about a minute; its figures go to bench/storm.json), to try a change to the monitor's
-output path without the whole run. Nothing here is a test: no number is asserted.
+difference, so what drifts from one session to the next is in both sides of a pair.
+`--breakdown` runs only the breakdown of ebpfh's cost per call (bench/breakdown.py); `--only
+storm` runs only the anomaly storm (about a minute; its figures go to bench/storm.json), to try a
+change to the monitor's output path without the whole run. Nothing here is a test: no number is asserted.
 
 Configurations
   untraced          nothing attached
@@ -827,6 +827,13 @@ PROCESS = ["churn", "nginx", "redis", "make", "shell"]
 # ~1 s workload run minutes after the untraced session moves with the machine by more than a
 # tracer adds).
 PAIRED = LOOPS + PROCESS
+
+
+def is_paired(tracer, w):
+    """Whether a session of tracer pairs workload w with untraced runs (see PAIRED)."""
+    return tracer.name != "untraced" and w in PAIRED and (w in LOOPS or not tracer.slow)
+
+
 EBPFH_MODES = {"training": "ebpfh_training", "frozen": "ebpfh_frozen", "normal": "ebpfh"}
 BPF_CONFIGS = ["empty_enter", "empty_enter_exit", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
 # The verdict needs this many clean sessions behind each of its figures (after extra rounds;
@@ -858,7 +865,7 @@ def session(work, tracer, ws, rnd, memory, bpftrace_rss):
     stop it, the loops' untraced side again."""
     rec = {"round": rnd, "config": tracer.name, "load_before": loadavg(), "work": {}}
     rec["foreign_bpf"] = wait_no_foreign()
-    paired = [w for w in ws if tracer.name != "untraced" and (w in LOOPS or (w in PAIRED and not tracer.slow))]
+    paired = [w for w in ws if is_paired(tracer, w)]
     # The untraced side of the session's pairs, right before the tracer starts (and, for the
     # loops, right after it stops): what drifts between sessions is in both sides of a pair.
     base = {w: work.baseline(w, work.want[w] // 2 if w in LOOPS else 1) for w in paired}
@@ -974,8 +981,7 @@ def lacking(sessions, configs):
             kinds = ["wall"] + (["bpf_stats"] if tracer.name in BPF_CONFIGS and w in LOOPS else [])
             pairs, disturbed = pair_values(sessions, tracer.name, w)
             # A paired figure rests on sessions whose both sides were clean.
-            if tracer.name != "untraced" and w in PAIRED and (w in LOOPS or not tracer.slow) \
-                    and (disturbed or len(pairs) < MIN_CLEAN):
+            if is_paired(tracer, w) and (disturbed or len(pairs) < MIN_CLEAN):
                 out.append((tracer, ws))
                 break
             if any(len(session_values(sessions, tracer.name, w, k)) < MIN_CLEAN for k in kinds):
