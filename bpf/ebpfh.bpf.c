@@ -70,9 +70,62 @@ enum bpf_constants {
 enum bpf_constants _bpf_constants = 0;
 #define SIG_DFL_HANDLER 0
 #define SIG_IGN_HANDLER 1
-/* Four EMPTY symbols packed in one word, to wipe a frame's ring fast. */
-#define EMPTY4 (((__u64)SYM_EMPTY << 48) | ((__u64)SYM_EMPTY << 32) | \
-		((__u64)SYM_EMPTY << 16) | (__u64)SYM_EMPTY)
+/* Four EMPTY columns packed in one word, to wipe a frame's ring fast. */
+#define EMPTY4 (((__u64)COL_EMPTY << 48) | ((__u64)COL_EMPTY << 32) | \
+		((__u64)COL_EMPTY << 16) | (__u64)COL_EMPTY)
+
+/* ---- columns (bpf/ebpfh.h) ------------------------------------------- */
+
+/* A native call's column: one compare for the calls of 0..NATIVE_LOW_END. */
+static __always_inline __u32 column(long id)
+{
+	unsigned long n = id;
+
+	if (n < NATIVE_LOW_END)
+		return n;
+	if (n - NATIVE_HIGH_START < NATIVE_HIGH_END - NATIVE_HIGH_START)
+		return n - COL_GAP;
+	return COL_OTHER;
+}
+
+/* The symbol of column c, for what leaves the kernel (events, trace records). */
+static __always_inline __u16 col_symbol(__u32 c)
+{
+	if (c < NATIVE_LOW_END)
+		return c;
+	if (c == COL_OTHER)
+		return SYM_OTHER;
+	if (c == COL_EMPTY)
+		return SYM_EMPTY;
+	return c + COL_GAP;
+}
+
+/*
+ * x as an index the verifier can prove below n: x, or `other` if it is not
+ * below n (never: the kernel stores no out-of-range column). In asm, for
+ * two reasons. The in-range path falls through, so that the verifier walks
+ * it first and the clamped path then meets a state that covers it and is
+ * pruned; laid out as clang lays out the C (clamp first), every check
+ * doubled the walk of all that follows. And the AND gives the value an
+ * identity of its own, so that the compare narrows it only, not a copy of
+ * the unchecked value the compiler may keep on the stack and read again.
+ */
+#define BOUNDED(x, n, other) ({						\
+	__u64 __x = (x);						\
+	asm volatile("%[v] &= 0xffff\n\t"				\
+		     "if %[v] >= %[lim] goto +1\n\t"			\
+		     "goto +1\n\t"					\
+		     "%[v] = %[alt]"					\
+		     : [v] "+r"(__x)					\
+		     : [lim] "i"(n), [alt] "i"(other));			\
+	(__u32)__x;							\
+})
+
+/* Column c, as an index into a row or a table. */
+static __always_inline __u32 col_index(__u32 c)
+{
+	return BOUNDED(c, NCOLS, COL_OTHER);
+}
 
 /* Capacities, fixed by the monitor before load (they size the maps). */
 const volatile __u32 max_profiles = DEFAULT_MAX_PROFILES;
@@ -306,14 +359,14 @@ static __always_inline void event_header(struct ev_header *h, __u32 kind,
 	h->cgroup = task_cgroup(task);
 }
 
-/* Copy the current frame's window, oldest first. */
+/* Copy the current frame's window, oldest first, as symbols. */
 static __always_inline void window_out(__u16 *out, const struct frame *f)
 {
 	__u32 pos = f->pos;
 
 #pragma unroll
 	for (int i = 0; i < WINDOW; i++)
-		out[i] = f->win[(pos - (WINDOW - 1) + i) & (RING - 1)];
+		out[i] = col_symbol(f->win[(pos - (WINDOW - 1) + i) & (RING - 1)]);
 }
 
 static __always_inline void emit_state(__u32 kind, struct task_state *ts,
@@ -355,7 +408,7 @@ static __always_inline int row_empty(const struct row *row)
 {
 	if (!row)
 		return 1;
-	for (int w = 0; w < NSYMBOLS / 8; w++)
+	for (int w = 0; w < NCOLS / 8; w++)
 		if (row->w[w])
 			return 0;
 	return 1;
@@ -369,7 +422,7 @@ static __always_inline int row_empty(const struct row *row)
  */
 static __noinline __u32 row_cas(__u16 *tab, __u32 c, __u32 expect, __u32 r)
 {
-	__u32 *w = (__u32 *)tab + ((c & (NSYMBOLS - 1)) >> 1);
+	__u32 *w = (__u32 *)tab + BOUNDED(c >> 1, NCOLS / 2, 0);
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	__u32 shift = (c & 1) * 16;
 #else
@@ -421,12 +474,12 @@ static __always_inline struct row *row_alloc(__u16 *tab, __u32 c)
  */
 static __always_inline struct row *row_for_learning(struct profile *p, __u32 c, struct row *row)
 {
-	__u32 shared = p->train_row[c & (NSYMBOLS - 1)], r;
+	__u32 shared = p->train_row[col_index(c)], r;
 	struct row *copy;
 
 	if (!row)
 		return row_alloc(p->train_row, c);
-	if (shared != p->test_row[c & (NSYMBOLS - 1)])
+	if (shared != p->test_row[col_index(c)])
 		return row;
 	r = row_new();
 	copy = row_get(r);
@@ -436,16 +489,17 @@ static __always_inline struct row *row_for_learning(struct profile *p, __u32 c, 
 	return row_get(row_cas(p->train_row, c, shared, r));
 }
 
-static __always_inline __u8 row_byte(const struct row *row, __u32 p)
+static __always_inline __u8 row_byte(const struct row *row, __u64 p)
 {
-	return ((const __u8 *)row->w)[p & (NSYMBOLS - 1)];
+	return ((const __u8 *)row->w)[p];
 }
 
 /*
  * Bitmask of distances (bit i-1 = distance i) whose pair is absent from
- * row. prev[i-1] is the symbol i calls back. A missing row misses all.
+ * row. prev[i-1] is the column i calls back, bounded already (on_syscall).
+ * A missing row misses all.
  */
-static __always_inline __u32 row_misses(const struct row *row, const __u16 *prev)
+static __always_inline __u32 row_misses(const struct row *row, const __u64 *prev)
 {
 	__u32 miss = 0;
 
@@ -459,19 +513,20 @@ static __always_inline __u32 row_misses(const struct row *row, const __u16 *prev
 }
 
 /* Set the missing bits with atomic ORs on whole words (docs/algorithm.md, "Lost flag bits"). */
-static __always_inline void row_learn(struct row *row, const __u16 *prev, __u32 miss)
+static __always_inline void row_learn(struct row *row, const __u64 *prev, __u32 miss)
 {
 #pragma unroll
 	for (int i = 0; i < DISTANCES; i++) {
-		__u32 p = prev[i] & (NSYMBOLS - 1);
+		/* Its word, bounded itself: the verifier would not narrow p & ~7. */
+		__u32 p = prev[i], w = BOUNDED(p >> 3, NCOLS / 8, 0);
 
 		if (miss & (1u << i))
-			__sync_fetch_and_or(&row->w[p >> 3],
+			__sync_fetch_and_or(&row->w[w],
 					    1ULL << (((p & 7) << 3) + i));
 	}
 }
 
-/* ---- table-wide operations (bpf_loop over the 512 symbols) ------------ */
+/* ---- table-wide operations (bpf_loop over the NCOLS columns) ---------- */
 
 struct table_op {
 	__u32 slot;
@@ -495,13 +550,13 @@ enum {
  */
 static __always_inline void row_copy(__u16 *dst, const __u16 *src, __u32 c)
 {
-	__u32 s = src[c & (NSYMBOLS - 1)], d = dst[c & (NSYMBOLS - 1)];
+	__u32 s = src[col_index(c)], d = dst[col_index(c)];
 	struct row *from, *to;
 
 	if (s == d)
 		return;
 	if (!d) {
-		dst[c & (NSYMBOLS - 1)] = s;
+		dst[col_index(c)] = s;
 		return;
 	}
 	to = row_get(d);
@@ -517,7 +572,7 @@ static __always_inline void row_copy(__u16 *dst, const __u16 *src, __u32 c)
 static long table_op_cb(__u64 i, void *ctx)
 {
 	struct table_op *t = ctx;
-	__u32 c = i & (NSYMBOLS - 1), tr, te;
+	__u32 c = col_index(i), tr, te;
 	struct profile *p = bpf_map_lookup_elem(&profiles, &t->slot);
 	struct row *src, *dst;
 
@@ -562,7 +617,7 @@ static long table_op_cb(__u64 i, void *ctx)
 		dst = row_get(te);
 		if (!dst)
 			return 0;
-		for (int w = 0; w < NSYMBOLS / 8; w++)
+		for (int w = 0; w < NCOLS / 8; w++)
 			dst->w[w] |= src->w[w];
 		return 0;
 	}
@@ -587,7 +642,7 @@ static __always_inline int table_op(__u32 slot, __u32 op)
 {
 	struct table_op t = { .slot = slot, .op = op };
 
-	bpf_loop(NSYMBOLS, table_op_cb, &t, 0);
+	bpf_loop(NCOLS, table_op_cb, &t, 0);
 	return t.failed ? -ENOSPC : 0;
 }
 
@@ -1233,14 +1288,23 @@ static __always_inline void on_syscall(struct task_state *ts, struct profile *p,
 	struct frame *f = &ts->frames[d];
 	__u32 pos = f->pos + 1;
 	__u32 miss, train_miss, state, anomalous = 0, over_limit = 0;
-	__u16 prev[DISTANCES];
+	/*
+	 * Bounded once here and kept whole on the stack, where the verifier
+	 * keeps a 64-bit value's range: the two pair tests need no checks.
+	 */
+	__u64 prev[DISTANCES];
 	struct row *row;
 
 	f->pos = pos;
 	f->win[pos & (RING - 1)] = c;
+	/*
+	 * Read back, c has one range for the verifier whichever branch of
+	 * column() made it; otherwise it walks all that follows once per branch.
+	 */
+	c = col_index(f->win[pos & (RING - 1)]);
 #pragma unroll
 	for (int i = 0; i < DISTANCES; i++)
-		prev[i] = f->win[(pos - 1 - i) & (RING - 1)];
+		prev[i] = col_index(f->win[(pos - 1 - i) & (RING - 1)]);
 	p->count++;
 	ts->count++;
 #pragma unroll
@@ -1519,16 +1583,13 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	if (!p)
 		return 0;
 	compat = compat_call(task);
-	if ((unsigned long)id < SYM_OTHER && !compat) {
-		c = id;
-	} else {
-		c = SYM_OTHER;
+	c = compat ? COL_OTHER : column(id);
+	if (c == COL_OTHER)
 		count_stat(STAT_OTHER_IDS);
-	}
 	if (settings.monitoring) {
 		now = now_tai();
 		if (unlikely(settings.record) && recording(ts))
-			trace_call(bpf_get_current_pid_tgid(), TR_CALL, c, now);
+			trace_call(bpf_get_current_pid_tgid(), TR_CALL, col_symbol(c), now);
 		on_syscall(ts, p, slot, c, now);
 		processed = 1;
 		if (unlikely(settings.delay_factor_ms) && ts->lfc)
@@ -1859,7 +1920,7 @@ static __always_inline __u32 merge_take(struct merge_ctx *m)
 /* The target's row for c in table tab, taking a reserved one if it has none yet. */
 static __always_inline struct row *row_for_merge(struct merge_ctx *m, __u16 *tab, __u32 c)
 {
-	__u32 r = tab[c & (NSYMBOLS - 1)];
+	__u32 r = tab[col_index(c)];
 
 	if (r)
 		return row_get(r);
@@ -1872,7 +1933,7 @@ static __always_inline struct row *row_for_merge(struct merge_ctx *m, __u16 *tab
 
 static __always_inline void row_or(struct row *dst, const struct row *src)
 {
-	for (int w = 0; w < NSYMBOLS / 8; w++)
+	for (int w = 0; w < NCOLS / 8; w++)
 		if (src->w[w])
 			__sync_fetch_and_or(&dst->w[w], src->w[w]);
 }
@@ -1881,7 +1942,7 @@ static __always_inline void row_or(struct row *dst, const struct row *src)
 static long need_cb(__u64 i, void *ctx)
 {
 	struct merge_ctx *m = ctx;
-	__u32 c = i & (NSYMBOLS - 1), zero = 0;
+	__u32 c = col_index(i), zero = 0;
 	struct profile *p = bpf_map_lookup_elem(&profiles, &m->slot);
 	struct profile *s = bpf_map_lookup_elem(&profiles, &zero);
 
@@ -1898,7 +1959,7 @@ static long need_cb(__u64 i, void *ctx)
 static long merge_cb(__u64 i, void *ctx)
 {
 	struct merge_ctx *m = ctx;
-	__u32 c = i & (NSYMBOLS - 1), zero = 0;
+	__u32 c = col_index(i), zero = 0;
 	struct profile *p = bpf_map_lookup_elem(&profiles, &m->slot);
 	struct profile *s = bpf_map_lookup_elem(&profiles, &zero);
 	struct row *src, *dst;
@@ -1994,7 +2055,7 @@ int import(struct import_args *args)
 		return 0;
 	}
 	m.slot = slot;
-	bpf_loop(NSYMBOLS, need_cb, &m, 0);
+	bpf_loop(NCOLS, need_cb, &m, 0);
 	if (m.end) {
 		n = m.end;
 		if (n > max_rows || next_row > max_rows - n) {
@@ -2011,7 +2072,7 @@ int import(struct import_args *args)
 		m.next = first;
 		m.end = first + n;
 	}
-	bpf_loop(NSYMBOLS, merge_cb, &m, 0);
+	bpf_loop(NCOLS, merge_cb, &m, 0);
 
 	p->count = max64(p->count, s->count);
 	p->sequences = max64(p->sequences, s->sequences);

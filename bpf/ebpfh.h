@@ -23,6 +23,35 @@
 #define SYM_OTHER 510
 #define SYM_EMPTY 511
 
+/*
+ * The kernel's columns: the symbols a native call can be, without the block
+ * of numbers the architecture never assigns (x86_64 stops at 335 and resumes
+ * at 424, where every architecture's new calls now start; arm64 stops at
+ * 294). Rows and row indexes are this wide, not NSYMBOLS, so a row is 400
+ * bytes instead of 512 (docs/design.md, "Profile memory"). Numbers
+ * [0, NATIVE_LOW_END) are their own column, [NATIVE_HIGH_START,
+ * NATIVE_HIGH_END) are shifted down by COL_GAP, and every other number is
+ * OTHER, as a foreign id is. The window, the tables and the pool hold
+ * columns; events and trace records carry symbols, so nothing outside the
+ * kernel sees a column except the rows the monitor loads and dumps.
+ */
+#define NCOLS 400
+#define COL_OTHER (NCOLS - 2)
+#define COL_EMPTY (NCOLS - 1)
+#define NATIVE_HIGH_START 424
+#if defined(__TARGET_ARCH_arm64)
+#define NATIVE_LOW_END 295
+#define NATIVE_HIGH_END SYM_OTHER
+#else
+/* A few numbers past 335 and past the newest call (469 in Linux 6.18) for calls to come. */
+#define NATIVE_LOW_END 340
+#define NATIVE_HIGH_END 482
+#endif
+#define COL_GAP (NATIVE_HIGH_START - NATIVE_LOW_END)
+_Static_assert(NATIVE_HIGH_END - COL_GAP <= COL_OTHER, "the native calls fit the columns");
+_Static_assert(NATIVE_HIGH_END <= SYM_OTHER, "every native call has a symbol");
+_Static_assert(NCOLS % 8 == 0, "a row is whole 64-bit words");
+
 /* Window slots kept per frame; a power of two so indices wrap with a mask. */
 #define RING 16
 /* Signal-handler frames per task (frame 0 is the interrupted program). */
@@ -164,9 +193,9 @@ struct interp_name {
 
 /*
  * One profile, stored in an ARRAY slot so the hot path never hashes.
- * Lookahead data lives in 512-byte rows (one byte per earlier symbol, bit
+ * Lookahead data lives in NCOLS-byte rows (one byte per earlier column, bit
  * i-1 = distance i) in the shared `rows` pool; train_row[c] / test_row[c]
- * name the row for current symbol c, 0 meaning "no row yet" (all clear).
+ * name the row for current column c, 0 meaning "no row yet" (all clear).
  * Training and testing may name the same row while their data for c is the
  * same (docs/design.md, "Profile memory"): learning gives training a copy
  * first, so a shared row is never written.
@@ -189,15 +218,15 @@ struct profile {
 	__u32 pending;       /* pair sets learned while normal, not yet tested */
 	__u32 repeat_runs;   /* runs that showed only pending pairs again, since the last accept */
 	__u32 _pad;
-	__u16 train_row[NSYMBOLS];
-	__u16 test_row[NSYMBOLS];
+	__u16 train_row[NCOLS];
+	__u16 test_row[NCOLS];
 };
 
 struct row {
-	__u64 w[NSYMBOLS / 8];
+	__u64 w[NCOLS / 8];
 };
 
-/* One sequence frame: a ring of the latest symbols, newest at pos. */
+/* One sequence frame: a ring of the latest columns, newest at pos. */
 struct frame {
 	__u16 win[RING];
 	__u32 pos;
@@ -334,7 +363,7 @@ enum record_mode {
  * `time` is the TAI clock the algorithm itself used for that step.
  */
 enum trace_kind {
-	TR_CALL = 1,   /* nr = the symbol (ids outside the table already OTHER) */
+	TR_CALL = 1,   /* nr = the symbol (ids without a column already OTHER) */
 	TR_EXIT = 2,
 	TR_SIGNAL = 3, /* a handler frame was pushed */
 	TR_EXEC = 4,   /* task_rec: new image, profile `slot`, `key` */
@@ -399,6 +428,10 @@ enum abi_constants {
 	ABI_NSYMBOLS = NSYMBOLS,
 	ABI_SYM_OTHER = SYM_OTHER,
 	ABI_SYM_EMPTY = SYM_EMPTY,
+	ABI_NCOLS = NCOLS,
+	ABI_NATIVE_LOW_END = NATIVE_LOW_END,
+	ABI_NATIVE_HIGH_START = NATIVE_HIGH_START,
+	ABI_NATIVE_HIGH_END = NATIVE_HIGH_END,
 	ABI_RING = RING,
 	ABI_SIGSTACK = SIGSTACK,
 	ABI_LOCALITY = LOCALITY,

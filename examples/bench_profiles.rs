@@ -1,6 +1,6 @@
 //! Benchmark helper (not part of the product): prints one JSON object per profile saved in a
 //! state directory, with the kernel memory the profile occupies while loaded
-//! (`Profile::kernel_bytes`: its 2168-byte slot plus a 512-byte row per training row and per
+//! (`Profile::kernel_bytes`: its 1720-byte slot plus a 400-byte row per training row and per
 //! testing row that differs from its training row, which the kernel stores once for both).
 //! `make bench` uses it for the per-profile memory figures.
 //!

@@ -57,6 +57,17 @@ use types::abi_constants as c;
 same!(crate::syscalls::NSYMBOLS, c::ABI_NSYMBOLS.0);
 same!(crate::syscalls::SYM_OTHER, c::ABI_SYM_OTHER.0);
 same!(crate::syscalls::SYM_EMPTY, c::ABI_SYM_EMPTY.0);
+same!(crate::columns::NCOLS, c::ABI_NCOLS.0);
+same!(crate::columns::NATIVE_LOW_END, c::ABI_NATIVE_LOW_END.0);
+same!(
+    crate::columns::NATIVE_HIGH_START,
+    c::ABI_NATIVE_HIGH_START.0
+);
+same!(crate::columns::NATIVE_HIGH_END, c::ABI_NATIVE_HIGH_END.0);
+same!(
+    std::mem::size_of::<crate::columns::KernelRow>(),
+    std::mem::size_of::<types::row>()
+);
 same!(crate::model::WINDOW, c::ABI_WINDOW.0);
 same!(crate::model::DISTANCES, c::ABI_DISTANCES.0);
 same!(crate::model::RING, c::ABI_RING.0);

@@ -9,10 +9,10 @@ use std::mem::MaybeUninit;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{AsRawLibbpf, Iter, Link, MapCore, MapFlags, OpenObject};
 
+use crate::columns::{self, KernelRow, NCOLS};
 use crate::profile::{Profile, ProfileKey, Table};
 use crate::script::{self, Interpreter};
 use crate::settings::Settings;
-use crate::syscalls::NSYMBOLS;
 
 #[allow(
     clippy::all,
@@ -148,7 +148,7 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// 4096 profiles x 2 KiB index + 65536 rows x 512 B = 40 MiB of locked kernel memory.
+    /// 4096 profiles x 1.7 KiB index + 65536 rows x 400 B = 32 MiB of locked kernel memory.
     pub const DEFAULT: Capacity = Capacity {
         profiles: 4096,
         rows: 65536,
@@ -504,7 +504,7 @@ impl<'obj> Kernel<'obj> {
         Some(p)
     }
 
-    fn raw_row(&self, r: u32) -> Option<Box<[u8; NSYMBOLS]>> {
+    fn raw_row(&self, r: u32) -> Option<Box<KernelRow>> {
         if r == 0 {
             return None;
         }
@@ -514,16 +514,18 @@ impl<'obj> Kernel<'obj> {
             .rows
             .lookup(&r.to_ne_bytes(), MapFlags::ANY)
             .ok()??;
-        let row: [u8; NSYMBOLS] = bytes.as_slice().try_into().ok()?;
+        let row: KernelRow = bytes.as_slice().try_into().ok()?;
         Some(Box::new(row))
     }
 
-    fn table(&self, index: &[u16; NSYMBOLS]) -> Table {
+    /// A kernel table (indexed by column) in symbols.
+    fn table(&self, index: &[u16; NCOLS]) -> Table {
         let mut t = Table::default();
-        for (sym, &r) in index.iter().enumerate() {
+        for (col, &r) in index.iter().enumerate() {
             if let Some(row) = self.raw_row(u32::from(r)) {
                 if row.iter().any(|&b| b != 0) {
-                    t.rows.insert(sym as u16, row);
+                    t.rows
+                        .insert(columns::symbol(col as u16), columns::from_kernel(&row));
                 }
             }
         }
@@ -716,7 +718,11 @@ impl<'obj> Kernel<'obj> {
 
     /// Puts `p` in slot 0, its rows in the staging rows (reserving more when they do not fit).
     fn stage(&self, p: &Profile) -> Result<(), ImportError> {
-        let need = (p.train.rows.len() + p.test.rows.len()) as u32;
+        let (train, test) = (
+            columns::kernel_table(&p.train),
+            columns::kernel_table(&p.test),
+        );
+        let need = (train.len() + test.len()) as u32;
         let (mut first, mut have) = self.staging.get();
         if need > have {
             let r = self.import_op(types::import_args {
@@ -742,15 +748,15 @@ impl<'obj> Kernel<'obj> {
             ..Default::default()
         };
         let mut next = first;
-        for (table, index) in [(&p.train, &mut raw.train_row), (&p.test, &mut raw.test_row)] {
-            for (&sym, row) in &table.rows {
+        for (table, index) in [(&train, &mut raw.train_row), (&test, &mut raw.test_row)] {
+            for (&col, row) in table {
                 self.skel
                     .maps
                     .rows
                     .update(&next.to_ne_bytes(), &row[..], MapFlags::ANY)
                     .map_err(|e| ImportError::Kernel(e.to_string()))?;
                 // Row numbers are below `--max-rows`, which is at most 65536.
-                index[usize::from(sym) % NSYMBOLS] = next as u16;
+                index[usize::from(col)] = next as u16;
                 next += 1;
             }
         }
@@ -871,10 +877,10 @@ impl<'obj> Kernel<'obj> {
                 state: prof.state & crate::profile::PS_KEPT,
                 ..Default::default()
             };
-            for (sym, row, test) in prof.kernel_rows() {
+            for (col, row, test) in prof.kernel_rows() {
                 let Some(row) = row else {
                     // The same data as training's row: testing shares it, as after a promotion.
-                    raw.test_row[sym] = raw.train_row[sym];
+                    raw.test_row[col] = raw.train_row[col];
                     continue;
                 };
                 let index = if test {
@@ -891,7 +897,7 @@ impl<'obj> Kernel<'obj> {
                     .update(&next_row.to_ne_bytes(), &row[..], MapFlags::ANY)
                     .map_err(kernel("store a lookahead row"))?;
                 // Row numbers are below `--max-rows`, which is at most 65536.
-                index[sym] = next_row as u16;
+                index[col] = next_row as u16;
                 next_row += 1;
             }
             // SAFETY: `types::profile` is a plain repr(C) record; viewing it as bytes is sound.

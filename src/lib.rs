@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod bundle;
 pub mod cgroup;
 pub mod clock;
+pub mod columns;
 pub mod config;
 pub mod control;
 pub mod event;

@@ -363,7 +363,7 @@ struct Tunables {
     /// Profiles the kernel can hold.
     #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.profiles, value_parser = clap::value_parser!(u32).range(16..))]
     max_profiles: u32,
-    /// 512-byte lookahead rows the kernel can hold (shared by all profiles; at most 65536).
+    /// 400-byte lookahead rows the kernel can hold (shared by all profiles; at most 65536).
     #[arg(long, value_name = "N", default_value_t = Capacity::DEFAULT.rows, value_parser = clap::value_parser!(u32).range(64..=i64::from(Capacity::MAX_ROWS)))]
     max_rows: u32,
     /// Profiles one non-root user may create (0 = no limit; default: an eighth of

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::columns::{self, KernelRow, NCOLS};
 use crate::syscalls::NSYMBOLS;
 
 /// Profile state bits, as in `bpf/ebpfh.h` (pH keeps frozen and normal independent).
@@ -52,7 +53,7 @@ impl Life {
 }
 
 /// Size of one `struct profile` slot in the kernel: counters plus two 16-bit row indexes.
-pub const KERNEL_SLOT_BYTES: usize = 120 + 2 * 2 * NSYMBOLS;
+pub const KERNEL_SLOT_BYTES: usize = 120 + 2 * 2 * NCOLS;
 
 /// A profile's identity: the executable's raw `s_dev` and inode number, both full width, and for
 /// an interpreter running a script file, the kernel's hash of the script's path (0 = none; see
@@ -313,27 +314,37 @@ impl Profile {
         self.life.pending = n;
     }
 
-    /// The rows the kernel is given for this profile, as `(symbol, row, is_test)`: every
-    /// training row, then every testing row, `None` for a testing row equal to the training row
-    /// of its symbol, which the kernel stores once for both tables (as a promotion leaves them).
-    pub fn kernel_rows(&self) -> impl Iterator<Item = (usize, Option<&Row>, bool)> {
-        let train = self
-            .train
-            .rows
-            .iter()
-            .map(|(&c, r)| (usize::from(c) % NSYMBOLS, Some(&**r), false));
-        let test = self.test.rows.iter().map(|(&c, r)| {
-            let shared = self.train.rows.get(&c) == Some(r);
-            (usize::from(c) % NSYMBOLS, (!shared).then_some(&**r), true)
-        });
-        train.chain(test)
+    /// The rows the kernel is given for this profile, as `(column, row, is_test)` (see
+    /// `src/columns.rs`): every training row, then every testing row, `None` for a testing row
+    /// equal to the training row of its column, which the kernel stores once for both tables (as
+    /// a promotion leaves them).
+    pub fn kernel_rows(&self) -> Vec<(usize, Option<Box<KernelRow>>, bool)> {
+        let train = columns::kernel_table(&self.train);
+        let test = columns::kernel_table(&self.test);
+        let mut out: Vec<_> = test
+            .into_iter()
+            .map(|(c, r)| {
+                let shared = train.get(&c) == Some(&r);
+                (usize::from(c), (!shared).then_some(r), true)
+            })
+            .collect();
+        let mut rows: Vec<_> = train
+            .into_iter()
+            .map(|(c, r)| (usize::from(c), Some(r), false))
+            .collect();
+        rows.append(&mut out);
+        rows
     }
 
-    /// Kernel memory this profile occupies once loaded: its slot plus one 512-byte row per row
-    /// it is given (see [`Profile::kernel_rows`]).
+    /// Kernel memory this profile occupies once loaded: its slot plus one [`NCOLS`]-byte row per
+    /// row it is given (see [`Profile::kernel_rows`]).
     pub fn kernel_bytes(&self) -> usize {
-        let rows = self.kernel_rows().filter(|(_, r, _)| r.is_some()).count();
-        KERNEL_SLOT_BYTES + rows * NSYMBOLS
+        let rows = self
+            .kernel_rows()
+            .iter()
+            .filter(|(_, r, _)| r.is_some())
+            .count();
+        KERNEL_SLOT_BYTES + rows * NCOLS
     }
 }
 
@@ -348,15 +359,14 @@ mod tests {
         row[7] = 0b101;
         p.train.rows.insert(3, row.clone());
         p.test.rows.insert(3, row.clone());
-        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + NSYMBOLS);
+        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + NCOLS);
         // Training learned another pair after the promotion: two rows now.
         p.train.rows.get_mut(&3).unwrap()[8] = 1;
-        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + 2 * NSYMBOLS);
+        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + 2 * NCOLS);
         // A testing row without a training row of its symbol is its own.
         p.test.rows.insert(4, row);
-        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + 3 * NSYMBOLS);
-        let shared: Vec<_> = p.kernel_rows().filter(|(_, r, _)| r.is_none()).collect();
-        assert!(shared.is_empty());
+        assert_eq!(p.kernel_bytes(), KERNEL_SLOT_BYTES + 3 * NCOLS);
+        assert!(p.kernel_rows().iter().all(|(_, r, _)| r.is_some()));
     }
 
     #[test]

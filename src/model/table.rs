@@ -1,7 +1,8 @@
 //! Lookahead tables in the hot-path layout: a fixed index of 512 optional 512-byte rows.
 //!
-//! The kernel keeps `u16 train_row[512]` naming rows in a pool (training and testing may name one
-//! row while their data is the same; see docs/design.md, "Profile memory"); here the index holds the rows
+//! The kernel keeps `u16 train_row[NCOLS]` naming rows in a pool, in columns rather than symbols
+//! (`src/columns.rs`; training and testing may name one row while their data is the same; see
+//! docs/design.md, "Profile memory"); here the index holds the rows
 //! themselves, so a test is one indexed load per distance and nothing is hashed or searched.
 //! [`crate::profile::Table`] (sparse, ordered) is the exchange format at the model's edges.
 
