@@ -93,10 +93,11 @@ static __always_inline __u16 col_symbol(__u32 c)
 {
 	if (c < NATIVE_LOW_END)
 		return c;
-	if (c == COL_OTHER)
-		return SYM_OTHER;
 	if (c == COL_EMPTY)
 		return SYM_EMPTY;
+	/* OTHER, and any column no call maps to (arm64 leaves some). */
+	if (c >= NATIVE_HIGH_END - COL_GAP)
+		return SYM_OTHER;
 	return c + COL_GAP;
 }
 
