@@ -57,11 +57,6 @@ pub fn symbol(col: u16) -> u16 {
     }
 }
 
-/// Whether `sym` is a native symbol the kernel keeps as itself (not folded into OTHER).
-pub fn kept(sym: u16) -> bool {
-    symbol(of_symbol(sym)) == sym
-}
-
 /// `row` in the kernel's layout; the bytes of symbols without a column are ORed into OTHER's.
 pub fn to_kernel(row: &Row) -> Box<KernelRow> {
     let mut out = Box::new([0u8; NCOLS]);
@@ -103,6 +98,11 @@ pub fn kernel_table(table: &Table) -> BTreeMap<u16, Box<KernelRow>> {
 mod tests {
     use super::*;
     use crate::syscalls::Abi;
+
+    /// Whether the kernel keeps `sym` as itself (not folded into OTHER).
+    fn kept(sym: u16) -> bool {
+        symbol(of_symbol(sym)) == sym
+    }
 
     #[test]
     fn every_native_call_has_a_column_of_its_own() {
