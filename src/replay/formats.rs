@@ -239,7 +239,9 @@ fn numbers(bytes: &[u8], mut each: impl FnMut(u64, usize)) -> Result<(), usize> 
     Ok(())
 }
 
-/// A syscall number as the kernel maps it: anything outside the table is OTHER.
+/// A syscall number as a symbol: anything past the alphabet is OTHER. The kernel also folds
+/// native numbers that have no column (src/columns.rs); replay keeps them apart, because a trace
+/// may number its calls for another architecture (ADFA-LD's are i386's).
 fn sym(v: u64) -> u16 {
     syscalls::symbol(i64::try_from(v).unwrap_or(-1))
 }
