@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 
 import measure
