@@ -89,7 +89,7 @@ vmlinux:
 	mkdir -p vmlinux/$(ARCH)
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$(ARCH)/vmlinux.h
 
-# Benchmarks (root, ~10 minutes): ebpfh side by side with no monitor, empty BPF programs,
+# Benchmarks (root, ~15 minutes): ebpfh side by side with no monitor, empty BPF programs,
 # bpftrace, strace and auditd, on loops, process churn, nginx and redis. Prints a table and a
 # verdict and writes bench/results.json; see README "Benchmarks". BENCH_ARGS=--quick tries the
 # harness in about two minutes; BENCH_ARGS="--compare bench/results.prev.json" also compares

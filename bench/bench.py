@@ -3,7 +3,8 @@
 the peers a sysadmin would pick (bpftrace, strace, auditd), on loops, process churn and two servers
 (nginx, redis). Run it with `sudo make bench`; see README.md, "Benchmarks".
 
-Every configuration runs its workloads in sessions, one per round (the order rotates each round).
+Every configuration runs its workloads in sessions, one per round (the order rotates each round);
+past --rounds, up to --loop-rounds, the BPF configurations run sessions of their loops alone.
 Each run is checked for disturbance (bench/measure.py: other processes' CPU, steal, a preempted
 loop, foreign syscalls in the per-run average, foreign BPF programs); disturbed runs are retried,
 a session's value is its fastest clean run, and figures are min/median/max over clean sessions.
@@ -339,8 +340,10 @@ class Workloads:
         self.n_spawn = 300 if quick else 1000
         self.requests = {"nginx": 5000 if quick else 20_000, "redis": 10_000 if quick else 40_000}
         # Loops: the traced runs of a session, and as many untraced ones around them (half
-        # before the tracer starts, half after it stops; see `session`).
-        self.want = {"getppid": 1 if quick else 2, "read": 1 if quick else 2, "churn": 1 if quick else 2}
+        # before the tracer starts, half after it stops; see `session`). The others: a session's
+        # runs, traced and untraced alike (the chain phase runs one per link).
+        self.want = {"getppid": 1 if quick else 2, "read": 1 if quick else 2, "churn": 1 if quick else 2,
+                     "nginx": 1, "redis": 1, "make": 1, "shell": 1}
         self.extra = 1 if quick else 2
         # Past this (time.monotonic()), disturbed runs are not retried: on a machine that is
         # busy throughout, retries only make the run longer.
@@ -396,22 +399,24 @@ class Workloads:
     def read(self, tracer):
         return self.loop(tracer, "read")
 
-    def churn(self, tracer):
+    # The process and server workloads: `want` clean runs (default: self.want's).
+    def churn(self, tracer, want=None):
         spawn = os.path.join(OUT, "spawn")
         n = max(self.n_spawn // SLOW_SERVER_SHARE.get(tracer.name, 1), 50)
         return self.runs(tracer, ["taskset", "-c", LOOP_CPU, spawn, str(n), "/bin/true"],
-                         block_value(tracer), self.want["churn"])
+                         block_value(tracer), want or self.want["churn"])
 
-    def make(self, tracer):
+    def make(self, tracer, want=None):
         d = os.path.join(OUT, "macro")
         # -B: every run (a retry too) rebuilds everything.
         return self.runs(tracer, ["make", "-s", "-B", "-j2", "-C", d],
-                         lambda out, rec: rec["wall_s"], 1)
+                         lambda out, rec: rec["wall_s"], want or self.want["make"])
 
-    def shell(self, tracer):
-        return self.runs(tracer, ["/bin/sh", "-c", SHELL_JOB], lambda out, rec: rec["wall_s"], 1)
+    def shell(self, tracer, want=None):
+        return self.runs(tracer, ["/bin/sh", "-c", SHELL_JOB], lambda out, rec: rec["wall_s"],
+                         want or self.want["shell"])
 
-    def server(self, tracer, srv):
+    def server(self, tracer, srv, w, want=None):
         """One server instance for the session, traced (strace wraps it, auditd's rule covers
         it); the load generator runs beside it. Value: the generator's wall time per request."""
         srv.start(tracer.wrap, tracer.preexec)
@@ -419,18 +424,19 @@ class Workloads:
             def parse(out, rec):
                 srv.check(out)
                 return rec["wall_s"] / srv.requests * 1e6
-            return self.runs(tracer, srv.client(), parse, 1, known=srv.pids(), traced=False)
+            return self.runs(tracer, srv.client(), parse, want or self.want[w], known=srv.pids(),
+                             traced=False)
         finally:
             srv.stop()
 
     def server_requests(self, tracer, w):
         return max(self.requests[w] // SLOW_SERVER_SHARE.get(tracer.name, 1), 1000)
 
-    def nginx(self, tracer):
-        return self.server(tracer, peers.Nginx(OUT, self.server_requests(tracer, "nginx")))
+    def nginx(self, tracer, want=None):
+        return self.server(tracer, peers.Nginx(OUT, self.server_requests(tracer, "nginx")), "nginx", want)
 
-    def redis(self, tracer):
-        return self.server(tracer, peers.Redis(OUT, self.server_requests(tracer, "redis")))
+    def redis(self, tracer, want=None):
+        return self.server(tracer, peers.Redis(OUT, self.server_requests(tracer, "redis")), "redis", want)
 
 
 def foreign_bpf(ours=()):
@@ -758,64 +764,83 @@ def storm_phase(work, n, rate=100_000, seconds=10):
 SETTLE_S = 1.0
 
 
-def churn_phase(work, normal_state, pairs):
-    """fork+exec+wait of /bin/true, ebpfh (normal mode, the workloads' trained state) against
-    untraced, as a chain of runs U T U T ... U: each ebpfh run T is compared with the mean of the
-    untraced runs just before and just after it, which cancels the machine's drift over those
-    seconds (consecutive untraced runs alone differed by up to 25% in their mean spawn on an AMD
-    host and by up to 10% in their median spawn on an Intel one, more than ebpfh costs a spawn:
-    a few us of its programs on a spawn of hundreds). The figure is the median of
-    the `pairs` % differences over those whose three runs were all clean."""
-    spawn = os.path.join(OUT, "spawn")
-    argv = ["taskset", "-c", LOOP_CPU, spawn, str(work.n_spawn), "/bin/true"]
-    warm = ["taskset", "-c", LOOP_CPU, spawn, "20", "/bin/true"]
+# The workloads of the chain phase: each a few seconds at most, so an untraced run, a run under
+# a monitor just started and another untraced run fit in the time the machine holds one speed.
+CHAINED = ["churn", "nginx", "redis", "make", "shell"]
 
-    def untraced():
-        sh(warm, stdout=subprocess.DEVNULL)
-        out, r = measure.sample(argv)
-        return {"us": block_value(UNTRACED)(out, r), **r}
+
+def chain_phase(work, normal_state, pairs):
+    """The process and server workloads, ebpfh (normal mode, the workloads' trained state) against
+    untraced, as a chain of links U T U T ... U: a link runs each of CHAINED once (a disturbed run
+    is retried), T under a monitor started for it. Each workload's run in T is compared with the
+    mean of its runs in the untraced links just before and after it, which cancels the machine's
+    drift over those seconds and the order a session runs things in. Paired within a session
+    instead, the two sides were a minute apart: consecutive untraced runs of fork+exec differed by
+    up to 25% in their mean spawn on an AMD host, make's by 20% between sessions, and in 4 of 4
+    sessions make, nginx and the shell loop ran faster under ebpfh than in the untraced runs at
+    the session's start. A workload's figure is the median of its `pairs` % differences over
+    those whose three runs were all clean."""
+
+    def link(tracer):
+        # Each link starts after SETTLE_S of rest, traced or not: a run right after the last
+        # link's shell loop and one after a second of idling start on a machine in another state.
+        time.sleep(SETTLE_S)
+        runs = {}
+        for w in CHAINED:
+            if w == "churn":
+                # spawn's own first spawns (page faults, a cold exec path) are not the figure.
+                sh(["taskset", "-c", LOOP_CPU, os.path.join(OUT, "spawn"), "20", "/bin/true"],
+                   stdout=subprocess.DEVNULL)
+            cpu0 = cpu_seconds(tracer.pid) if isinstance(tracer, Ebpfh) else 0.0
+            samples = getattr(work, w)(tracer, want=1)
+            clean = [x for x in samples if not x["disturbed"]]
+            r = dict(min(clean or samples, key=lambda x: x["value"]))
+            r["disturbed"], r["retries"] = bool(not clean), len(samples) - 1
+            if isinstance(tracer, Ebpfh) and w == "churn":
+                # The monitor's CPU per spawn: it gets no event for an exec of a known program.
+                r["monitor_cpu_us_per_spawn"] = round(
+                    (cpu_seconds(tracer.pid) - cpu0) * 1e6 / work.n_spawn, 2)
+            runs[w] = r
+        return runs
 
     def traced():
-        mon = Ebpfh("ebpfh_churn", normal_state, ["--normal-wait", "1s"])
+        mon = Ebpfh("ebpfh_chain", normal_state, ["--normal-wait", "1s"])
         mon.start()
         try:
-            time.sleep(SETTLE_S)
-            sh(warm, stdout=subprocess.DEVNULL)
-            cpu0 = cpu_seconds(mon.pid)
-            out, r = measure.sample(argv, known=[mon.pid], progs=[mon.pid])
-            # The monitor's CPU per spawn: it gets no event for an exec of a known program.
-            r["monitor_cpu_us_per_spawn"] = round((cpu_seconds(mon.pid) - cpu0) * 1e6 / work.n_spawn, 2)
+            runs = link(mon)
         finally:
             mon.stop()
-        time.sleep(SETTLE_S)
-        # A trained spawn and /bin/true make none: a figure with anomalies measured them.
-        r["anomaly_lines"] = sum(1 for e in mon.events("anomaly") if e["comm"] in ("spawn", "true"))
-        return {"us": block_value(mon)(out, r), **r}
+        # The trained workloads should make none: a figure with anomalies measured them.
+        anomalies = mon.events("anomaly")
+        runs["anomaly_lines"] = len(anomalies)
+        runs["anomaly_comms"] = sorted({e.get("comm", "?") for e in anomalies})
+        return runs
 
-    res, before = [], untraced()
+    links, before = [], link(UNTRACED)
     for i in range(pairs):
         t = traced()
-        after = untraced()
-        base = (before["us"] + after["us"]) / 2
-        rec = {"untraced_before": before, "ebpfh": t, "untraced_after": after,
-               "pct": round((t["us"] / base - 1) * 100, 1),
-               "clean": not (t["disturbed"] or before["disturbed"] or after["disturbed"])}
-        log(f"  churn {i + 1}: untraced {before['us']:.1f} / {after['us']:.1f} us, ebpfh {t['us']:.1f} us "
-            f"({rec['pct']:+.1f}%){'' if rec['clean'] else ' disturbed'}"
-            + (f", {t['anomaly_lines']} anomaly lines" if t["anomaly_lines"] else ""))
-        res.append(rec)
+        after = link(UNTRACED)
+        rec = {"untraced_before": before, "ebpfh": t, "untraced_after": after, "pct": {}, "clean": {}}
+        for w in CHAINED:
+            base = (before[w]["value"] + after[w]["value"]) / 2
+            rec["pct"][w] = round((t[w]["value"] / base - 1) * 100, 1)
+            rec["clean"][w] = not (t[w]["disturbed"] or before[w]["disturbed"] or after[w]["disturbed"])
+        log(f"  link {i + 1}: " + ", ".join(f"{w} {rec['pct'][w]:+.1f}%{'' if rec['clean'][w] else ' (disturbed)'}"
+                                            for w in CHAINED)
+            + (f"; {t['anomaly_lines']} anomaly lines ({', '.join(t['anomaly_comms'])})"
+               if t["anomaly_lines"] else ""))
+        links.append(rec)
         before = after
-    clean = [r["pct"] for r in res if r["clean"]]
-    use = clean if clean else [r["pct"] for r in res]
-    return {
-        "pairs": res,
-        "spawns_per_run": work.n_spawn,
-        "clean_pairs": len(clean),
-        "pct_over_untraced": {"median": round(statistics.median(use), 1), "min": min(use), "max": max(use),
-                              "n": len(use), "disturbed": not clean},
-        "monitor_cpu_us_per_spawn": statistics.median(r["ebpfh"]["monitor_cpu_us_per_spawn"] for r in res),
-        "anomaly_lines": sum(r["ebpfh"]["anomaly_lines"] for r in res),
-    }
+    out = {"pairs": links, "spawns_per_run": work.n_spawn, "pct_over_untraced": {}, "clean_pairs": {},
+           "monitor_cpu_us_per_spawn": statistics.median(
+               x["ebpfh"]["churn"]["monitor_cpu_us_per_spawn"] for x in links),
+           "anomaly_lines": sum(x["ebpfh"]["anomaly_lines"] for x in links)}
+    for w in CHAINED:
+        clean = [x["pct"][w] for x in links if x["clean"][w]]
+        use = clean or [x["pct"][w] for x in links]
+        out["clean_pairs"][w] = len(clean)
+        out["pct_over_untraced"][w] = {**measure.spread(use), "n": len(clean), "disturbed": not clean}
+    return out
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -840,6 +865,8 @@ BPF_CONFIGS = ["empty_enter", "empty_enter_exit", "ebpfh_training", "ebpfh_froze
 # --quick: 2, all it has).
 MIN_CLEAN = 3
 VERDICT_CONFIGS = ["untraced", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
+# The loop rounds' configurations: the verdict's and ebpfh's like-for-like reference.
+LOOP_ROUND_CONFIGS = ["empty_enter", "ebpfh_training", "ebpfh_frozen", "ebpfh", "bpftrace"]
 
 
 def configurations(normal_state):
@@ -857,6 +884,15 @@ def configurations(normal_state):
         # make and the shell loop take minutes under auditd's every-syscall rule.
         (peers.Auditd(), LOOPS + ["churn", "nginx", "redis"]),
     ]
+
+
+def loop_configs(configs):
+    """The loop rounds' sessions: the BPF configurations, their loops only. A loop's added ns is
+    a difference of two wall times whose sessions moved by 10-20% here (a whole session runs
+    slower, its programs' ns per run too), so its median wants more sessions than the rest,
+    and a loop session costs seconds where a full one costs a minute."""
+    return [(tracer, [w for w in ws if w in LOOPS]) for tracer, ws in configs
+            if tracer.name in LOOP_ROUND_CONFIGS]
 
 
 def session(work, tracer, ws, rnd, memory, bpftrace_rss):
@@ -1009,6 +1045,10 @@ def main():
     global MIN_CLEAN
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--loop-rounds", type=int,
+                    help="rounds in all, counting --rounds, of the loops under ebpfh's modes, "
+                         "bpftrace and the empty sys_enter program (the rounds past --rounds run "
+                         "only those; default 16, --quick 2)")
     ap.add_argument("--extra-rounds", type=int, default=3,
                     help="rounds run, for the configurations that lack them, until every verdict "
                          f"figure rests on {MIN_CLEAN} clean sessions")
@@ -1021,7 +1061,7 @@ def main():
                     help="only the breakdown of ebpfh's cost per call (bench/breakdown.py); "
                          f"writes {os.path.relpath(BREAKDOWN, ROOT)}")
     ap.add_argument("--budget", type=int, metavar="SECONDS",
-                    help="after this long, no more retries or extra rounds (default 600, --quick 150)")
+                    help="after this long, no more retries or extra rounds (default 1200, --quick 150)")
     ap.add_argument("--only", choices=["storm"],
                     help="only this phase: storm, the anomaly storm (--storm-writes; --quick: 20,000); "
                          f"writes {os.path.relpath(STORM, ROOT)}")
@@ -1047,8 +1087,10 @@ def main():
         args.rounds, args.extra_rounds = 2, 0
         args.storm_writes = 20_000
         MIN_CLEAN = 2  # both of the quick run's rounds
+    if args.loop_rounds is None:
+        args.loop_rounds = 2 if args.quick else 16
     if args.budget is None:
-        args.budget = 150 if args.quick else 600
+        args.budget = 150 if args.quick else 1200
     if not os.path.exists("/sys/kernel/tracing/events"):
         # bpftrace's tracepoints need tracefs.
         subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=False)
@@ -1144,16 +1186,20 @@ def main():
         r += 1
         if r < args.rounds:
             continue
+        if r < args.loop_rounds:
+            todo = loop_configs(configs)
+            continue
         todo = (lacking(sessions, configs)
-                if r < args.rounds + args.extra_rounds and time.monotonic() < work.deadline else [])
+                if r < max(args.rounds, args.loop_rounds) + args.extra_rounds
+                and time.monotonic() < work.deadline else [])
         if todo:
             log(f"extra round for {', '.join(c.name for c, _ in todo)}: too few clean sessions")
 
     log(f"anomaly storm: {args.storm_writes} anomalous writes")
     storm = storm_phase(work, args.storm_writes)
     pairs = 4 if args.quick else 8
-    log(f"fork+exec+wait: {pairs} ebpfh runs, each between two untraced ones")
-    churn = churn_phase(work, normal_state, pairs)
+    log(f"chain: {', '.join(CHAINED)}, {pairs} links under ebpfh, each between two untraced ones")
+    chain = chain_phase(work, normal_state, pairs)
 
     # Per-profile kernel memory, from the profiles the normal-mode monitor saved.
     rows = profile_rows(normal_state)
@@ -1191,11 +1237,22 @@ def main():
 
     summary = summarize(sessions, configs)
     summary["verdict"]["retries_cut_by_budget"] = work.retries_cut
-    summary["verdict"]["churn_paired_pct_over_untraced"] = churn["pct_over_untraced"]
+    summary["verdict"]["churn_paired_pct_over_untraced"] = chain["pct_over_untraced"]["churn"]
+    summary["verdict"]["chain_pct_over_untraced"] = chain["pct_over_untraced"]
+    # ebpfh's % over untraced on these workloads is the chain's; the sessions' stays in `spread`.
+    v = summary["verdict"]
+    for w, x in chain["pct_over_untraced"].items():
+        summary["figures"][f"ebpfh.{w}.pct"] = x["median"]
+        # A chain figure rests on its clean comparisons as a session figure on clean sessions.
+        v["clean_sessions_per_figure"][f"ebpfh.{w}.chain_pct"] = x["n"]
+    v["rests_on_clean_sessions_min"] = min(v["clean_sessions_per_figure"].values())
+    v["settled"] = v["settled"] and v["rests_on_clean_sessions_min"] >= MIN_CLEAN
     out = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rounds": r,
+        "full_rounds": args.rounds,
+        "loop_rounds": args.loop_rounds,
         "quick": args.quick,
         "disturbance_rule": {"foreign_cpu": measure.FOREIGN_CPU, "steal": measure.STEAL,
                              "solo_cpu": measure.SOLO_CPU, "foreign_calls": measure.FOREIGN_CALLS,
@@ -1210,7 +1267,7 @@ def main():
         "spread": summary["spread"],
         "memory": memory,
         "anomaly_storm": storm,
-        "churn_pairs": churn,
+        "chain": chain,
         "sessions": sessions,
         "profile_states": {named.get(r["profile"], r["exe"]): r["state"] for r in rows
                            if r["profile"] in named or r["exe"].startswith(OUT)},
@@ -1350,7 +1407,8 @@ def print_table(out, configs):
     names = [c.name for c, _ in configs]
     sp = out["spread"]
     print(f"\nmedian (min..max) over clean sessions (*: none was clean, so over disturbed ones); "
-          f"{out['rounds']} rounds, {out['date']}, "
+          f"{out['rounds']} rounds ({out.get('full_rounds', out['rounds'])} of every workload, "
+          f"the others of the loops or extra), {out['date']}, "
           f"{out['machine']['cpus']} x {out['machine']['cpu']}, Linux {out['machine']['kernel']}")
     print("\n| workload | unit | " + " | ".join(names) + " |")
     print("|---|---|" + "---:|" * len(names))
@@ -1366,10 +1424,17 @@ def print_table(out, configs):
         cells = [f"{fmt(sp[w][c].get('added_ns'), sign=True)} \\| {fmt(sp[w][c].get('bpf_ns_per_run'))}"
                  for c in BPF_CONFIGS]
         print(f"| {w} | " + " | ".join(cells) + " |")
-    print("\n% over untraced (process and server workloads):")
+    print("\n% over untraced (process and server workloads; ebpfh's from the chain phase, its "
+          "sessions' in brackets):")
+    chain = out["verdict"].get("chain_pct_over_untraced", {})
+
+    def pct(w, c, s):
+        sess = f"{fmt(s.get('pct_over_untraced'), sign=True)}%"
+        if c == "ebpfh" and w in chain:
+            return f"{fmt(chain[w], sign=True)}% [{sess}]"
+        return sess
     for w in PROCESS:
-        print(f"  {w:6} " + ", ".join(f"{c} {fmt(s.get('pct_over_untraced'), sign=True)}%"
-                                      for c, s in sp[w].items() if c != "untraced"))
+        print(f"  {w:6} " + ", ".join(f"{c} {pct(w, c, s)}" for c, s in sp[w].items() if c != "untraced"))
     v = out["verdict"]
     print(f"\nVERDICT ({'settled' if v['settled'] else 'UNSETTLED'}: every figure rests on >= "
           f"{v['rests_on_clean_sessions_min']} clean sessions (needs {v['min_clean_sessions']}); "
@@ -1395,7 +1460,7 @@ def print_table(out, configs):
         ok = x["bpf_stats"] is not None and x["bpf_stats"] <= v["normal_over_training_target"]
         print(f"  normal/training {w}: {x['bpf_stats']} (bpf_stats), {x['wall']} (wall added ns): "
               f"<= {v['normal_over_training_target']} {'met' if ok else 'NOT met'}{unsettled}")
-    # The verdict's figure is the paired one (churn_phase); the sessions' is shown beside it.
+    # The verdict's figure is the chain's (chain_phase); the sessions' is shown beside it.
     p = v.get("churn_paired_pct_over_untraced")
     if p:
         sess = (v["churn_pct_over_untraced"] or {}).get("ebpfh")
