@@ -89,10 +89,10 @@ vmlinux:
 	mkdir -p vmlinux/$(ARCH)
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$(ARCH)/vmlinux.h
 
-# Benchmarks (root, ~15 minutes): ebpfh side by side with no monitor, empty BPF programs,
+# Benchmarks (root, ~20 minutes): ebpfh side by side with no monitor, empty BPF programs,
 # bpftrace, strace and auditd, on loops, process churn, nginx and redis. Prints a table and a
 # verdict and writes bench/results.json; see README "Benchmarks". BENCH_ARGS=--quick tries the
-# harness in about two minutes; BENCH_ARGS="--compare bench/results.prev.json" also compares
+# harness in about three minutes; BENCH_ARGS="--compare bench/results.prev.json" also compares
 # every figure with an earlier run's; BENCH_ARGS=--breakdown only splits ebpfh's cost per call by
 # step (bench/breakdown.py, about two minutes).
 bench: deps bench-deps

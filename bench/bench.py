@@ -341,9 +341,13 @@ class Workloads:
         self.requests = {"nginx": 5000 if quick else 20_000, "redis": 10_000 if quick else 40_000}
         # Loops: the traced runs of a session, and as many untraced ones around them (half
         # before the tracer starts, half after it stops; see `session`). The others: a session's
-        # runs, traced and untraced alike (the chain phase runs one per link).
+        # runs, traced and untraced alike; its value is the fastest, and one run alone moved by
+        # up to 40% between neighbours on an AMD host (redis 13.1..18.5 us/req untraced).
         self.want = {"getppid": 1 if quick else 2, "read": 1 if quick else 2, "churn": 1 if quick else 2,
-                     "nginx": 1, "redis": 1, "make": 1, "shell": 1}
+                     "nginx": 1 if quick else 3, "redis": 1 if quick else 3, "make": 1 if quick else 3,
+                     "shell": 1 if quick else 3}
+        # Runs of each workload in one link of the chain phase (see `chain_phase`).
+        self.chain_runs = 1 if quick else 3
         self.extra = 1 if quick else 2
         # Past this (time.monotonic()), disturbed runs are not retried: on a machine that is
         # busy throughout, retries only make the run longer.
@@ -764,82 +768,87 @@ def storm_phase(work, n, rate=100_000, seconds=10):
 SETTLE_S = 1.0
 
 
-# The workloads of the chain phase: each a few seconds at most, so an untraced run, a run under
-# a monitor just started and another untraced run fit in the time the machine holds one speed.
+# The workloads of the chain phase: each a second at most, so an untraced link, a link under a
+# monitor just started and another untraced link fit in the time the machine holds one speed.
 CHAINED = ["churn", "nginx", "redis", "make", "shell"]
 
 
 def chain_phase(work, normal_state, pairs):
     """The process and server workloads, ebpfh (normal mode, the workloads' trained state) against
-    untraced, as a chain of links U T U T ... U: a link runs each of CHAINED once (a disturbed run
-    is retried), T under a monitor started for it. Each workload's run in T is compared with the
-    mean of its runs in the untraced links just before and after it, which cancels the machine's
-    drift over those seconds and the order a session runs things in. Paired within a session
+    untraced, each as a chain of its own of links U T U T ... U: a link runs the workload
+    work.chain_runs times (a disturbed run is retried), T under a monitor started for it, and its
+    value is the link's fastest clean run, as a session's is: interference only ever adds time,
+    and single runs in one untraced block moved by up to 40% (redis 13.1..18.5 us per request,
+    fork+exec 604..860 us per spawn) while each block's fastest moved by 5%. T's value is compared
+    with the mean of the untraced links just before and after it, which cancels the machine's
+    drift over those seconds. A chain per workload keeps the three links within seconds: on an AMD
+    host every workload of a link ran 10-30% slower or faster together from one link to the next,
+    so a link of all five put the two sides of a comparison too far apart. Paired within a session
     instead, the two sides were a minute apart: consecutive untraced runs of fork+exec differed by
-    up to 25% in their mean spawn on an AMD host, make's by 20% between sessions, and in 4 of 4
-    sessions make, nginx and the shell loop ran faster under ebpfh than in the untraced runs at
-    the session's start. A workload's figure is the median of its `pairs` % differences over
-    those whose three runs were all clean."""
+    up to 25% in their mean spawn, make's by 20% between sessions, and in 4 of 4 sessions make,
+    nginx and the shell loop ran faster under ebpfh than in the untraced runs at the session's
+    start. A workload's figure is the median of its `pairs` % differences over those whose three
+    links had a clean run."""
 
-    def link(tracer):
+    def link(tracer, w):
         # Each link starts after SETTLE_S of rest, traced or not: a run right after the last
-        # link's shell loop and one after a second of idling start on a machine in another state.
+        # link's runs and one after a second of idling start on a machine in another state.
         time.sleep(SETTLE_S)
-        runs = {}
-        for w in CHAINED:
+        got, monitor_cpu = [], 0.0
+        for _ in range(work.chain_runs):
             if w == "churn":
                 # spawn's own first spawns (page faults, a cold exec path) are not the figure.
                 sh(["taskset", "-c", LOOP_CPU, os.path.join(OUT, "spawn"), "20", "/bin/true"],
                    stdout=subprocess.DEVNULL)
             cpu0 = cpu_seconds(tracer.pid) if isinstance(tracer, Ebpfh) else 0.0
-            samples = getattr(work, w)(tracer, want=1)
-            clean = [x for x in samples if not x["disturbed"]]
-            r = dict(min(clean or samples, key=lambda x: x["value"]))
-            r["disturbed"], r["retries"] = bool(not clean), len(samples) - 1
-            if isinstance(tracer, Ebpfh) and w == "churn":
-                # The monitor's CPU per spawn: it gets no event for an exec of a known program.
-                r["monitor_cpu_us_per_spawn"] = round(
-                    (cpu_seconds(tracer.pid) - cpu0) * 1e6 / work.n_spawn, 2)
-            runs[w] = r
-        return runs
+            got += getattr(work, w)(tracer, want=1)
+            if isinstance(tracer, Ebpfh):
+                monitor_cpu += cpu_seconds(tracer.pid) - cpu0
+        clean = [x for x in got if not x["disturbed"]]
+        r = dict(min(clean or got, key=lambda x: x["value"]))
+        r.update(disturbed=not clean, runs=len(got), clean_runs=len(clean), values=[x["value"] for x in got])
+        if isinstance(tracer, Ebpfh) and w == "churn":
+            # The monitor's CPU per spawn: it gets no event for an exec of a known program.
+            r["monitor_cpu_us_per_spawn"] = round(monitor_cpu * 1e6 / (len(got) * work.n_spawn), 2)
+        return r
 
-    def traced():
+    def traced(w):
         mon = Ebpfh("ebpfh_chain", normal_state, ["--normal-wait", "1s"])
         mon.start()
         try:
-            runs = link(mon)
+            r = link(mon, w)
         finally:
             mon.stop()
         # The trained workloads should make none: a figure with anomalies measured them.
         anomalies = mon.events("anomaly")
-        runs["anomaly_lines"] = len(anomalies)
-        runs["anomaly_comms"] = sorted({e.get("comm", "?") for e in anomalies})
-        return runs
+        r["anomaly_lines"] = len(anomalies)
+        r["anomaly_comms"] = sorted({e.get("comm", "?") for e in anomalies})
+        return r
 
-    links, before = [], link(UNTRACED)
-    for i in range(pairs):
-        t = traced()
-        after = link(UNTRACED)
-        rec = {"untraced_before": before, "ebpfh": t, "untraced_after": after, "pct": {}, "clean": {}}
-        for w in CHAINED:
-            base = (before[w]["value"] + after[w]["value"]) / 2
-            rec["pct"][w] = round((t[w]["value"] / base - 1) * 100, 1)
-            rec["clean"][w] = not (t[w]["disturbed"] or before[w]["disturbed"] or after[w]["disturbed"])
-        log(f"  link {i + 1}: " + ", ".join(f"{w} {rec['pct'][w]:+.1f}%{'' if rec['clean'][w] else ' (disturbed)'}"
-                                            for w in CHAINED)
-            + (f"; {t['anomaly_lines']} anomaly lines ({', '.join(t['anomaly_comms'])})"
-               if t["anomaly_lines"] else ""))
-        links.append(rec)
-        before = after
-    out = {"pairs": links, "spawns_per_run": work.n_spawn, "pct_over_untraced": {}, "clean_pairs": {},
-           "monitor_cpu_us_per_spawn": statistics.median(
-               x["ebpfh"]["churn"]["monitor_cpu_us_per_spawn"] for x in links),
-           "anomaly_lines": sum(x["ebpfh"]["anomaly_lines"] for x in links)}
+    out = {"links": {}, "runs_per_link": work.chain_runs, "spawns_per_run": work.n_spawn,
+           "pct_over_untraced": {}, "clean_pairs": {}}
     for w in CHAINED:
-        clean = [x["pct"][w] for x in links if x["clean"][w]]
-        use = clean or [x["pct"][w] for x in links]
+        links, before = [], link(UNTRACED, w)
+        for _ in range(pairs):
+            t = traced(w)
+            after = link(UNTRACED, w)
+            base = (before["value"] + after["value"]) / 2
+            links.append({"untraced_before": before, "ebpfh": t, "untraced_after": after,
+                          "pct": round((t["value"] / base - 1) * 100, 1),
+                          "clean": not (t["disturbed"] or before["disturbed"] or after["disturbed"])})
+            before = after
+        lines = sum(x["ebpfh"]["anomaly_lines"] for x in links)
+        comms = sorted({c for x in links for c in x["ebpfh"]["anomaly_comms"]})
+        log(f"  {w}: " + ", ".join(f"{x['pct']:+.1f}%{'' if x['clean'] else ' (disturbed)'}" for x in links)
+            + (f"; {lines} anomaly lines ({', '.join(comms)})" if lines else ""))
+        clean = [x["pct"] for x in links if x["clean"]]
+        out["links"][w] = links
         out["clean_pairs"][w] = len(clean)
-        out["pct_over_untraced"][w] = {**measure.spread(use), "n": len(clean), "disturbed": not clean}
+        out["pct_over_untraced"][w] = {**measure.spread(clean or [x["pct"] for x in links]),
+                                       "n": len(clean), "disturbed": not clean}
+    out["monitor_cpu_us_per_spawn"] = statistics.median(
+        x["ebpfh"]["monitor_cpu_us_per_spawn"] for x in out["links"]["churn"])
+    out["anomaly_lines"] = sum(x["ebpfh"]["anomaly_lines"] for ls in out["links"].values() for x in ls)
     return out
 
 
@@ -1027,6 +1036,9 @@ def lacking(sessions, configs):
 
 
 LOCK = None
+# A full run takes 18-23 minutes on a 2-core AMD host; past the budget a busy machine would only
+# make it longer.
+BUDGET_S, QUICK_BUDGET_S = 1500, 200
 
 
 def hold_lock():
@@ -1061,7 +1073,8 @@ def main():
                     help="only the breakdown of ebpfh's cost per call (bench/breakdown.py); "
                          f"writes {os.path.relpath(BREAKDOWN, ROOT)}")
     ap.add_argument("--budget", type=int, metavar="SECONDS",
-                    help="after this long, no more retries or extra rounds (default 1200, --quick 150)")
+                    help="after this long, no more retries or extra rounds "
+                         f"(default {BUDGET_S}, --quick {QUICK_BUDGET_S})")
     ap.add_argument("--only", choices=["storm"],
                     help="only this phase: storm, the anomaly storm (--storm-writes; --quick: 20,000); "
                          f"writes {os.path.relpath(STORM, ROOT)}")
@@ -1090,7 +1103,7 @@ def main():
     if args.loop_rounds is None:
         args.loop_rounds = 2 if args.quick else 16
     if args.budget is None:
-        args.budget = 150 if args.quick else 1200
+        args.budget = QUICK_BUDGET_S if args.quick else BUDGET_S
     if not os.path.exists("/sys/kernel/tracing/events"):
         # bpftrace's tracepoints need tracefs.
         subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=False)
@@ -1197,8 +1210,9 @@ def main():
 
     log(f"anomaly storm: {args.storm_writes} anomalous writes")
     storm = storm_phase(work, args.storm_writes)
-    pairs = 4 if args.quick else 8
-    log(f"chain: {', '.join(CHAINED)}, {pairs} links under ebpfh, each between two untraced ones")
+    pairs = 2 if args.quick else 8
+    log(f"chain: {', '.join(CHAINED)}, each {pairs} links under ebpfh between untraced ones, "
+        f"{work.chain_runs} runs a link")
     chain = chain_phase(work, normal_state, pairs)
 
     # Per-profile kernel memory, from the profiles the normal-mode monitor saved.
