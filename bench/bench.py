@@ -1096,6 +1096,10 @@ def main():
                 prev = json.load(f)
         except (OSError, ValueError) as e:
             sys.exit(f"bench: cannot read {args.compare} ({e}); give the results.json of an earlier run")
+        try:
+            measure.comparable(prev)
+        except ValueError as e:
+            sys.exit(f"bench: cannot compare with {args.compare}: {e}; give the results.json of an earlier run")
     if args.quick:
         args.rounds, args.extra_rounds = 2, 0
         args.storm_writes = 20_000
@@ -1507,9 +1511,6 @@ def print_storm(s, runs=True):
 def print_compare(prev, out, path):
     rows, s = measure.compare(prev, out)
     print(f"\ncompared with {path} ({prev.get('date', '?')}):")
-    if not prev.get("figures"):
-        print("  it has no figures: it was written by an older bench.py; compare with a newer run's file")
-        return
     print("| figure | before | now | difference | agrees |")
     print("|---|---:|---:|---:|---|")
     for k, p, v, diff, ok, by in rows:

@@ -239,6 +239,21 @@ def agrees(key, before, now):
     return diff, False, None
 
 
+def comparable(doc):
+    """Raises ValueError, saying why, unless doc (a parsed results.json) has what compare() reads
+    of an earlier run: checked before a run starts, not after its twenty minutes."""
+    figures = doc.get("figures") if isinstance(doc, dict) else None
+    if not isinstance(figures, dict) or not figures:
+        raise ValueError("it has no figures, so it is not a results.json or is one of an older bench.py")
+    for k, v in figures.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"its figure {k} is not a number")
+    verdict = doc.get("verdict", {})
+    order = verdict.get("vs_bpftrace", {}) if isinstance(verdict, dict) else None
+    if not isinstance(order, dict) or not all(isinstance(o, dict) and "below" in o for o in order.values()):
+        raise ValueError("its verdict is not one bench.py wrote")
+
+
 def compare(prev, now):
     """Per-figure differences between two results files' `figures`, and whether the orderings
     against bpftrace are the same. Returns (rows, summary); a row is (key, before, now,

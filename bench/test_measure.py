@@ -87,6 +87,20 @@ class Agreement(unittest.TestCase):
         self.assertEqual(s["orderings_changed"], ["read.frozen"])
         self.assertEqual(rows[-1], ("ebpfh.churn.pct", None, 3.0, None, None, None))
 
+    def test_comparable_takes_an_earlier_run_and_refuses_other_files(self):
+        measure.comparable(run({"ebpfh.getppid.added_ns": 40.0, "strace.read.added_ns": None},
+                               {"getppid.normal": True}))
+        # What a user might pass by mistake: another JSON file, the breakdown's or the storm's
+        # results, a hand-edited file. Each is refused before the run, with its reason.
+        for doc, why in [([], "no figures"), ({"date": "x"}, "no figures"),
+                         ({"figures": {}}, "no figures"), ({"figures": [1.0]}, "no figures"),
+                         ({"figures": {"a": "12"}}, "figure a is not a number"),
+                         ({"figures": {"a": True}}, "figure a is not a number"),
+                         ({"figures": {"a": 1.0}, "verdict": []}, "verdict"),
+                         ({"figures": {"a": 1.0}, "verdict": {"vs_bpftrace": {"x": 1}}}, "verdict")]:
+            with self.assertRaisesRegex(ValueError, why):
+                measure.comparable(doc)
+
 
 if __name__ == "__main__":
     unittest.main()
